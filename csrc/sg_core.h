@@ -1,0 +1,162 @@
+/* sluicegate core: clock, stable hash, shared store header and lock-free key table.
+ *
+ * Plain C11 plus GCC/Clang __atomic builtins; no Python.h.  Everything here
+ * operates on a caller-supplied memory region (an mmap shared between processes),
+ * so nothing may hold a lock: every mutation is a single-word CAS or fetch-add,
+ * and a process killed between any two instructions leaves a state that the
+ * others can finish or roll back.
+ */
+#ifndef SG_CORE_H
+#define SG_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- results -------------------------------------------------------------- */
+enum {
+    SG_OK = 0,
+    SG_NOTFOUND = 1,      /* lookup without create found nothing */
+    SG_ERR_FULL = -1,     /* no free or reclaimable slot for this key */
+    SG_ERR_HEADER = -2,   /* not a sluicegate store / corrupted header */
+    SG_ERR_VERSION = -3,  /* a sluicegate store of another layout version */
+    SG_ERR_SIZE = -4,     /* region smaller than the header says */
+    SG_ERR_ARG = -5,      /* bad argument (capacity, size) */
+    SG_ERR_CLOCK = -6,    /* store clock could not be rebased */
+};
+
+/* ---- clock ---------------------------------------------------------------- */
+uint64_t sg_mono_ns(void);      /* CLOCK_MONOTONIC, ns */
+uint64_t sg_wall_ns(void);      /* CLOCK_REALTIME, ns: only used to rebase after reboot */
+uint64_t sg_boot_key(void);     /* identifies the current boot (0 if unknown) */
+
+/* ---- hash ----------------------------------------------------------------- */
+typedef struct {
+    uint64_t a, b;
+} sg_hash128;
+
+/* Stable 128-bit hash of bytes (MurmurHash3 x64 128 with a 64-bit seed split over
+ * both lanes).  Same output on every platform and process: never Python's hash(). */
+sg_hash128 sg_hash(const void *data, size_t len, uint64_t seed);
+/* Namespace seed for one policy object: kind (SG_NS_*) + its name. */
+uint64_t sg_ns_seed(uint32_t kind, const void *name, size_t len);
+
+enum { /* namespaces: limiter "api" and breaker "api" never collide */
+    SG_NS_COUNTER = 1,
+    SG_NS_LIMITER = 2,
+    SG_NS_BREAKER = 3,
+    SG_NS_CONCURRENCY = 4,
+    SG_NS_STATS = 5,
+    SG_NS_POOL = 6,
+    SG_NS_USER = 7,
+};
+
+/* ---- store layout ---------------------------------------------------------- */
+#define SG_MAGIC64 0x4554414745434c53ULL /* "SLCEGATE" little-endian */
+#define SG_LAYOUT_VERSION 1u
+#define SG_HEADER_SIZE 4096u
+#define SG_SLOT_SIZE 64u
+#define SG_MAX_PROBE 64u /* a key lives within this many slots of its home */
+#define SG_CLAIM_STALE_NS 200000000ULL /* a claim older than 200 ms is abandoned */
+
+typedef struct sg_header {
+    /* immutable after creation, covered by checksum */
+    uint64_t magic;
+    uint32_t version;
+    uint32_t header_size;
+    uint64_t capacity;     /* live-slot limit the user asked for */
+    uint64_t nslots;       /* table size, power of two, >= 2 * capacity */
+    uint32_t slot_size;
+    uint32_t max_probe;
+    uint64_t total_size;   /* bytes of the whole region */
+    uint64_t created_wall; /* CLOCK_REALTIME at creation */
+    uint64_t checksum;     /* sg_hash of the fields above */
+    uint64_t _pad0[7];
+    /* mutable, own cache line */
+    uint64_t live;         /* live slots (atomic) */
+    int64_t base_mono;     /* store time = mono - base_mono */
+    uint64_t boot_key;     /* boot the base belongs to; 1 while rebasing */
+    uint64_t wall_epoch;   /* CLOCK_REALTIME at store time 0 */
+    uint64_t _pad1[4];
+} sg_header;
+
+typedef struct sg_slot {
+    uint64_t ctl;  /* [state:2 | perm:1 | tag:8 | prevtag:8 | stamp:45] */
+    uint64_t id1;  /* [tag:8 | hash.a >> 8] */
+    uint64_t id2;  /* [tag:8 | hash.b low 56] */
+    uint64_t meta; /* reclaimable: [tag:8 | algo:8 | param:48]; permanent: free word */
+    uint64_t v[4]; /* reclaimable: v[0] = [tag:8 | payload:56]; permanent: raw words */
+} sg_slot;
+
+typedef struct sg_table {
+    sg_header *hdr;
+    sg_slot *slots;
+    uint8_t *plen; /* per-home max probe distance (only ever grows) */
+    uint64_t mask;
+    int64_t base_mono;
+} sg_table;
+
+/* bytes needed for a store with this capacity (0 on overflow) */
+uint64_t sg_store_size(uint64_t capacity);
+/* initialise a zeroed region of exactly sg_store_size(capacity) bytes */
+int sg_store_init(void *base, uint64_t size, uint64_t capacity);
+/* validate a region and fill *t; rebases the clock after a reboot */
+int sg_store_attach(sg_table *t, void *base, uint64_t size);
+
+/* store time in ns (monotonic, shared by all processes attached to the store) */
+static inline uint64_t sg_store_now(const sg_table *t) {
+    return (uint64_t)((int64_t)sg_mono_ns() - t->base_mono);
+}
+
+/* ---- slots ---------------------------------------------------------------- */
+#define SG_TAG_SHIFT 56
+#define SG_PAYLOAD_MASK ((1ULL << 56) - 1)
+#define SG_TAG(w) ((uint8_t)((w) >> SG_TAG_SHIFT))
+#define SG_PAYLOAD(w) ((w)&SG_PAYLOAD_MASK)
+#define SG_TAGGED(tag, payload) (((uint64_t)(tag) << SG_TAG_SHIFT) | ((payload)&SG_PAYLOAD_MASK))
+
+enum { SG_SLOT_RECLAIMABLE = 0, SG_SLOT_PERMANENT = 1 };
+
+/* Idle test for reclaimable slots, defined by the algorithms (sg_limiter.c):
+ * a slot may be reused for another key only when its payload equals, in effect,
+ * a fresh one.  Must be total: payload and param may be garbage from a corrupted
+ * file, and the answer must then be 0 or 1 without faulting. */
+int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now);
+
+/* Find the slot for hash h, creating it when create != 0.
+ * kind: SG_SLOT_RECLAIMABLE (meta = [algo:8 | param:48] recorded for reclaim) or
+ * SG_SLOT_PERMANENT (never reclaimed; its four words are raw).
+ * On SG_OK, *idx is the slot and *tag its generation tag: a reclaimable slot's
+ * v[0] must be CASed only from values carrying that tag, which is what makes a
+ * decision meant for a reclaimed key fail instead of landing on the new key. */
+int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now,
+                 int create, uint64_t *idx, uint8_t *tag);
+
+/* Release a reclaimable slot whose payload is idle (used by reset()). */
+int sg_table_drop(sg_table *t, sg_hash128 h, uint64_t now);
+
+typedef struct {
+    uint64_t capacity, nslots, live, reclaimable, permanent, claiming;
+} sg_stats;
+void sg_table_stats(const sg_table *t, sg_stats *out);
+
+static inline uint64_t *sg_words(sg_table *t, uint64_t idx) { return t->slots[idx].v; }
+
+/* ---- atomics on shared words ------------------------------------------------ */
+static inline uint64_t sg_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void sg_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline int sg_cas(uint64_t *p, uint64_t *expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+static inline uint64_t sg_add(uint64_t *p, uint64_t n) { return __atomic_add_fetch(p, n, __ATOMIC_ACQ_REL); }
+
+/* A shared counter is word 0 of a permanent slot. */
+int sg_counter_slot(sg_table *t, const void *name, size_t len, uint64_t *idx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,254 @@
+#include "sg_limiter.h"
+
+__extension__ typedef unsigned __int128 u128; /* exact window arithmetic */
+
+/* ---- pure algorithm steps: payload in, decision (and new payload) out ----- */
+
+static uint64_t gcra_step(const sg_rate *r, uint64_t tat, uint64_t cost, uint64_t now, int consume,
+                          sg_decision *d) {
+    uint64_t T = r->interval_ns, tau = r->limit * T;
+    uint64_t base = tat > now ? tat : now;
+    uint64_t used = base - now; /* time already owed */
+    if (used > tau) used = tau; /* garbage payloads: clamp instead of wrapping */
+    d->limit = r->limit;
+    if (!consume) {
+        uint64_t avail = (tau - used) / T;
+        d->allowed = avail >= cost;
+        d->remaining = avail;
+        d->retry_after_ns = d->allowed ? 0 : used + cost * T - tau;
+        d->reset_after_ns = used;
+        return tat;
+    }
+    uint64_t need = used + cost * T;
+    if (need > tau) {
+        d->allowed = 0;
+        d->remaining = (tau - used) / T;
+        d->retry_after_ns = need - tau;
+        d->reset_after_ns = used;
+        return tat;
+    }
+    d->allowed = 1;
+    d->remaining = (tau - need) / T;
+    d->retry_after_ns = 0;
+    d->reset_after_ns = need;
+    return (now + need) & SG_PAYLOAD_MASK;
+}
+
+#define FX_IDX(p) ((p) >> 32)
+#define FX_CNT(p) ((p)&0xffffffffULL)
+
+static uint64_t fixed_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now, int consume,
+                           sg_decision *d) {
+    uint64_t w = now / r->period_ns, widx = w & 0xffffff;
+    uint64_t cnt = FX_IDX(p) == widx ? FX_CNT(p) : 0;
+    uint64_t left = cnt < r->limit ? r->limit - cnt : 0;
+    uint64_t to_end = (w + 1) * r->period_ns - now;
+    d->limit = r->limit;
+    d->allowed = cost <= left;
+    d->retry_after_ns = d->allowed ? 0 : to_end;
+    d->reset_after_ns = cnt ? to_end : 0;
+    if (!consume || !d->allowed) {
+        d->remaining = left;
+        return p;
+    }
+    d->remaining = left - cost;
+    d->reset_after_ns = to_end;
+    return (widx << 32) | (cnt + cost);
+}
+
+#define SL_IDX(p) ((p) >> 40)
+#define SL_PREV(p) (((p) >> 20) & 0xfffff)
+#define SL_CUR(p) ((p)&0xfffff)
+
+static void sliding_counts(const sg_rate *r, uint64_t p, uint64_t now, uint64_t *prev, uint64_t *cur) {
+    uint64_t w = now / r->period_ns, widx = w & 0xffff, sidx = SL_IDX(p);
+    if (sidx == widx) {
+        *prev = SL_PREV(p);
+        *cur = SL_CUR(p);
+    } else if (sidx == ((w - 1) & 0xffff)) {
+        *prev = SL_CUR(p);
+        *cur = 0;
+    } else {
+        *prev = *cur = 0;
+    }
+}
+
+/* Wait until prev*(P-e)/P + cur + cost <= L, for the sliding estimate. */
+static uint64_t sliding_wait(uint64_t L, uint64_t P, uint64_t elapsed, uint64_t prev, uint64_t cur, uint64_t cost) {
+    if (cur + cost <= L) { /* prev's weight must fall far enough within this window */
+        u128 room = (u128)(L - cur - cost) * P;
+        uint64_t e = prev ? P - (uint64_t)(room / prev) : 0; /* smallest e with prev*(P-e) <= room */
+        if (prev && (u128)prev * (P - e) > room) e++;
+        return e > elapsed ? e - elapsed : 0;
+    }
+    /* next window: cur becomes prev */
+    uint64_t e2 = 0;
+    if (cur && cost <= L) {
+        u128 room = (u128)(L - cost) * P;
+        uint64_t q = (uint64_t)(room / cur);
+        e2 = q >= P ? 0 : P - q;
+        if ((u128)cur * (P - e2) > room) e2++;
+    }
+    return (P - elapsed) + e2;
+}
+
+static uint64_t sliding_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now, int consume,
+                             sg_decision *d) {
+    uint64_t P = r->period_ns, L = r->limit, w = now / P, elapsed = now - w * P, prev, cur;
+    sliding_counts(r, p, now, &prev, &cur);
+    /* estimate*P = prev*(P-elapsed) + cur*P, compared exactly in 128 bits */
+    u128 used = (u128)prev * (P - elapsed) + (u128)cur * P;
+    u128 cap = (u128)L * P;
+    u128 after = used + (u128)cost * P;
+    d->limit = L;
+    d->allowed = after <= cap;
+    d->retry_after_ns = d->allowed ? 0 : sliding_wait(L, P, elapsed, prev, cur, cost);
+    u128 rem = consume && d->allowed ? cap - after : (used < cap ? cap - used : 0);
+    d->remaining = (uint64_t)(rem / P);
+    uint64_t c2 = consume && d->allowed ? cur + cost : cur;
+    d->reset_after_ns = c2 ? (P - elapsed) + P : (prev ? P - elapsed : 0);
+    if (!consume || !d->allowed) return p;
+    return ((w & 0xffff) << 40) | (prev << 20) | c2;
+}
+
+static uint64_t step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now, int consume, sg_decision *d) {
+    switch (r->algo) {
+    case SG_ALGO_FIXED: return fixed_step(r, p, cost, now, consume, d);
+    case SG_ALGO_SLIDING: return sliding_step(r, p, cost, now, consume, d);
+    default: return gcra_step(r, p, cost, now, consume, d);
+    }
+}
+
+static uint64_t refund_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now) {
+    if (r->algo == SG_ALGO_GCRA) {
+        uint64_t back = cost * r->interval_ns;
+        return p > back ? p - back : 0;
+    }
+    uint64_t w = now / r->period_ns;
+    if (r->algo == SG_ALGO_FIXED) {
+        if (FX_IDX(p) != (w & 0xffffff)) return p;
+        return p - (FX_CNT(p) < cost ? FX_CNT(p) : cost);
+    }
+    if (SL_IDX(p) != (w & 0xffff)) return p;
+    return p - (SL_CUR(p) < cost ? SL_CUR(p) : cost);
+}
+
+int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now) {
+    switch (algo) {
+    case SG_ALGO_GCRA: return payload <= now;
+    case SG_ALGO_FIXED:
+    case SG_ALGO_SLIDING: {
+        if (param == 0 || param > (1ULL << 40)) return payload == 0; /* garbage: only a fresh word */
+        sg_rate r = {algo, 1, param * 1000000ULL, 0};
+        uint64_t prev = 0, cur;
+        if (algo == SG_ALGO_FIXED) {
+            cur = FX_IDX(payload) == ((now / r.period_ns) & 0xffffff) ? FX_CNT(payload) : 0;
+        } else {
+            sliding_counts(&r, payload, now, &prev, &cur);
+        }
+        return prev == 0 && cur == 0;
+    }
+    default: return 0;
+    }
+}
+
+int sg_rate_validate(const sg_rate *r) {
+    switch (r->algo) {
+    case SG_ALGO_GCRA:
+        if (r->limit == 0 || r->interval_ns == 0) return SG_ERR_ARG;
+        if (r->limit > SG_GCRA_MAX_TAU / r->interval_ns) return SG_ERR_ARG;
+        return SG_OK;
+    case SG_ALGO_FIXED:
+    case SG_ALGO_SLIDING:
+        if (r->limit == 0 || r->period_ns == 0 || r->period_ns % 1000000ULL) return SG_ERR_ARG;
+        if (r->period_ns / 1000000ULL >= (1ULL << 40)) return SG_ERR_ARG;
+        if (r->limit > (r->algo == SG_ALGO_FIXED ? SG_FIXED_MAX_LIMIT : SG_SLIDING_MAX_LIMIT)) return SG_ERR_ARG;
+        return SG_OK;
+    default: return SG_ERR_ARG;
+    }
+}
+
+static inline uint64_t rate_param(const sg_rate *r) {
+    return r->algo == SG_ALGO_GCRA ? 0 : r->period_ns / 1000000ULL;
+}
+
+/* CAS loop on the key's tagged word; fn computes the new payload. */
+#define SG_RETRIES 100000
+
+int sg_rate_apply(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now, int consume,
+                  sg_decision *out) {
+    for (int attempt = 0; attempt < SG_RETRIES; attempt++) {
+        uint64_t idx;
+        uint8_t tag;
+        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), now, consume, &idx, &tag);
+        if (rc == SG_NOTFOUND) {
+            step(r, 0, cost, now, 0, out);
+            return SG_OK;
+        }
+        if (rc != SG_OK) return rc;
+        uint64_t *w = &t->slots[idx].v[0];
+        uint64_t v = sg_load(w);
+        while (SG_TAG(v) == tag) {
+            uint64_t np = step(r, SG_PAYLOAD(v), cost, now, consume, out);
+            if (!consume || !out->allowed) return SG_OK;
+            if (sg_cas(w, &v, SG_TAGGED(tag, np))) return SG_OK;
+        }
+    }
+    return SG_ERR_FULL;
+}
+
+int sg_rate_refund(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now) {
+    uint64_t idx;
+    uint8_t tag;
+    int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), now, 0, &idx, &tag);
+    if (rc != SG_OK) return rc == SG_NOTFOUND ? SG_OK : rc;
+    uint64_t *w = &t->slots[idx].v[0];
+    uint64_t v = sg_load(w);
+    while (SG_TAG(v) == tag) {
+        if (sg_cas(w, &v, SG_TAGGED(tag, refund_step(r, SG_PAYLOAD(v), cost, now)))) break;
+    }
+    return SG_OK;
+}
+
+int sg_rate_reset(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t now) {
+    uint64_t idx;
+    uint8_t tag;
+    int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), now, 0, &idx, &tag);
+    if (rc != SG_OK) return rc == SG_NOTFOUND ? SG_OK : rc;
+    uint64_t *w = &t->slots[idx].v[0];
+    uint64_t v = sg_load(w);
+    while (SG_TAG(v) == tag && !sg_cas(w, &v, SG_TAGGED(tag, 0))) {
+    }
+    return SG_OK;
+}
+
+int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, uint64_t cost, uint64_t now,
+                   int consume, sg_decision *out) {
+    sg_decision d;
+    int have = 0;
+    for (int i = 0; i < n; i++) {
+        int rc = sg_rate_apply(t, hs[i], &rs[i], cost, now, consume, &d);
+        if (rc == SG_OK && d.allowed) {
+            if (!have || d.remaining < out->remaining ||
+                (d.remaining == out->remaining && d.reset_after_ns > out->reset_after_ns))
+                *out = d;
+            have = 1;
+            continue;
+        }
+        if (consume)
+            for (int j = 0; j < i; j++) sg_rate_refund(t, hs[j], &rs[j], cost, now);
+        if (rc != SG_OK) return rc;
+        *out = d;
+        /* a peek reports the longest wait among the denying rates */
+        if (!consume) {
+            for (int j = i + 1; j < n; j++) {
+                sg_decision e;
+                if (sg_rate_apply(t, hs[j], &rs[j], cost, now, 0, &e) == SG_OK && !e.allowed &&
+                    e.retry_after_ns > out->retry_after_ns)
+                    *out = e;
+            }
+        }
+        return SG_OK;
+    }
+    return SG_OK;
+}

@@ -1,0 +1,44 @@
+/* Rate-limit algorithms over reclaimable slots: GCRA (token bucket), fixed window,
+ * sliding window counter.  Each key's state is one tagged 56-bit payload word,
+ * updated by CAS; denials write nothing. */
+#ifndef SG_LIMITER_H
+#define SG_LIMITER_H
+
+#include "sg_core.h"
+
+enum { SG_ALGO_GCRA = 1, SG_ALGO_FIXED = 2, SG_ALGO_SLIDING = 3 };
+
+#define SG_FIXED_MAX_LIMIT 0xffffffffULL   /* 32-bit count */
+#define SG_SLIDING_MAX_LIMIT 0xfffffULL    /* 20-bit counts */
+#define SG_GCRA_MAX_TAU (1ULL << 54)       /* burst * interval, ns */
+
+typedef struct {
+    uint32_t algo;
+    uint64_t limit;       /* windows: calls per period; gcra: burst */
+    uint64_t period_ns;   /* windows: whole milliseconds */
+    uint64_t interval_ns; /* gcra: emission interval, >= 1 */
+} sg_rate;
+
+typedef struct {
+    int allowed;
+    uint64_t limit, remaining, retry_after_ns, reset_after_ns;
+} sg_decision;
+
+/* 0 if the rate is usable, else SG_ERR_ARG. */
+int sg_rate_validate(const sg_rate *r);
+
+/* Decide for one key.  consume=0 is a peek (never creates a slot). */
+int sg_rate_apply(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now, int consume,
+                  sg_decision *out);
+/* Give back cost previously consumed (chains and multi-rate all-or-nothing). */
+int sg_rate_refund(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now);
+/* Forget a key's state (back to full). */
+int sg_rate_reset(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t now);
+
+/* Several rates on one key, all-or-nothing: on a denial the rates that had
+ * admitted are refunded.  hs[i] is the key's hash in rate i's namespace.
+ * out gets the denying rate's decision, or the tightest one when allowed. */
+int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, uint64_t cost, uint64_t now,
+                   int consume, sg_decision *out);
+
+#endif

@@ -1,0 +1,398 @@
+/* Store header and the lock-free key table.
+ *
+ * A key (128-bit hash) lives in one 64-byte slot within SG_MAX_PROBE slots of its
+ * home.  Lookups scan [home, home + plen[home]] and never stop early at an empty
+ * slot, because slots are freed and reused.  The slot's ctl word carries
+ * state | generation tag | claim stamp; a claim moves ctl EMPTY/LIVE -> CLAIMING
+ * with one CAS, writes the identity, checks for a concurrent claim of the same key
+ * and publishes with a second CAS.  Every write a claimer makes after its ctl CAS
+ * is itself a CAS from a value it read after that CAS, so a claimer that was
+ * presumed dead (stalled past SG_CLAIM_STALE_NS) and taken over can only fail.
+ *
+ * A reclaimable slot's state is the single word v[0] = [tag | payload].  Deciders
+ * CAS it expecting the tag they saw in ctl; reclaiming first seals v[0] to 0 (from
+ * the idle value it checked), so a decision meant for the old key can never land
+ * on the new one.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <sched.h>
+#include <string.h>
+
+#include "sg_core.h"
+
+/* ctl word: [state:2 | perm:1 | fromlive:1 | tag:8 | prev:8 | stamp:44] */
+enum { ST_EMPTY = 0, ST_CLAIMING = 1, ST_LIVE = 2 };
+#define CTL_STATE(c) ((unsigned)((c) >> 62))
+#define CTL_PERM(c) ((unsigned)(((c) >> 61) & 1))
+#define CTL_FROMLIVE(c) ((unsigned)(((c) >> 60) & 1))
+#define CTL_TAG(c) ((uint8_t)((c) >> 52))
+#define CTL_PREV(c) ((uint8_t)((c) >> 44))
+#define CTL_STAMP(c) ((c) & ((1ULL << 44) - 1))
+#define STAMP_SHIFT 20 /* stamp unit ~1.05 ms */
+
+static inline uint64_t mk_ctl(unsigned st, unsigned perm, unsigned fromlive, uint8_t tag, uint8_t prev,
+                              uint64_t now) {
+    return ((uint64_t)st << 62) | ((uint64_t)perm << 61) | ((uint64_t)fromlive << 60) | ((uint64_t)tag << 52) |
+           ((uint64_t)prev << 44) | ((now >> STAMP_SHIFT) & ((1ULL << 44) - 1));
+}
+
+static inline uint8_t next_tag(uint8_t t) { return t == 255 ? 1 : (uint8_t)(t + 1); }
+static inline uint64_t want_id1(sg_hash128 h, uint8_t tag) { return SG_TAGGED(tag, h.a >> 8); }
+static inline uint64_t want_id2(sg_hash128 h, uint8_t tag) { return SG_TAGGED(tag, h.b); }
+static inline int cas_sc(uint64_t *p, uint64_t *exp, uint64_t want) {
+    return __atomic_compare_exchange_n(p, exp, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
+/* ---- header ---------------------------------------------------------------- */
+
+static uint64_t nslots_for(uint64_t capacity) {
+    uint64_t want = capacity * 2, n = 64;
+    while (n < want) n <<= 1;
+    return n;
+}
+
+static uint64_t size_for_nslots(uint64_t nslots) {
+    uint64_t bytes = SG_HEADER_SIZE + nslots * SG_SLOT_SIZE + nslots;
+    return (bytes + 4095) & ~4095ULL;
+}
+
+#define SG_MAX_CAPACITY (1ULL << 28)
+
+uint64_t sg_store_size(uint64_t capacity) {
+    if (capacity == 0 || capacity > SG_MAX_CAPACITY) return 0;
+    return size_for_nslots(nslots_for(capacity));
+}
+
+static uint64_t header_checksum(const sg_header *h) {
+    return sg_hash(h, offsetof(sg_header, checksum), 0x686561646572ULL).a;
+}
+
+int sg_store_init(void *base, uint64_t size, uint64_t capacity) {
+    uint64_t need = sg_store_size(capacity);
+    if (!need || size < need) return SG_ERR_ARG;
+    sg_header *h = (sg_header *)base;
+    memset(h, 0, sizeof *h);
+    h->magic = SG_MAGIC64;
+    h->version = SG_LAYOUT_VERSION;
+    h->header_size = SG_HEADER_SIZE;
+    h->capacity = capacity;
+    h->nslots = nslots_for(capacity);
+    h->slot_size = SG_SLOT_SIZE;
+    h->max_probe = SG_MAX_PROBE;
+    h->total_size = need;
+    h->created_wall = sg_wall_ns();
+    h->checksum = header_checksum(h);
+    /* store time starts at 1 s so that 0 can mean "never" in payloads */
+    h->base_mono = (int64_t)sg_mono_ns() - 1000000000LL;
+    h->wall_epoch = sg_wall_ns() - 1000000000ULL;
+    h->boot_key = sg_boot_key();
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    return SG_OK;
+}
+
+/* After a reboot the monotonic clock restarted: move the base so that store time
+ * continues from wall-clock time since the store's epoch.  One attacher rebases
+ * (boot_key == 1 while it does); others wait for it, or take over after 1 s. */
+static int rebase_clock(sg_header *h) {
+    uint64_t cur = sg_boot_key();
+    uint64_t t0 = sg_mono_ns();
+    for (;;) {
+        uint64_t bk = __atomic_load_n(&h->boot_key, __ATOMIC_ACQUIRE);
+        if (bk == cur) return SG_OK;
+        if (bk == 1 && sg_mono_ns() - t0 < 1000000000ULL) {
+            sched_yield();
+            continue;
+        }
+        if (!__atomic_compare_exchange_n(&h->boot_key, &bk, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+        uint64_t wall = sg_wall_ns(), epoch = __atomic_load_n(&h->wall_epoch, __ATOMIC_RELAXED);
+        uint64_t since = wall > epoch ? wall - epoch : 1000000000ULL;
+        __atomic_store_n(&h->base_mono, (int64_t)sg_mono_ns() - (int64_t)since, __ATOMIC_RELEASE);
+        __atomic_store_n(&h->boot_key, cur, __ATOMIC_RELEASE);
+        return SG_OK;
+    }
+}
+
+int sg_store_attach(sg_table *t, void *base, uint64_t size) {
+    memset(t, 0, sizeof *t);
+    if (!base || size < SG_HEADER_SIZE) return SG_ERR_SIZE;
+    sg_header *h = (sg_header *)base;
+    if (h->magic != SG_MAGIC64) return SG_ERR_HEADER;
+    if (h->version != SG_LAYOUT_VERSION) return SG_ERR_VERSION;
+    if (h->checksum != header_checksum(h)) return SG_ERR_HEADER;
+    if (h->header_size != SG_HEADER_SIZE || h->slot_size != SG_SLOT_SIZE || h->max_probe != SG_MAX_PROBE)
+        return SG_ERR_HEADER;
+    if (h->capacity == 0 || h->capacity > SG_MAX_CAPACITY || h->nslots != nslots_for(h->capacity) ||
+        h->total_size != size_for_nslots(h->nslots))
+        return SG_ERR_HEADER;
+    if (h->total_size > size) return SG_ERR_SIZE;
+    if (rebase_clock(h) != SG_OK) return SG_ERR_CLOCK;
+    t->hdr = h;
+    t->slots = (sg_slot *)((char *)base + SG_HEADER_SIZE);
+    t->plen = (uint8_t *)((char *)base + SG_HEADER_SIZE + h->nslots * SG_SLOT_SIZE);
+    t->mask = h->nslots - 1;
+    t->base_mono = __atomic_load_n(&h->base_mono, __ATOMIC_ACQUIRE);
+    return SG_OK;
+}
+
+/* ---- lookup ------------------------------------------------------------------ */
+
+static inline unsigned probe_len(const sg_table *t, uint64_t home) {
+    unsigned p = __atomic_load_n(&t->plen[home], __ATOMIC_ACQUIRE);
+    return p < SG_MAX_PROBE ? p : SG_MAX_PROBE - 1; /* garbage-proof */
+}
+
+static void raise_probe_len(sg_table *t, uint64_t home, unsigned d) {
+    uint8_t cur = __atomic_load_n(&t->plen[home], __ATOMIC_ACQUIRE);
+    while (cur < d && !__atomic_compare_exchange_n(&t->plen[home], &cur, (uint8_t)d, 0, __ATOMIC_SEQ_CST,
+                                                   __ATOMIC_ACQUIRE)) {
+    }
+}
+
+static inline int ids_match(sg_slot *s, sg_hash128 h, uint8_t tag) {
+    return sg_load(&s->id1) == want_id1(h, tag) && sg_load(&s->id2) == want_id2(h, tag);
+}
+
+static int find_live(sg_table *t, sg_hash128 h, uint64_t *idx, uint8_t *tag) {
+    uint64_t home = h.a & t->mask;
+    unsigned n = probe_len(t, home);
+    for (unsigned d = 0; d <= n; d++) {
+        uint64_t i = (home + d) & t->mask;
+        sg_slot *s = &t->slots[i];
+        uint64_t c = sg_load(&s->ctl);
+        if (CTL_STATE(c) != ST_LIVE) continue;
+        if (!ids_match(s, h, CTL_TAG(c))) continue;
+        *idx = i;
+        *tag = CTL_TAG(c);
+        return SG_OK;
+    }
+    return SG_NOTFOUND;
+}
+
+/* ---- claim, abort, takeover ---------------------------------------------------- */
+
+static inline int claim_is_stale(uint64_t c, uint64_t now) {
+    uint64_t stamp = CTL_STAMP(c), nowst = (now >> STAMP_SHIFT) & ((1ULL << 44) - 1);
+    uint64_t age = (nowst - stamp) & ((1ULL << 44) - 1); /* garbage stamps count as stale */
+    return age > (SG_CLAIM_STALE_NS >> STAMP_SHIFT);
+}
+
+static inline int slot_idle(sg_slot *s, uint8_t tag, uint64_t v, uint64_t now) {
+    if (SG_TAG(v) != tag) return 0;
+    uint64_t m = sg_load(&s->meta);
+    if (SG_TAG(m) != tag) return 0;
+    return sg_algo_idle((uint32_t)((m >> 48) & 0xff), m & ((1ULL << 48) - 1), SG_PAYLOAD(v), now);
+}
+
+/* Give up a claim we hold (ctl == mine): seal v[0] and mark the slot empty. */
+static void abort_claim(sg_table *t, sg_slot *s, uint64_t mine) {
+    uint64_t v = sg_load(&s->v[0]);
+    if (v) sg_cas(&s->v[0], &v, 0);
+    if (cas_sc(&s->ctl, &mine, mk_ctl(ST_EMPTY, 0, 0, CTL_TAG(mine), 0, 0)))
+        __atomic_sub_fetch(&t->hdr->live, 1, __ATOMIC_ACQ_REL);
+}
+
+/* A claim whose stamp is older than SG_CLAIM_STALE_NS: its claimer is presumed
+ * dead.  If it was reclaiming a live key and had not sealed it, the key's state
+ * is kept (restored) unless it is idle, in which case we finish by freeing. */
+static void take_over(sg_table *t, sg_slot *s, uint64_t c, uint64_t now) {
+    if (CTL_FROMLIVE(c)) {
+        uint64_t v = sg_load(&s->v[0]);
+        if (SG_TAG(v) == CTL_PREV(c) && v) {
+            if (!slot_idle(s, CTL_PREV(c), v, now)) {
+                uint64_t back = mk_ctl(ST_LIVE, CTL_PERM(c), 0, CTL_PREV(c), 0, now);
+                cas_sc(&s->ctl, &c, back);
+                return;
+            }
+            if (!sg_cas(&s->v[0], &v, 0)) return; /* changed under us: look again later */
+        }
+    }
+    abort_claim(t, s, c);
+}
+
+/* Wait (bounded) until slot s's ctl is no longer c; take over a stale claim. */
+static void wait_claim(sg_table *t, sg_slot *s, uint64_t c) {
+    for (unsigned spins = 0;; spins++) {
+        if (sg_load(&s->ctl) != c) return;
+        uint64_t now = sg_store_now(t);
+        if (claim_is_stale(c, now)) {
+            take_over(t, s, c, now);
+            return;
+        }
+        if (spins > 64) sched_yield();
+    }
+}
+
+/* Check the window for another claim of the same key.  Returns 1 if ours may be
+ * published, 0 if we must abort (another slot has or will have the key).
+ * Rule: the claim nearer home wins; a farther claim that sees a nearer one for the
+ * same key (or one whose identity is not yet written) yields or waits for it. */
+static int no_rival(sg_table *t, sg_hash128 h, uint64_t home, unsigned mine_d) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    unsigned n = probe_len(t, home);
+    if (n < mine_d) n = mine_d;
+    for (unsigned d = 0; d <= n; d++) {
+        if (d == mine_d) continue;
+        sg_slot *s = &t->slots[(home + d) & t->mask];
+        for (;;) {
+            uint64_t c = sg_load(&s->ctl);
+            unsigned st = CTL_STATE(c);
+            if (st == ST_EMPTY) break;
+            int same = ids_match(s, h, CTL_TAG(c));
+            if (st == ST_LIVE) {
+                if (same) return 0;
+                break;
+            }
+            /* claiming */
+            if (d < mine_d) {
+                if (same) return 0;
+                uint64_t i1 = sg_load(&s->id1), i2 = sg_load(&s->id2);
+                if (SG_TAG(i1) == CTL_TAG(c) && SG_TAG(i2) == CTL_TAG(c)) break; /* other key */
+                wait_claim(t, s, c); /* identity not yet written: wait, then re-read */
+                continue;
+            }
+            if (!same) break;
+            wait_claim(t, s, c); /* a farther claim of our key: it will yield or publish */
+        }
+    }
+    return 1;
+}
+
+/* Try to claim slot i (distance d from home). Returns 1 claimed (*out = our ctl), 0 not. */
+static int try_claim(sg_slot *s, uint64_t c, int from_live, int perm, uint64_t now, uint64_t *out) {
+    uint8_t tag = next_tag(CTL_TAG(c));
+    uint64_t mine = mk_ctl(ST_CLAIMING, (unsigned)perm, (unsigned)from_live, tag, CTL_TAG(c), now);
+    if (mine == c) return 0;
+    uint64_t v = 0;
+    if (from_live) {
+        v = sg_load(&s->v[0]);
+        if (!slot_idle(s, CTL_TAG(c), v, now)) return 0;
+    }
+    uint64_t exp = c;
+    if (!cas_sc(&s->ctl, &exp, mine)) return 0;
+    if (from_live && !sg_cas(&s->v[0], &v, 0)) {
+        /* a decision landed after our idle check: the key is in use, give it back */
+        exp = mine;
+        cas_sc(&s->ctl, &exp, c);
+        return 0;
+    }
+    *out = mine;
+    return 1;
+}
+
+static int write_identity(sg_slot *s, sg_hash128 h, uint8_t tag, int perm, uint32_t algo, uint64_t param) {
+    uint64_t v = sg_load(&s->v[0]);
+    if (!sg_cas(&s->v[0], &v, perm ? 0 : SG_TAGGED(tag, 0))) return 0;
+    if (perm) {
+        for (int k = 1; k < 4; k++) sg_store(&s->v[k], 0);
+    }
+    uint64_t m = sg_load(&s->meta);
+    uint64_t want_m = perm ? 0 : SG_TAGGED(tag, ((uint64_t)(algo & 0xff) << 48) | (param & ((1ULL << 48) - 1)));
+    if (!sg_cas(&s->meta, &m, want_m)) return 0;
+    uint64_t i1 = sg_load(&s->id1), i2 = sg_load(&s->id2);
+    if (!cas_sc(&s->id1, &i1, want_id1(h, tag))) return 0;
+    if (!cas_sc(&s->id2, &i2, want_id2(h, tag))) return 0;
+    return 1;
+}
+
+/* Free some idle reclaimable slots anywhere in the table (slow path when full). */
+static int sweep(sg_table *t, uint64_t start, uint64_t now) {
+    for (uint64_t k = 0; k <= t->mask; k++) {
+        sg_slot *s = &t->slots[(start + k) & t->mask];
+        uint64_t c = sg_load(&s->ctl), mine;
+        if (CTL_STATE(c) == ST_CLAIMING && claim_is_stale(c, now)) {
+            take_over(t, s, c, now);
+            continue;
+        }
+        if (CTL_STATE(c) != ST_LIVE || CTL_PERM(c)) continue;
+        if (try_claim(s, c, 1, 0, now, &mine)) {
+            abort_claim(t, s, mine); /* sealed and emptied: live - 1 */
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now, int create,
+                 uint64_t *idx, uint8_t *tag) {
+    int perm = kind == SG_SLOT_PERMANENT;
+    uint64_t home = h.a & t->mask;
+    int swept = 0;
+    for (unsigned attempt = 0; attempt < 100000; attempt++) {
+        if (find_live(t, h, idx, tag) == SG_OK) return SG_OK;
+        if (!create) return SG_NOTFOUND;
+
+        /* Reserve a live slot if capacity allows; otherwise only reuse an idle one. */
+        int reserved = 0;
+        if (__atomic_add_fetch(&t->hdr->live, 1, __ATOMIC_ACQ_REL) <= t->hdr->capacity)
+            reserved = 1;
+        else
+            __atomic_sub_fetch(&t->hdr->live, 1, __ATOMIC_ACQ_REL);
+
+        uint64_t mine = 0;
+        unsigned d = 0, found = 0;
+        sg_slot *s = NULL;
+        for (d = 0; d < SG_MAX_PROBE; d++) {
+            s = &t->slots[(home + d) & t->mask];
+            uint64_t c = sg_load(&s->ctl);
+            unsigned st = CTL_STATE(c);
+            if (st == ST_CLAIMING) {
+                if (claim_is_stale(c, now)) take_over(t, s, c, now);
+                continue;
+            }
+            if (st > ST_LIVE) continue; /* garbage */
+            if (st == ST_EMPTY && !reserved) continue;
+            if (st == ST_LIVE && CTL_PERM(c)) continue;
+            raise_probe_len(t, home, d);
+            if (try_claim(s, c, st == ST_LIVE, perm, now, &mine)) {
+                found = 1;
+                break;
+            }
+        }
+        if (!found) {
+            if (reserved) __atomic_sub_fetch(&t->hdr->live, 1, __ATOMIC_ACQ_REL);
+            if (!swept && sweep(t, h.b, now)) {
+                swept = 1;
+                continue;
+            }
+            return SG_ERR_FULL;
+        }
+        /* a reclaimed slot was already counted live; give our reservation back */
+        if (CTL_FROMLIVE(mine) && reserved) __atomic_sub_fetch(&t->hdr->live, 1, __ATOMIC_ACQ_REL);
+
+        uint8_t mytag = CTL_TAG(mine);
+        if (!write_identity(s, h, mytag, perm, algo, param) || !no_rival(t, h, home, d)) {
+            abort_claim(t, s, mine);
+            continue;
+        }
+        uint64_t exp = mine;
+        if (!cas_sc(&s->ctl, &exp, mk_ctl(ST_LIVE, (unsigned)perm, 0, mytag, 0, now))) continue; /* taken over */
+        *idx = (home + d) & t->mask;
+        *tag = mytag;
+        return SG_OK;
+    }
+    return SG_ERR_FULL;
+}
+
+void sg_table_stats(const sg_table *t, sg_stats *out) {
+    memset(out, 0, sizeof *out);
+    out->capacity = t->hdr->capacity;
+    out->nslots = t->mask + 1;
+    out->live = __atomic_load_n(&t->hdr->live, __ATOMIC_ACQUIRE);
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        uint64_t c = __atomic_load_n(&t->slots[i].ctl, __ATOMIC_ACQUIRE);
+        if (CTL_STATE(c) == ST_LIVE) {
+            if (CTL_PERM(c))
+                out->permanent++;
+            else
+                out->reclaimable++;
+        } else if (CTL_STATE(c) == ST_CLAIMING) {
+            out->claiming++;
+        }
+    }
+}
+
+int sg_counter_slot(sg_table *t, const void *name, size_t len, uint64_t *idx) {
+    uint8_t tag;
+    sg_hash128 h = sg_hash(name, len, sg_ns_seed(SG_NS_COUNTER, "", 0));
+    return sg_table_get(t, h, SG_SLOT_PERMANENT, 0, 0, sg_store_now(t), 1, idx, &tag);
+}

@@ -1,0 +1,51 @@
+"""sluicegate: rate limiters, circuit breakers, pools and concurrency caps whose
+state lives in shared memory, decided by a lock-free C core, so every worker
+process on a host shares one limit and one breaker."""
+
+from __future__ import annotations
+
+try:
+    from . import _core
+except ImportError as exc:  # no silent slow path: the C core is the product
+    raise ImportError(
+        "sluicegate's compiled core (sluicegate._core) is missing or failed to load: "
+        f"{exc}. Reinstall from a wheel, or build from source with a C compiler "
+        "(pip install --force-reinstall --no-binary sluicegate sluicegate)."
+    ) from exc
+
+from .errors import (
+    CircuitOpen,
+    ConcurrencyLimitExceeded,
+    ConfigError,
+    InvalidKey,
+    KeyTypeError,
+    PoolExhausted,
+    PoolTimeout,
+    RateLimited,
+    SluicegateError,
+    StoreClosed,
+    StoreError,
+    StoreFull,
+    StoreNotFound,
+)
+from .store import SharedStore, default_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SharedStore",
+    "default_store",
+    "SluicegateError",
+    "ConfigError",
+    "InvalidKey",
+    "KeyTypeError",
+    "StoreError",
+    "StoreNotFound",
+    "StoreClosed",
+    "StoreFull",
+    "RateLimited",
+    "CircuitOpen",
+    "PoolExhausted",
+    "PoolTimeout",
+    "ConcurrencyLimitExceeded",
+]

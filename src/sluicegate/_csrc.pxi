@@ -1,0 +1,81 @@
+# Declarations of the plain-C core in csrc/ (no Python.h there).
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+
+cdef extern from "sg_core.h" nogil:
+    enum:
+        SG_OK
+        SG_NOTFOUND
+        SG_ERR_FULL
+        SG_ERR_HEADER
+        SG_ERR_VERSION
+        SG_ERR_SIZE
+        SG_ERR_ARG
+        SG_ERR_CLOCK
+        SG_NS_COUNTER
+        SG_NS_LIMITER
+        SG_NS_BREAKER
+        SG_NS_CONCURRENCY
+        SG_NS_STATS
+        SG_NS_POOL
+        SG_NS_USER
+        SG_SLOT_RECLAIMABLE
+        SG_SLOT_PERMANENT
+        SG_HEADER_SIZE
+        SG_LAYOUT_VERSION
+
+    ctypedef struct sg_hash128:
+        uint64_t a
+        uint64_t b
+
+    ctypedef struct sg_header:
+        uint64_t capacity
+        uint64_t nslots
+        uint64_t live
+        uint64_t created_wall
+
+    ctypedef struct sg_table:
+        sg_header *hdr
+        uint64_t mask
+
+    ctypedef struct sg_stats:
+        uint64_t capacity, nslots, live, reclaimable, permanent, claiming
+
+    uint64_t sg_mono_ns()
+    sg_hash128 sg_hash(const void *data, size_t length, uint64_t seed)
+    uint64_t sg_ns_seed(uint32_t kind, const void *name, size_t length)
+    uint64_t sg_store_size(uint64_t capacity)
+    int sg_store_init(void *base, uint64_t size, uint64_t capacity)
+    int sg_store_attach(sg_table *t, void *base, uint64_t size)
+    uint64_t sg_store_now(const sg_table *t)
+    int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now,
+                     int create, uint64_t *idx, uint8_t *tag)
+    void sg_table_stats(const sg_table *t, sg_stats *out)
+    uint64_t *sg_words(sg_table *t, uint64_t idx)
+    uint64_t sg_load(const uint64_t *p)
+    void sg_store(uint64_t *p, uint64_t v)
+    int sg_cas(uint64_t *p, uint64_t *expected, uint64_t desired)
+    uint64_t sg_add(uint64_t *p, uint64_t n)
+
+cdef extern from "sg_limiter.h" nogil:
+    enum:
+        SG_ALGO_GCRA
+        SG_ALGO_FIXED
+        SG_ALGO_SLIDING
+
+    ctypedef struct sg_rate:
+        uint32_t algo
+        uint64_t limit
+        uint64_t period_ns
+        uint64_t interval_ns
+
+    ctypedef struct sg_decision:
+        int allowed
+        uint64_t limit, remaining, retry_after_ns, reset_after_ns
+
+    int sg_rate_validate(const sg_rate *r)
+    int sg_rate_apply(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now, int consume,
+                      sg_decision *out)
+    int sg_rate_refund(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now)
+    int sg_rate_reset(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t now)
+    int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, uint64_t cost,
+                       uint64_t now, int consume, sg_decision *out)

@@ -1,0 +1,197 @@
+# Store region, key hashing and shared counters.
+from cpython.unicode cimport PyUnicode_CheckExact
+from cpython.bytes cimport PyBytes_CheckExact, PyBytes_AS_STRING, PyBytes_GET_SIZE
+
+cdef extern from "Python.h":
+    const char *PyUnicode_AsUTF8AndSize(object, Py_ssize_t *) except NULL
+
+from sluicegate.errors import (
+    InvalidKey, KeyTypeError, StoreClosed, StoreError, StoreFull,
+)
+
+MAX_KEY_BYTES = 1024
+cdef Py_ssize_t _MAX_KEY = 1024
+
+LAYOUT_VERSION = SG_LAYOUT_VERSION
+HEADER_SIZE = SG_HEADER_SIZE
+
+
+cdef int key_bytes(object key, const char **p, Py_ssize_t *n) except -1:
+    """UTF-8 bytes of a str key (cached by CPython) or the bytes themselves."""
+    if PyUnicode_CheckExact(key) or isinstance(key, str):
+        p[0] = PyUnicode_AsUTF8AndSize(key, n)
+    elif PyBytes_CheckExact(key) or isinstance(key, bytes):
+        p[0] = PyBytes_AS_STRING(key)
+        n[0] = PyBytes_GET_SIZE(key)
+    else:
+        raise KeyTypeError(f"key must be str or bytes, not {type(key).__name__}")
+    if n[0] > _MAX_KEY:
+        raise InvalidKey(f"key is {n[0]} bytes long; the limit is {_MAX_KEY} bytes")
+    return 0
+
+
+cdef int hash_key(object key, uint64_t seed, sg_hash128 *out) except -1:
+    cdef const char *p
+    cdef Py_ssize_t n
+    key_bytes(key, &p, &n)
+    out[0] = sg_hash(p, <size_t>n, seed)
+    return 0
+
+
+cpdef uint64_t namespace_seed(uint32_t kind, str name) except? 0:
+    """Seed for one policy object's keys: (kind, name) -> 64-bit, stable everywhere."""
+    cdef bytes b = name.encode("utf-8")
+    return sg_ns_seed(kind, <const char *>b, <size_t>len(b))
+
+
+def stable_hash(key, uint64_t seed=0):
+    """The 128-bit hash the core uses for a key, as (a, b). Stable across processes."""
+    cdef sg_hash128 h
+    hash_key(key, seed, &h)
+    return (h.a, h.b)
+
+
+def monotonic_ns():
+    """The core's monotonic clock (CLOCK_MONOTONIC) in nanoseconds."""
+    return sg_mono_ns()
+
+
+def store_size(uint64_t capacity):
+    """Bytes needed for a store of this many key slots."""
+    cdef uint64_t n = sg_store_size(capacity)
+    if n == 0:
+        raise ValueError(f"capacity {capacity} is out of range (1 .. 2**28)")
+    return n
+
+
+cdef int raise_table_rc(int rc, str what) except -1:
+    if rc == SG_ERR_FULL:
+        raise StoreFull(f"{what}: no free or idle slot left in the store; "
+                        f"create it with a larger capacity")
+    if rc == SG_ERR_ARG:
+        raise ValueError(f"{what}: invalid argument")
+    raise StoreError(f"{what}: store error {rc}")
+
+
+cdef class Table:
+    """A mapped store region.  Policies keep a reference and check `t.hdr` before
+    touching the mapping, so using anything after close() raises instead of faulting."""
+    cdef sg_table t
+    cdef unsigned char[::1] mv
+    cdef object mm
+    cdef readonly str label
+    cdef public object owner  # the SharedStore, for pickling dependants
+
+    def __cinit__(self, mm, str label="store"):
+        self.label = label
+        self.mm = mm
+        self.mv = mm
+        cdef int rc = sg_store_attach(&self.t, <void *>&self.mv[0], <uint64_t>self.mv.shape[0])
+        if rc != SG_OK:
+            self.mv = None
+            self.t.hdr = NULL
+            if rc == SG_ERR_SIZE:
+                raise StoreError(f"{label} is truncated: {len(mm)} bytes is shorter than its header says")
+            if rc == SG_ERR_VERSION:
+                raise StoreError(f"{label} was written by another layout version of sluicegate "
+                                 f"(this one reads version {SG_LAYOUT_VERSION})")
+            if rc == SG_ERR_CLOCK:
+                raise StoreError(f"{label}: could not rebase the store clock after a reboot")
+            raise StoreError(f"{label} is not a sluicegate store, or its header is corrupted")
+
+    @staticmethod
+    def initialise(mm, uint64_t capacity):
+        """Write a fresh header into a zeroed region of store_size(capacity) bytes."""
+        cdef unsigned char[::1] mv = mm
+        if sg_store_init(<void *>&mv[0], <uint64_t>mv.shape[0], capacity) != SG_OK:
+            raise ValueError(f"cannot initialise a store of capacity {capacity} in {mv.shape[0]} bytes")
+
+    cdef inline int check(self) except -1:
+        if self.t.hdr == NULL:
+            raise StoreClosed(f"{self.label} is closed")
+        return 0
+
+    def close(self):
+        self.t.hdr = NULL
+        self.mv = None
+        mm, self.mm = self.mm, None
+        return mm
+
+    @property
+    def closed(self):
+        return self.t.hdr == NULL
+
+    @property
+    def capacity(self):
+        self.check()
+        return self.t.hdr.capacity
+
+    def now(self):
+        """Store time in ns: monotonic, shared by every process attached to the store."""
+        self.check()
+        return sg_store_now(&self.t)
+
+    def stats(self):
+        cdef sg_stats s
+        self.check()
+        sg_table_stats(&self.t, &s)
+        return {"capacity": s.capacity, "slots": s.nslots, "used": s.live,
+                "reclaimable": s.reclaimable, "permanent": s.permanent, "claiming": s.claiming}
+
+    cdef uint64_t *permanent_words(self, uint32_t kind, str name, str part) except NULL:
+        """The four raw words of a never-reclaimed slot for (kind, name, part)."""
+        cdef sg_hash128 h
+        cdef uint64_t idx
+        cdef uint8_t tag
+        self.check()
+        hash_key(part, namespace_seed(kind, name), &h)
+        rc = sg_table_get(&self.t, h, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&self.t), 1, &idx, &tag)
+        if rc != SG_OK:
+            raise_table_rc(rc, f"{name!r}")
+        return sg_words(&self.t, idx)
+
+    def counter(self, str name):
+        return Counter(self, name)
+
+
+cdef class Counter:
+    """A lock-free 64-bit signed counter shared by every process attached to the store."""
+    cdef Table tbl
+    cdef uint64_t *w
+    cdef readonly str name
+
+    def __cinit__(self, Table tbl, str name):
+        self.tbl = tbl
+        self.name = name
+        self.w = tbl.permanent_words(SG_NS_COUNTER, name, "")
+
+    def add(self, int64_t n=1):
+        """Add n (may be negative) and return the new value."""
+        if self.tbl.t.hdr == NULL:
+            self.tbl.check()
+        return <int64_t>sg_add(self.w, <uint64_t>n)
+
+    @property
+    def value(self):
+        if self.tbl.t.hdr == NULL:
+            self.tbl.check()
+        return <int64_t>sg_load(self.w)
+
+    def compare_and_set(self, int64_t old, int64_t new):
+        """Set to new if the value is old; True if it was set."""
+        cdef uint64_t exp = <uint64_t>old
+        if self.tbl.t.hdr == NULL:
+            self.tbl.check()
+        return bool(sg_cas(self.w, &exp, <uint64_t>new))
+
+    def __repr__(self):
+        if self.tbl.t.hdr == NULL:
+            return f"<Counter {self.name!r} (closed)>"
+        return f"<Counter {self.name!r} value={<int64_t>sg_load(self.w)}>"
+
+    def __reduce__(self):
+        return (_counter_from_store, (self.tbl.owner, self.name))
+
+
+def _counter_from_store(store, name):
+    return store.counter(name)

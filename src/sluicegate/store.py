@@ -1,0 +1,298 @@
+"""SharedStore: the memory every process on the host shares, and the one place that
+chooses which store a policy uses when none is given.
+
+A named store is a file in /dev/shm (or the temp dir where there is none), opened
+and mapped directly: multiprocessing.shared_memory is avoided because its resource
+tracker unlinks segments when any attached process exits (CPython gh-82300).
+A store is published atomically: the creator initialises a private temp file and
+link()s it to the final name, so no process ever sees a half-written header, and
+two processes racing to create one name end with exactly one initialiser.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+import threading
+from typing import Any
+
+from . import _core
+from .errors import ConfigError, StoreClosed, StoreError, StoreNotFound
+
+DEFAULT_CAPACITY = 1 << 16
+_PREFIX = "sluicegate."
+_MAX_NAME = 200
+
+
+def _shm_dir() -> str:
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+def _validate_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise ConfigError(f"name must be a str, not {type(name).__name__}")
+    if not name:
+        raise StoreError("store name must not be empty")
+    if len(name) > _MAX_NAME:
+        raise StoreError(f"store name is {len(name)} characters long; the limit is {_MAX_NAME}")
+    if "/" in name or "\\" in name or "\0" in name:
+        raise StoreError(f"store name {name!r} must not contain '/', '\\\\' or NUL")
+    if ".." in name or name.startswith("."):
+        raise StoreError(f"store name {name!r} must not contain '..' or start with '.'")
+    if not name.isprintable():
+        raise StoreError(f"store name {name!r} must be printable")
+    return name
+
+
+def _named_path(name: str) -> str:
+    return os.path.join(_shm_dir(), _PREFIX + _validate_name(name))
+
+
+def _check_capacity(capacity: object) -> int:
+    if isinstance(capacity, bool) or not isinstance(capacity, int):
+        raise ConfigError(f"capacity must be an int, not {type(capacity).__name__}")
+    if not 1 <= capacity <= 1 << 28:
+        raise ConfigError(f"capacity must be between 1 and 2**28 key slots, got {capacity}")
+    return capacity
+
+
+def _map_fd(fd: int, label: str) -> tuple[mmap.mmap, int]:
+    size = os.fstat(fd).st_size
+    if size < _core.HEADER_SIZE:
+        raise StoreError(f"{label} is truncated or not a sluicegate store ({size} bytes)")
+    return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE), size
+
+
+def _open_existing(path: str, label: str) -> _core.Table:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise StoreError(f"cannot open {label}: {e.strerror}") from e
+    try:
+        mm, _ = _map_fd(fd, label)
+    finally:
+        os.close(fd)
+    try:
+        return _core.Table(mm, label)
+    except BaseException:
+        mm.close()
+        raise
+
+
+def _create(path: str, capacity: int, label: str) -> tuple[_core.Table, bool]:
+    """Create-or-attach; returns (table, created_by_us)."""
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
+    size = _core.store_size(capacity)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except OSError as e:
+        raise StoreError(f"cannot create {label} in {directory}: {e.strerror}") from e
+    try:
+        os.ftruncate(fd, size)
+        mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        _core.Table.initialise(mm, capacity)
+        try:
+            os.link(tmp, path)
+            created = True
+        except FileExistsError:
+            created = False
+        except OSError as e:
+            mm.close()
+            raise StoreError(f"cannot publish {label}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    if not created:
+        mm.close()
+        return _open_existing(path, label), False
+    return _core.Table(mm, label), True
+
+
+class SharedStore:
+    """Shared memory holding every limiter, breaker, counter and cap of a host.
+
+    SharedStore("orders")          named: create-or-attach from any process
+    SharedStore(path="x.sg")       file-backed: survives every process exiting
+    SharedStore()                  anonymous: shared with children forked after it
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        capacity: int | None = None,
+        path: str | os.PathLike[str] | None = None,
+        create: bool = True,
+    ) -> None:
+        if capacity is not None:
+            _check_capacity(capacity)
+        if name is not None and path is not None:
+            raise ConfigError("give a store either a name or a path, not both")
+        self._name = name
+        self._path = os.fspath(path) if path is not None else None
+        self.created = False
+        if name is None and self._path is None:
+            self.kind = "anonymous"
+            cap = capacity or DEFAULT_CAPACITY
+            mm = mmap.mmap(-1, _core.store_size(cap))
+            _core.Table.initialise(mm, cap)
+            self._table = _core.Table(mm, "anonymous store")
+            self.created = True
+        else:
+            if name is not None:
+                self.kind, file, label = "named", _named_path(name), f"store {name!r}"
+            else:
+                assert self._path is not None
+                self.kind, file, label = "file", os.path.abspath(self._path), f"store file {self._path!r}"
+            self._file = file
+            try:
+                self._table = _open_existing(file, label)
+            except FileNotFoundError:
+                if not create:
+                    raise StoreNotFound(f"{label} does not exist") from None
+                self._table, self.created = _create(file, capacity or DEFAULT_CAPACITY, label)
+            if capacity is not None and self._table.capacity != capacity:
+                have = self._table.capacity
+                self._table.close().close()
+                raise StoreError(f"{label} already exists with capacity {have}, not {capacity}")
+        self._table.owner = self
+
+    # -- lifecycle ---------------------------------------------------------------
+    @property
+    def name(self) -> str | None:
+        return self._name
+
+    @property
+    def path(self) -> str | None:
+        """The file behind a named or file-backed store (None when anonymous)."""
+        return getattr(self, "_file", None)
+
+    @property
+    def capacity(self) -> int:
+        return int(self._table.capacity)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._table.closed)
+
+    def close(self) -> None:
+        """Unmap the store. Objects over it raise StoreClosed afterwards."""
+        mm = self._table.close()
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # an exported view is still alive somewhere; the GC will unmap it
+                pass
+
+    def __enter__(self) -> SharedStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def unlink(name: str, *, missing_ok: bool = False) -> None:
+        """Remove a named store. Processes still attached keep their mapping."""
+        path = _named_path(name)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise StoreNotFound(f"store {name!r} does not exist") from None
+
+    # -- contents -------------------------------------------------------------------
+    def counter(self, name: str) -> _core.Counter:
+        """A lock-free shared counter: add(n), .value, compare_and_set(old, new)."""
+        if not isinstance(name, str):
+            raise ConfigError(f"counter name must be a str, not {type(name).__name__}")
+        return _core.Counter(self._table, name)
+
+    def stats(self) -> dict[str, int]:
+        """capacity (key slots), used (live slots), slots (table size) and a breakdown."""
+        return dict(self._table.stats())
+
+    def now(self) -> float:
+        """Store time in seconds (monotonic; shared by every attached process)."""
+        return int(self._table.now()) / 1e9
+
+    def _check_open(self) -> None:
+        if self._table.closed:
+            raise StoreClosed(f"{self!r} is closed")
+
+    # -- pickling: named and file stores re-attach in the child ---------------------
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.kind == "anonymous":
+            raise StoreError(
+                "an anonymous store is shared only with children forked after it was made; "
+                "use a named store (SharedStore('name')) with spawn or forkserver"
+            )
+        if self.kind == "named":
+            return (_attach_named, (self._name,))
+        return (_attach_path, (self._path,))
+
+    def __repr__(self) -> str:
+        where = {"named": f"name={self._name!r}", "file": f"path={self._path!r}", "anonymous": "anonymous"}[self.kind]
+        state = " closed" if self.closed else f" capacity={self.capacity}"
+        return f"<SharedStore {where}{state}>"
+
+
+def _attach_named(name: str) -> SharedStore:
+    return SharedStore(name)
+
+
+def _attach_path(path: str) -> SharedStore:
+    return SharedStore(path=path)
+
+
+# -- the process-default store --------------------------------------------------------
+_default: SharedStore | None = None
+_default_lock = threading.Lock()
+ENV_STORE = "SLUICEGATE_STORE"
+
+
+def default_store() -> SharedStore:
+    """The store policies use when given none.
+
+    $SLUICEGATE_STORE names a shared store (a path if it contains '/', else a named
+    store). Otherwise it is anonymous; it is created before any os.fork() so that
+    forked children (gunicorn, multiprocessing with fork) share it with the parent.
+    """
+    global _default
+    if _default is None or _default.closed:
+        with _default_lock:
+            if _default is None or _default.closed:
+                spec = os.environ.get(ENV_STORE)
+                if spec:
+                    _default = SharedStore(path=spec) if "/" in spec else SharedStore(spec)
+                else:
+                    _default = SharedStore()
+    return _default
+
+
+def resolve_store(store: SharedStore | None) -> SharedStore:
+    """The one place that picks a policy's store."""
+    if store is None:
+        return default_store()
+    if not isinstance(store, SharedStore):
+        raise ConfigError(f"store must be a SharedStore, not {type(store).__name__}")
+    store._check_open()
+    return store
+
+
+def _before_fork() -> None:
+    try:
+        default_store()
+    except Exception:  # never break a fork over the convenience store
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork)

@@ -1,0 +1,52 @@
+"""Shared fixtures: fresh named stores, and the fork/spawn start methods that every
+cross-process test runs under."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import uuid
+
+import pytest
+
+import sluicegate as sg
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def store_name():
+    name = unique_name()
+    yield name
+    sg.SharedStore.unlink(name, missing_ok=True)
+
+
+@pytest.fixture
+def store(store_name):
+    """A fresh named store (so spawned children can attach by name)."""
+    s = sg.SharedStore(store_name, capacity=4096)
+    yield s
+    s.close()
+
+
+@pytest.fixture(params=["fork", "spawn"])
+def mp_ctx(request):
+    """A multiprocessing context; cross-process tests run under fork and spawn."""
+    return mp.get_context(request.param)
+
+
+def run_procs(ctx, target, args_list, timeout=120.0):
+    """Start one process per args tuple, join them all, and fail on any bad exit."""
+    procs = [ctx.Process(target=target, args=args) for args in args_list]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+            pytest.fail(f"worker {p.pid} did not finish within {timeout}s")
+        assert p.exitcode == 0, f"worker {p.pid} exited with {p.exitcode}"
