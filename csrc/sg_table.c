@@ -39,6 +39,7 @@ static inline uint64_t mk_ctl(unsigned st, unsigned perm, unsigned fromlive, uin
 static inline uint8_t next_tag(uint8_t t) { return t == 255 ? 1 : (uint8_t)(t + 1); }
 static inline uint64_t want_id1(sg_hash128 h, uint8_t tag) { return SG_TAGGED(tag, h.a >> 8); }
 static inline uint64_t want_id2(sg_hash128 h, uint8_t tag) { return SG_TAGGED(tag, h.b); }
+static inline uint64_t ld_sc(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 static inline int cas_sc(uint64_t *p, uint64_t *exp, uint64_t want) {
     return __atomic_compare_exchange_n(p, exp, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
@@ -86,8 +87,7 @@ int sg_store_init(void *base, uint64_t size, uint64_t capacity) {
     h->base_mono = (int64_t)sg_mono_ns() - 1000000000LL;
     h->wall_epoch = sg_wall_ns() - 1000000000ULL;
     h->boot_key = sg_boot_key();
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    return SG_OK;
+    return SG_OK; /* published by the caller (link() of a finished file, or fork after init) */
 }
 
 /* After a reboot the monotonic clock restarted: move the base so that store time
@@ -134,6 +134,13 @@ int sg_store_attach(sg_table *t, void *base, uint64_t size) {
     return SG_OK;
 }
 
+/* Never below zero: a corrupted body can hold claims nobody counted. */
+static void live_dec(sg_table *t) {
+    uint64_t cur = __atomic_load_n(&t->hdr->live, __ATOMIC_ACQUIRE);
+    while (cur && !__atomic_compare_exchange_n(&t->hdr->live, &cur, cur - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    }
+}
+
 /* ---- lookup ------------------------------------------------------------------ */
 
 static inline unsigned probe_len(const sg_table *t, uint64_t home) {
@@ -170,10 +177,15 @@ static int find_live(sg_table *t, sg_hash128 h, uint64_t *idx, uint8_t *tag) {
 
 /* ---- claim, abort, takeover ---------------------------------------------------- */
 
-static inline int claim_is_stale(uint64_t c, uint64_t now) {
-    uint64_t stamp = CTL_STAMP(c), nowst = (now >> STAMP_SHIFT) & ((1ULL << 44) - 1);
-    uint64_t age = (nowst - stamp) & ((1ULL << 44) - 1); /* garbage stamps count as stale */
-    return age > (SG_CLAIM_STALE_NS >> STAMP_SHIFT);
+/* Claim stamps use the real store clock (never an algorithm's `now`, which tests
+ * drive by hand).  Ages are signed: a stamp slightly ahead of our reading is a
+ * fresh claim by a faster thread; one far ahead, like one far behind, is garbage
+ * or abandoned. */
+static inline int claim_is_stale(uint64_t c, uint64_t real_now) {
+    uint64_t nowst = (real_now >> STAMP_SHIFT) & ((1ULL << 44) - 1);
+    int64_t age = (int64_t)(((nowst - CTL_STAMP(c)) & ((1ULL << 44) - 1)) << 20) >> 20; /* sign-extend 44 bits */
+    const int64_t stale = (int64_t)(SG_CLAIM_STALE_NS >> STAMP_SHIFT);
+    return age > stale || age < -10000; /* > 200 ms old, or > ~10 s in the future */
 }
 
 static inline int slot_idle(sg_slot *s, uint8_t tag, uint64_t v, uint64_t now) {
@@ -188,7 +200,7 @@ static void abort_claim(sg_table *t, sg_slot *s, uint64_t mine) {
     uint64_t v = sg_load(&s->v[0]);
     if (v) sg_cas(&s->v[0], &v, 0);
     if (cas_sc(&s->ctl, &mine, mk_ctl(ST_EMPTY, 0, 0, CTL_TAG(mine), 0, 0)))
-        __atomic_sub_fetch(&t->hdr->live, 1, __ATOMIC_ACQ_REL);
+        live_dec(t);
 }
 
 /* A claim whose stamp is older than SG_CLAIM_STALE_NS: its claimer is presumed
@@ -222,22 +234,37 @@ static void wait_claim(sg_table *t, sg_slot *s, uint64_t c) {
     }
 }
 
+/* Wait (bounded) until a claim's identity is written or its ctl changes. */
+static void wait_identity(sg_table *t, sg_slot *s, uint64_t c) {
+    for (unsigned spins = 0;; spins++) {
+        if (sg_load(&s->ctl) != c) return;
+        if (SG_TAG(sg_load(&s->id1)) == CTL_TAG(c) && SG_TAG(sg_load(&s->id2)) == CTL_TAG(c)) return;
+        uint64_t now = sg_store_now(t);
+        if (claim_is_stale(c, now)) {
+            take_over(t, s, c, now);
+            return;
+        }
+        if (spins > 64) sched_yield();
+    }
+}
+
 /* Check the window for another claim of the same key.  Returns 1 if ours may be
  * published, 0 if we must abort (another slot has or will have the key).
  * Rule: the claim nearer home wins; a farther claim that sees a nearer one for the
  * same key (or one whose identity is not yet written) yields or waits for it. */
 static int no_rival(sg_table *t, sg_hash128 h, uint64_t home, unsigned mine_d) {
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /* seq_cst loads pair with the seq_cst identity CASes (a Dekker handshake): of two
+       rival claimers, at least one sees the other's identity. */
     unsigned n = probe_len(t, home);
     if (n < mine_d) n = mine_d;
     for (unsigned d = 0; d <= n; d++) {
         if (d == mine_d) continue;
         sg_slot *s = &t->slots[(home + d) & t->mask];
         for (;;) {
-            uint64_t c = sg_load(&s->ctl);
+            uint64_t c = ld_sc(&s->ctl);
             unsigned st = CTL_STATE(c);
             if (st == ST_EMPTY) break;
-            int same = ids_match(s, h, CTL_TAG(c));
+            int same = ld_sc(&s->id1) == want_id1(h, CTL_TAG(c)) && ld_sc(&s->id2) == want_id2(h, CTL_TAG(c));
             if (st == ST_LIVE) {
                 if (same) return 0;
                 break;
@@ -245,9 +272,9 @@ static int no_rival(sg_table *t, sg_hash128 h, uint64_t home, unsigned mine_d) {
             /* claiming */
             if (d < mine_d) {
                 if (same) return 0;
-                uint64_t i1 = sg_load(&s->id1), i2 = sg_load(&s->id2);
+                uint64_t i1 = ld_sc(&s->id1), i2 = ld_sc(&s->id2);
                 if (SG_TAG(i1) == CTL_TAG(c) && SG_TAG(i2) == CTL_TAG(c)) break; /* other key */
-                wait_claim(t, s, c); /* identity not yet written: wait, then re-read */
+                wait_identity(t, s, c); /* identity not yet written: wait for it, then re-read */
                 continue;
             }
             if (!same) break;
@@ -258,9 +285,10 @@ static int no_rival(sg_table *t, sg_hash128 h, uint64_t home, unsigned mine_d) {
 }
 
 /* Try to claim slot i (distance d from home). Returns 1 claimed (*out = our ctl), 0 not. */
-static int try_claim(sg_slot *s, uint64_t c, int from_live, int perm, uint64_t now, uint64_t *out) {
+static int try_claim(sg_slot *s, uint64_t c, int from_live, int perm, uint64_t now, uint64_t real_now,
+                     uint64_t *out) {
     uint8_t tag = next_tag(CTL_TAG(c));
-    uint64_t mine = mk_ctl(ST_CLAIMING, (unsigned)perm, (unsigned)from_live, tag, CTL_TAG(c), now);
+    uint64_t mine = mk_ctl(ST_CLAIMING, (unsigned)perm, (unsigned)from_live, tag, CTL_TAG(c), real_now);
     if (mine == c) return 0;
     uint64_t v = 0;
     if (from_live) {
@@ -296,15 +324,16 @@ static int write_identity(sg_slot *s, sg_hash128 h, uint8_t tag, int perm, uint3
 
 /* Free some idle reclaimable slots anywhere in the table (slow path when full). */
 static int sweep(sg_table *t, uint64_t start, uint64_t now) {
+    uint64_t real_now = sg_store_now(t);
     for (uint64_t k = 0; k <= t->mask; k++) {
         sg_slot *s = &t->slots[(start + k) & t->mask];
         uint64_t c = sg_load(&s->ctl), mine;
-        if (CTL_STATE(c) == ST_CLAIMING && claim_is_stale(c, now)) {
+        if (CTL_STATE(c) == ST_CLAIMING && claim_is_stale(c, real_now)) {
             take_over(t, s, c, now);
             continue;
         }
         if (CTL_STATE(c) != ST_LIVE || CTL_PERM(c)) continue;
-        if (try_claim(s, c, 1, 0, now, &mine)) {
+        if (try_claim(s, c, 1, 0, now, real_now, &mine)) {
             abort_claim(t, s, mine); /* sealed and emptied: live - 1 */
             return 1;
         }
@@ -315,7 +344,7 @@ static int sweep(sg_table *t, uint64_t start, uint64_t now) {
 int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now, int create,
                  uint64_t *idx, uint8_t *tag) {
     int perm = kind == SG_SLOT_PERMANENT;
-    uint64_t home = h.a & t->mask;
+    uint64_t home = h.a & t->mask, real_now = sg_store_now(t);
     int swept = 0;
     for (unsigned attempt = 0; attempt < 100000; attempt++) {
         if (find_live(t, h, idx, tag) == SG_OK) return SG_OK;
@@ -326,7 +355,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         if (__atomic_add_fetch(&t->hdr->live, 1, __ATOMIC_ACQ_REL) <= t->hdr->capacity)
             reserved = 1;
         else
-            __atomic_sub_fetch(&t->hdr->live, 1, __ATOMIC_ACQ_REL);
+            live_dec(t);
 
         uint64_t mine = 0;
         unsigned d = 0, found = 0;
@@ -336,20 +365,20 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
             uint64_t c = sg_load(&s->ctl);
             unsigned st = CTL_STATE(c);
             if (st == ST_CLAIMING) {
-                if (claim_is_stale(c, now)) take_over(t, s, c, now);
+                if (claim_is_stale(c, real_now)) take_over(t, s, c, now);
                 continue;
             }
             if (st > ST_LIVE) continue; /* garbage */
             if (st == ST_EMPTY && !reserved) continue;
             if (st == ST_LIVE && CTL_PERM(c)) continue;
             raise_probe_len(t, home, d);
-            if (try_claim(s, c, st == ST_LIVE, perm, now, &mine)) {
+            if (try_claim(s, c, st == ST_LIVE, perm, now, real_now, &mine)) {
                 found = 1;
                 break;
             }
         }
         if (!found) {
-            if (reserved) __atomic_sub_fetch(&t->hdr->live, 1, __ATOMIC_ACQ_REL);
+            if (reserved) live_dec(t);
             if (!swept && sweep(t, h.b, now)) {
                 swept = 1;
                 continue;
@@ -357,7 +386,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
             return SG_ERR_FULL;
         }
         /* a reclaimed slot was already counted live; give our reservation back */
-        if (CTL_FROMLIVE(mine) && reserved) __atomic_sub_fetch(&t->hdr->live, 1, __ATOMIC_ACQ_REL);
+        if (CTL_FROMLIVE(mine) && reserved) live_dec(t);
 
         uint8_t mytag = CTL_TAG(mine);
         if (!write_identity(s, h, mytag, perm, algo, param) || !no_rival(t, h, home, d)) {
@@ -365,7 +394,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
             continue;
         }
         uint64_t exp = mine;
-        if (!cas_sc(&s->ctl, &exp, mk_ctl(ST_LIVE, (unsigned)perm, 0, mytag, 0, now))) continue; /* taken over */
+        if (!cas_sc(&s->ctl, &exp, mk_ctl(ST_LIVE, (unsigned)perm, 0, mytag, 0, real_now))) continue; /* taken over */
         *idx = (home + d) & t->mask;
         *tag = mytag;
         return SG_OK;

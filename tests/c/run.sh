@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Build the C stress test warning-free, then run it plain, under ThreadSanitizer and
+# under AddressSanitizer + UndefinedBehaviorSanitizer.  Used by .ci/run.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out=${STRESS_OUT:-$(mktemp -d)}
+CC=${CC:-gcc}
+src=("$here/stress_table.c" "$root"/csrc/*.c)
+common=(-std=c11 -g -Wall -Wextra -Werror -I"$root/csrc" -pthread)
+
+echo "== C core: -Wall -Wextra -Werror build"
+$CC "${common[@]}" -O2 -o "$out/stress" "${src[@]}"
+"$out/stress"
+
+echo "== C core under ThreadSanitizer"
+$CC "${common[@]}" -O1 -fsanitize=thread -o "$out/stress_tsan" "${src[@]}"
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "$out/stress_tsan"
+
+echo "== C core under AddressSanitizer + UBSan"
+$CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+    -o "$out/stress_asan" "${src[@]}"
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" "$out/stress_asan"
+echo "== C core: all sanitizer runs clean"
