@@ -267,3 +267,20 @@ def test_default_store_from_env(monkeypatch):
         store_mod._default.close()
         monkeypatch.setattr(store_mod, "_default", None)
         sg.SharedStore.unlink(name, missing_ok=True)
+
+
+def test_import_fails_loudly_without_the_compiled_core():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['sluicegate._core'] = None; import sluicegate"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "compiled core" in r.stderr and "ImportError" in r.stderr
+
+
+def test_package_ships_typing_markers():
+    import importlib.resources as ir
+
+    files = {p.name for p in ir.files("sluicegate").iterdir()}
+    assert {"py.typed", "_core.pyi"} <= files
