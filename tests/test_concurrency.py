@@ -68,6 +68,16 @@ def test_slot_context_manager_releases_on_exception(store):
     assert not p.held and cap.in_use == 0
 
 
+def test_no_bookkeeping_grows_with_use(store):
+    cap = sg.ConcurrencyLimiter("db", 2, store=store)
+    for _ in range(500):
+        with cap.slot():
+            pass
+        cap.acquire().release()
+    assert len(cap._held) < 40 and cap.in_use == 0
+    assert cap.stats()["granted"] == 1000
+
+
 def test_slot_acquires_on_enter_not_on_creation(store):
     cap = sg.ConcurrencyLimiter("db", 1, store=store)
     s = cap.slot(timeout=0)

@@ -106,20 +106,30 @@ class Permit:
     # -- sync context manager -------------------------------------------------------
     def __enter__(self) -> Permit:
         if self._state == 0:
-            got = self._cap.acquire(self._timeout)
-            self.index, self.owner, self._state = got.index, got.owner, 1
-            got._state = 2
-        if self._cap.adaptive:
-            self._t0 = time.monotonic()
+            cap = self._cap
+            owner = _pi._owner or _current_owner()
+            idx = cap._core.try_acquire(owner, owner >> 42)
+            if idx < 0:
+                got = cap._acquire(self._timeout, True)
+                idx, owner = got.index, got.owner
+                got._state = 2
+            self.index, self.owner, self._state = idx, owner, 1
+            if cap.adaptive:
+                self._t0 = time.monotonic()
         return self
 
     def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._finish(exc)
+        if self._cap.adaptive:
+            self._finish(exc)
+        elif self._state == 1:
+            self._state = 2
+            if self.owner == _pi._owner:
+                self._cap._core.release(self.index, self.owner)
 
     # -- async context manager ------------------------------------------------------
     async def __aenter__(self) -> Permit:
         if self._state == 0:
-            got = await self._cap.acquire_async(self._timeout)
+            got = await self._cap._acquire_async(self._timeout, True)
             self.index, self.owner, self._state = got.index, got.owner, 1
             got._state = 2
         if self._cap.adaptive:
@@ -250,10 +260,22 @@ class ConcurrencyLimiter:
         """Wait for a permit (timeout None: forever). Raises ConcurrencyLimitExceeded on
         timeout, or at once with block=False. Give it back with permit.release() or release()."""
         p = self._acquire(timeout, block)
-        self._held.append(p)
+        self._remember(p)
         return p
 
+    def _remember(self, p: Permit) -> None:
+        held = self._held
+        if len(held) >= 32:  # drop permits released directly (permit.release()), amortised
+            held[:] = [q for q in held if q._state == 1]
+        held.append(p)
+
     async def acquire_async(self, timeout: float | None = None, block: bool = True) -> Permit:
+        """The async form of acquire()."""
+        p = await self._acquire_async(timeout, block)
+        self._remember(p)
+        return p
+
+    async def _acquire_async(self, timeout: float | None, block: bool) -> Permit:
         p = self.try_acquire()
         if p is None:
             timeout = _check_seconds("timeout", timeout)
@@ -272,7 +294,6 @@ class ConcurrencyLimiter:
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, _MAX_DELAY)
                 p = self.try_acquire()
-        self._held.append(p)
         return p
 
     def release(self, permit: Permit | None = None) -> bool:

@@ -309,15 +309,45 @@ class Lease(Generic[T]):
     def __enter__(self) -> T:
         if self._entry is not None:
             raise RuntimeError("a lease can be entered only once")
+        pool = self._pool
         f = _getframe(1)
-        e = self._entry = self._pool._get(self._timeout, self._block, (f.f_code, f.f_lasti))
+        # the pool's lock-free fast path, inlined (see Pool._get)
+        if pool._fast and not pool._waiters and not pool._orphans and not pool._closed:
+            try:
+                e = pool._popfast()
+            except IndexError:
+                pass
+            else:
+                pool._out.add(e)
+                pool._n_checkouts += 1
+                e.uses += 1
+                e.borrower = _current_thread()
+                e.where = (f.f_code, f.f_lasti)
+                self._entry = e
+                return e.resource  # type: ignore[no-any-return]
+        e = self._entry = pool._get_slow(self._timeout, self._block, (f.f_code, f.f_lasti))
         return e.resource  # type: ignore[no-any-return]
 
     def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         e = self._entry
-        if e is not None:
-            self._entry = None
-            self._pool._put(e, et is not None)
+        if e is None:
+            return
+        self._entry = None
+        pool = self._pool
+        if et is None and pool._plain_put and not e.doomed and not pool._waiters and not pool._closed:
+            # the pool's lock-free return path, inlined (see Pool._put)
+            e.borrower = None
+            if pool._stamp:
+                e.last_used = pool._clock()
+            try:
+                pool._out.remove(e)
+            except KeyError:
+                return  # reclaimed meanwhile
+            pool._idle.append(e)
+            if pool._waiters or pool._closed:
+                pool._settle()
+            return
+        pool._put(e, et is not None)
 
     def release(self, failed: bool = False) -> None:
         """Give the resource back (idempotent). failed=True: check it or discard it first."""
@@ -380,6 +410,7 @@ class Pool(_PoolConfig, Generic[T]):
         self._fast = strategy in ("lifo", "fifo") and not self._vet
         self._popfast = self._idle.pop if strategy == "lifo" else self._idle.popleft
         self._plain_put = host_limit is None and self._maint_every is None and self.min_size == 0
+        self._stamp = check is not None  # last_used matters only for the check window here
         if self.min_size:
             self.fill()
 
@@ -609,8 +640,9 @@ class Pool(_PoolConfig, Generic[T]):
     # -- return ------------------------------------------------------------------------------
     def _put(self, e: _Entry, failed: bool) -> None:
         e.borrower = None
-        now = e.last_used = self._clock()
         if self._plain_put and not failed and not e.doomed and not self._waiters and not self._closed:
+            if self._stamp:
+                e.last_used = self._clock()
             try:
                 self._out.remove(e)
             except KeyError:
@@ -619,6 +651,7 @@ class Pool(_PoolConfig, Generic[T]):
             if self._waiters or self._closed:  # raced with a new waiter or close(): settle under the lock
                 self._settle()
             return
+        now = e.last_used = self._clock()
         to_close: list[_Entry] = []
         with self._lock:
             try:
