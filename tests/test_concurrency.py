@@ -58,10 +58,9 @@ def test_release_is_idempotent_and_never_frees_another_permit(store):
 
 def test_slot_context_manager_releases_on_exception(store):
     cap = sg.ConcurrencyLimiter("db", 1, store=store)
-    with pytest.raises(KeyError):
-        with cap.slot(timeout=0.5):
-            assert cap.in_use == 1
-            raise KeyError("x")
+    with pytest.raises(KeyError), cap.slot(timeout=0.5):
+        assert cap.in_use == 1
+        raise KeyError("x")
     assert cap.in_use == 0
     with cap.slot() as p:
         assert p.held and cap.in_use == 1
@@ -84,9 +83,8 @@ def test_slot_acquires_on_enter_not_on_creation(store):
     assert cap.in_use == 0
     with s:
         assert cap.in_use == 1
-        with pytest.raises(sg.ConcurrencyLimitExceeded):
-            with cap.slot(timeout=0):
-                pass
+        with pytest.raises(sg.ConcurrencyLimitExceeded), cap.slot(timeout=0):
+            pass
     assert cap.in_use == 0
 
 
@@ -251,13 +249,11 @@ def test_aimd_grows_on_success_and_shrinks_on_drop_within_bounds(store):
 
 def test_aimd_slot_outcomes(store):
     cap = sg.ConcurrencyLimiter("db", 4, store=store, adaptive=True, min_limit=1, max_limit=8, backoff=0.5)
-    with pytest.raises(TimeoutError):
-        with cap.slot():
-            raise TimeoutError
+    with pytest.raises(TimeoutError), cap.slot():
+        raise TimeoutError
     assert cap.limit == 2
-    with pytest.raises(ValueError):
-        with cap.slot():
-            raise ValueError  # not a drop, not a success
+    with pytest.raises(ValueError), cap.slot():
+        raise ValueError  # not a drop, not a success
     assert cap.limit == 2
     with cap.slot():
         pass  # inflight 1 * 2 >= 2

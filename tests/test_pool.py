@@ -121,9 +121,8 @@ def test_non_blocking_raises_pool_exhausted_at_once():
     p = make(Factory(), size=2, timeout=5.0)
     held = borrow_n(p, 2)
     t0 = time.monotonic()
-    with pytest.raises(sg.PoolExhausted, match="all 2 resources are in use"):
-        with p.checkout(block=False):
-            pass
+    with pytest.raises(sg.PoolExhausted, match="all 2 resources are in use"), p.checkout(block=False):
+        pass
     assert time.monotonic() - t0 < 0.5
     assert p.stats()["exhausted"] == 1
     assert len(held) == 2
@@ -165,7 +164,7 @@ def test_waiters_are_served_in_fifo_order():
         t = threading.Thread(target=waiter, args=(i,))
         t.start()
         threads.append(t)
-        _wait_until(lambda: p.stats()["waiting"] == i + 1)
+        _wait_until(lambda i=i: p.stats()["waiting"] == i + 1)
     first.release()
     for t in threads:
         t.join(10)
@@ -292,9 +291,8 @@ def test_resource_whose_use_raised_is_checked_before_reuse():
     f, clock = Factory(), Clock()
     checked: list[int] = []
     p = make(f, size=1, check=lambda r: checked.append(r) or True, clock=clock)
-    with pytest.raises(RuntimeError):
-        with p.checkout():
-            raise RuntimeError("query failed")
+    with pytest.raises(RuntimeError), p.checkout():
+        raise RuntimeError("query failed")
     with p.checkout() as r:  # within the window, but dirty: checked anyway
         assert r == 1
     assert checked == [1]
@@ -303,9 +301,8 @@ def test_resource_whose_use_raised_is_checked_before_reuse():
 def test_resource_whose_use_raised_is_discarded_without_check():
     f = Factory()
     p = make(f, size=1)
-    with pytest.raises(RuntimeError):
-        with p.checkout():
-            raise RuntimeError("query failed")
+    with pytest.raises(RuntimeError), p.checkout():
+        raise RuntimeError("query failed")
     assert f.closed == [1]
     with p.checkout() as r:
         assert r == 2
@@ -409,9 +406,8 @@ def test_lease_garbage_collected_without_return_is_reclaimed():
 
     forget()
     gc.collect()
-    with pytest.warns(sg.ResourceLeakWarning, match="garbage-collected"):
-        with p.checkout(block=False) as r:
-            assert r == 1
+    with pytest.warns(sg.ResourceLeakWarning, match="garbage-collected"), p.checkout(block=False) as r:
+        assert r == 1
 
 
 # -- failures and shutdown ---------------------------------------------------------------------------
@@ -445,7 +441,7 @@ def test_create_failure_wakes_the_next_waiter():
     ts = [threading.Thread(target=waiter) for _ in range(2)]
     for i, t in enumerate(ts):
         t.start()
-        _wait_until(lambda: p.stats()["waiting"] == i + 1)
+        _wait_until(lambda i=i: p.stats()["waiting"] == i + 1)
     f.fail_next = 1
     first.discard()  # capacity freed; the first waiter's create fails, the second must not hang
     for t in ts:
@@ -520,9 +516,8 @@ def test_failing_close_warns_and_frees_capacity():
         raise OSError("close failed")
 
     p = sg.Pool(itertools.count(1).__next__, size=1, close=bad_close)
-    with pytest.warns(RuntimeWarning, match="close failed"):
-        with p.checkout() as r:
-            p.discard(r)
+    with pytest.warns(RuntimeWarning, match="close failed"), p.checkout() as r:
+        p.discard(r)
     with p.checkout(block=False) as r:
         assert r == 2
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
+import warnings
 from collections import deque
+from collections.abc import Awaitable
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Generic, TypeVar, Union
+from typing import Any, Callable, Generic, TypeVar, Union
 
 from .concurrency import ConcurrencyLimiter, Permit
 from .errors import ConfigError, PoolExhausted, PoolTimeout, StoreClosed
-from .pool import _DEFAULT, _BORROWER_POLL, _HOST_FIRST_DELAY, _HOST_MAX_DELAY, _Entry, _getframe, _PoolConfig, _seconds
-import time
+from .pool import _BORROWER_POLL, _DEFAULT, _HOST_FIRST_DELAY, _HOST_MAX_DELAY, _Entry, _getframe, _PoolConfig, _seconds
 
 T = TypeVar("T")
 MaybeAwaitable = Union[T, Awaitable[T]]
@@ -31,7 +33,7 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
 class AsyncLease(Generic[T]):
     """What AsyncPool.checkout() returns: `async with pool.checkout() as conn: ...`."""
 
-    __slots__ = ("_pool", "_entry", "_timeout", "_block", "__weakref__")
+    __slots__ = ("__weakref__", "_block", "_entry", "_pool", "_timeout")
 
     def __init__(self, pool: AsyncPool[T], timeout: float | None, block: bool) -> None:
         self._pool = pool
@@ -78,7 +80,7 @@ class AsyncLease(Generic[T]):
             self._entry = None
             try:
                 self._pool._orphans.append((e, "its lease was garbage-collected"))
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 (interpreter shutdown)
                 pass
 
 
@@ -152,13 +154,11 @@ class AsyncPool(_PoolConfig, Generic[T]):
                 self._give(e)
 
     async def _close_entries(self, entries: list[_Entry]) -> None:
-        import warnings
-
         for e in entries:
             try:
                 if self._close is not None:
                     await _call(self._close, e.resource)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 warnings.warn(f"pool {self.name!r}: close() of resource #{e.id} raised {exc!r}", RuntimeWarning,
                               stacklevel=2)
             finally:
@@ -308,7 +308,7 @@ class AsyncPool(_PoolConfig, Generic[T]):
         if ok and self._needs_check(e, now):
             try:
                 ok = (await _call(self._check, e.resource)) is not False  # type: ignore[arg-type]
-            except Exception:
+            except Exception:  # noqa: BLE001
                 ok = False
             if not ok:
                 self._st["failed_checks"] += 1
@@ -346,8 +346,9 @@ class AsyncPool(_PoolConfig, Generic[T]):
         if self._total < self.min_size and not self._closed:
             try:
                 await self.fill()
-            except Exception:
-                pass
+            except Exception as exc:  # noqa: BLE001 (the caller returned a resource; it must not fail)
+                warnings.warn(f"pool {self.name!r}: refilling to min_size failed: {exc!r}", RuntimeWarning,
+                              stacklevel=3)
 
     def discard(self, resource: T) -> None:
         for e in self._out:

@@ -60,7 +60,7 @@ class Permit:
     release() is idempotent: it frees the record only if it still holds exactly this
     process's owner word, and only the first time."""
 
-    __slots__ = ("_cap", "index", "owner", "_timeout", "_t0", "_state")
+    __slots__ = ("_cap", "_state", "_t0", "_timeout", "index", "owner")
 
     def __init__(self, cap: ConcurrencyLimiter, index: int = -1, owner: int = 0, timeout: float | None = None) -> None:
         self._cap = cap
@@ -95,9 +95,7 @@ class Permit:
         cap = self._cap
         if cap.adaptive and self._state == 1:
             slow = cap.slow_call
-            if exc is not None and isinstance(exc, cap.drop_on):
-                cap._on_drop()
-            elif slow is not None and time.monotonic() - self._t0 > slow:
+            if exc is not None and isinstance(exc, cap.drop_on) or slow is not None and time.monotonic() - self._t0 > slow:
                 cap._on_drop()
             elif exc is None:
                 cap._on_success()

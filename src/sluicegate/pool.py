@@ -35,8 +35,20 @@ class ResourceLeakWarning(RuntimeWarning):
 
 
 class _Entry:
-    __slots__ = ("resource", "id", "created", "last_used", "uses", "expires", "idle_limit", "dirty", "doomed",
-                 "permit", "borrower", "where")
+    __slots__ = (
+        "borrower",
+        "created",
+        "dirty",
+        "doomed",
+        "expires",
+        "id",
+        "idle_limit",
+        "last_used",
+        "permit",
+        "resource",
+        "uses",
+        "where",
+    )
 
     def __init__(self, resource: Any, id: int, now: float, expires: float, idle_limit: float,
                  permit: Permit | None) -> None:
@@ -292,7 +304,7 @@ class Lease(Generic[T]):
     A lease that is garbage-collected while holding its resource gives it back (with a
     ResourceLeakWarning naming where it was checked out)."""
 
-    __slots__ = ("_pool", "_entry", "_timeout", "_block", "__weakref__")
+    __slots__ = ("__weakref__", "_block", "_entry", "_pool", "_timeout")
 
     def __init__(self, pool: Pool[T], timeout: float | None, block: bool) -> None:
         self._pool = pool
@@ -369,7 +381,7 @@ class Lease(Generic[T]):
             self._entry = None
             try:
                 self._pool._orphans.append((e, "its lease was garbage-collected"))
-            except Exception:  # interpreter shutdown
+            except Exception:  # noqa: BLE001, S110 (interpreter shutdown)
                 pass
 
 
@@ -431,7 +443,7 @@ class Pool(_PoolConfig, Generic[T]):
             try:
                 if self._close is not None:
                     self._close(e.resource)
-            except Exception as exc:  # a failing close never breaks the pool
+            except Exception as exc:  # noqa: BLE001 (a failing close never breaks the pool)
                 warnings.warn(f"pool {self.name!r}: close() of resource #{e.id} raised {exc!r}", RuntimeWarning,
                               stacklevel=2)
             finally:
@@ -620,7 +632,7 @@ class Pool(_PoolConfig, Generic[T]):
         if ok and self._needs_check(e, now):
             try:
                 ok = self._check(e.resource) is not False  # type: ignore[misc]
-            except Exception:
+            except Exception:  # noqa: BLE001
                 ok = False
             if not ok:
                 with self._lock:
@@ -680,8 +692,9 @@ class Pool(_PoolConfig, Generic[T]):
         if refill:
             try:
                 self.fill()
-            except Exception:
-                pass
+            except Exception as exc:  # noqa: BLE001 (the caller returned a resource; it must not fail)
+                warnings.warn(f"pool {self.name!r}: refilling to min_size failed: {exc!r}", RuntimeWarning,
+                              stacklevel=3)
 
     def _settle(self) -> None:
         to_close: list[_Entry] = []
