@@ -660,3 +660,49 @@ class PoolMachine(RuleBasedStateMachine):
 
 TestPoolMachine = PoolMachine.TestCase
 TestPoolMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+@pytest.fixture
+def fast_switching():
+    import sys
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # force thread switches inside the lock-free paths
+    yield
+    sys.setswitchinterval(old)
+
+
+@pytest.mark.parametrize("strategy", ["lifo", "fifo", "round_robin", "least_used"])
+@pytest.mark.parametrize("overflow", [0, 2])
+def test_threads_never_share_a_resource(strategy, overflow, fast_switching):
+    """Lock-free returns race with locked checkouts: no resource is ever lent twice at once."""
+    f = Factory()
+    p = make(f, size=3, max_overflow=overflow, strategy=strategy, timeout=20.0, overflow_ttl=0.0)
+    lock = threading.Lock()
+    lent: set[int] = set()
+    dup: list[int] = []
+    count = [0]
+
+    def worker() -> None:
+        for i in range(300):
+            with p.checkout() as r:
+                with lock:
+                    if r in lent:
+                        dup.append(r)
+                    lent.add(r)
+                if i % 7 == 0:
+                    time.sleep(0)
+                with lock:
+                    lent.discard(r)
+                    count[0] += 1
+
+    ts = [threading.Thread(target=worker) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    s = p.stats()
+    assert dup == [] and count[0] == 1800
+    assert s["checkouts"] == 1800 and s["in_use"] == 0 and s["waiting"] == 0
+    assert s["idle"] == s["total"] <= 3 + overflow
+    assert s["created"] - s["closed"] == s["total"]

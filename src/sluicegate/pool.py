@@ -174,12 +174,15 @@ class _PoolConfig:
                 return idle.popleft()
         except IndexError:  # taken by a lock-free checkout
             return None
+        items = list(idle)  # a C-level snapshot: lock-free returns may append meanwhile
+        if not items:
+            return None
         if s == "least_used":
-            best = min(idle, key=lambda e: (e.uses, e.id))
+            best = min(items, key=lambda e: (e.uses, e.id))
         else:  # round_robin: the next resource in creation order after the last one handed out
             rr = self._rr
-            after = [e for e in idle if e.id >= rr]
-            best = min(after or idle, key=lambda e: e.id)
+            after = [e for e in items if e.id >= rr]
+            best = min(after or items, key=lambda e: e.id)
             self._rr = best.id + 1
         idle.remove(best)
         return best
