@@ -164,3 +164,39 @@ def test_limiter_pickles_into_spawned_children(mp_ctx, store):
     cap = sg.ConcurrencyLimiter("pk", 1, store=store)
     run_procs(mp_ctx, _pickled_worker, [(cap,)] * 3)
     assert store.counter("got").value == 3
+
+
+def _hold_until_go(store_name: str, limit: int) -> None:
+    store = sg.SharedStore(store_name)
+    cap = sg.ConcurrencyLimiter("db", limit, store=store)
+    cur, peak, go = store.counter("cur"), store.counter("peak"), store.counter("go")
+    with cap.slot(timeout=30):
+        _note_peak(cur, peak)
+        t0 = time.monotonic()
+        while go.value == 0 and time.monotonic() - t0 < 30:
+            time.sleep(0.002)
+        cur.add(-1)
+    store.counter("done").add(1)
+
+
+def test_cap_is_reached_exactly_and_queues_the_rest(mp_ctx, store, store_name):
+    limit, nproc = 3, 6
+    procs = [mp_ctx.Process(target=_hold_until_go, args=(store_name, limit)) for _ in range(nproc)]
+    for p in procs:
+        p.start()
+    try:
+        _wait_for(lambda: store.counter("cur").value == limit)
+        time.sleep(0.2)  # the other 3 keep polling; none of them may get in
+        assert store.counter("cur").value == limit
+        assert sg.ConcurrencyLimiter("db", limit, store=store).in_use == limit
+        store.counter("go").add(1)
+        for p in procs:
+            p.join(30)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join(10)
+    assert store.counter("done").value == nproc
+    assert store.counter("peak").value == limit

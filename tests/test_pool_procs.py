@@ -148,3 +148,54 @@ def test_workers_without_kill_exact_totals(mp_ctx, store, store_name):
     assert store.counter("held").value == 0
     assert 1 <= store.counter("peak").value <= HOST_LIMIT
     assert sg.ConcurrencyLimiter("pg", HOST_LIMIT, store=store).in_use == 0
+
+
+def _saturating_worker(store_name: str, threads: int) -> None:
+    store = sg.SharedStore(store_name)
+    cap = sg.ConcurrencyLimiter("pg", HOST_LIMIT, store=store)
+    pool = sg.Pool(lambda: Conn(store), size=10, close=Conn.close, host_limit=cap, timeout=60.0)
+    go, done = store.counter("go"), store.counter("checkouts")
+    errors = []
+
+    def run() -> None:
+        try:
+            with pool.checkout():
+                t0 = time.monotonic()
+                while go.value == 0 and time.monotonic() - t0 < 60:
+                    time.sleep(0.002)
+            done.add(1)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    ts = [threading.Thread(target=run) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    pool.close()
+    assert not errors, errors
+
+
+def test_eight_pools_saturate_the_host_limit_exactly(mp_ctx, store, store_name):
+    """8 processes x 10 threads want 80 resources; exactly 20 exist at once, the rest wait."""
+    nproc, threads = 8, 10
+    procs = [mp_ctx.Process(target=_saturating_worker, args=(store_name, threads)) for _ in range(nproc)]
+    for p in procs:
+        p.start()
+    try:
+        _wait_for(lambda: store.counter("held").value == HOST_LIMIT)
+        time.sleep(0.3)  # 60 threads keep polling the cap; none may get a 21st resource
+        assert store.counter("held").value == HOST_LIMIT
+        store.counter("go").add(1)
+        for p in procs:
+            p.join(80)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join(10)
+    assert store.counter("checkouts").value == nproc * threads
+    assert store.counter("held").value == 0
+    assert store.counter("peak").value == HOST_LIMIT
+    assert sg.ConcurrencyLimiter("pg", HOST_LIMIT, store=store).in_use == 0
