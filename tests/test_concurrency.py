@@ -399,3 +399,25 @@ def test_async_slot_and_timeout(store):
 
     peak, done = asyncio.run(main())
     assert done == 30 and peak == 2 and cap.in_use == 0
+
+
+def test_local_release_wakes_a_waiting_thread(store, monkeypatch):
+    from sluicegate import concurrency
+
+    monkeypatch.setattr(concurrency, "_FIRST_DELAY", 30.0)  # polling alone would take 15+ s
+    monkeypatch.setattr(concurrency, "_MAX_DELAY", 30.0)
+    cap = sg.ConcurrencyLimiter("db", 1, store=store)
+    p = cap.acquire()
+    got: list[int] = []
+
+    def waiter() -> None:
+        with cap.slot(timeout=60.0):
+            got.append(1)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    while cap._nwait == 0:
+        time.sleep(0.001)
+    p.release()
+    t.join(10)
+    assert got == [1] and not t.is_alive()

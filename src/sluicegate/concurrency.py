@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from types import TracebackType
 from typing import Any
@@ -81,7 +82,11 @@ class Permit:
         self._state = 2
         if self.owner != _pi._owner:  # inherited through fork: the parent's permit, not ours
             return False
-        return bool(self._cap._core.release(self.index, self.owner))
+        cap = self._cap
+        freed = bool(cap._core.release(self.index, self.owner))
+        if cap._nwait:
+            cap._wake()
+        return freed
 
     def success(self) -> None:
         """Report a successful call (adaptive mode grows the limit)."""
@@ -121,8 +126,11 @@ class Permit:
             self._finish(exc)
         elif self._state == 1:
             self._state = 2
+            cap = self._cap
             if self.owner == _pi._owner:
-                self._cap._core.release(self.index, self.owner)
+                cap._core.release(self.index, self.owner)
+                if cap._nwait:
+                    cap._wake()
 
     # -- async context manager ------------------------------------------------------
     async def __aenter__(self) -> Permit:
@@ -210,6 +218,10 @@ class ConcurrencyLimiter:
             ) from None
         self._backoff_1024 = max(1, min(1023, int(self.backoff * 1024)))
         self._held: list[Permit] = []
+        # waiters in this process sleep on a condition that local releases notify; releases in
+        # other processes are seen by polling with backoff (no cross-process wakeup primitive)
+        self._cond = threading.Condition(threading.Lock())
+        self._nwait = 0
 
     # -- acquiring ----------------------------------------------------------------------
     def try_acquire(self) -> Permit | None:
@@ -248,7 +260,16 @@ class ConcurrencyLimiter:
                 if left <= 0:
                     raise self._timeout_error(timeout, True)
                 pause = min(pause, left)
-            time.sleep(pause)
+            with self._cond:
+                self._nwait += 1  # announce first, then re-try: a local release cannot slip between
+                try:
+                    p = self.try_acquire()
+                    if p is None:
+                        self._cond.wait(pause)
+                finally:
+                    self._nwait -= 1
+            if p is not None:
+                return p
             delay = min(delay * 2, _MAX_DELAY)
             p = self.try_acquire()
             if p is not None:
@@ -260,6 +281,10 @@ class ConcurrencyLimiter:
         p = self._acquire(timeout, block)
         self._remember(p)
         return p
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
 
     def _remember(self, p: Permit) -> None:
         held = self._held
