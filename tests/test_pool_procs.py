@@ -199,3 +199,38 @@ def test_eight_pools_saturate_the_host_limit_exactly(mp_ctx, store, store_name):
     assert store.counter("held").value == 0
     assert store.counter("peak").value == HOST_LIMIT
     assert sg.ConcurrencyLimiter("pg", HOST_LIMIT, store=store).in_use == 0
+
+
+def _child_uses_inherited_pool(pool: sg.Pool, store_name: str) -> None:
+    store = sg.SharedStore(store_name)
+    s = pool.stats()
+    assert s["total"] == 0 and s["idle"] == 0 and s["in_use"] == 0, s
+    with pool.checkout(timeout=5.0) as r:
+        assert r.pid == os.getpid()  # a resource of its own, not the parent's
+    store.counter("child_ok").add(1)
+
+
+class _Res:
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+
+def test_forked_child_starts_with_an_empty_pool(store, store_name):
+    import multiprocessing as mp
+
+    cap = sg.ConcurrencyLimiter("pg", 4, store=store)
+    pool = sg.Pool(_Res, size=2, host_limit=cap)
+    held = pool.acquire()
+    pool.acquire().release()
+    assert pool.stats()["total"] == 2 and cap.in_use == 2
+    p = mp.get_context("fork").Process(target=_child_uses_inherited_pool, args=(pool, store_name))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0 and store.counter("child_ok").value == 1
+    s = pool.stats()
+    assert s["total"] == 2 and s["in_use"] == 1  # the parent's pool is untouched
+    cap.reclaim()  # the child's permit went with the child; the parent's two stay
+    assert cap.in_use == 2
+    held.release()
+    pool.close()
+    assert cap.in_use == 0

@@ -8,11 +8,13 @@ permit of it, so N processes' pools together never hold more than the cap."""
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import threading
 import time
 import warnings
+import weakref
 from collections import deque
 from types import TracebackType
 from typing import Any, Callable, Generic, TypeVar
@@ -424,6 +426,7 @@ class Pool(_PoolConfig, Generic[T]):
         self._drained = threading.Condition(self._lock)
         self._fast = strategy in ("lifo", "fifo") and not self._vet
         self._popfast = self._idle.pop if strategy == "lifo" else self._idle.popleft
+        _live_pools.add(self)
         self._plain_put = host_limit is None and self._maint_every is None and self.min_size == 0
         self._stamp = check is not None  # last_used matters only for the check window here
         if self.min_size:
@@ -782,6 +785,17 @@ class Pool(_PoolConfig, Generic[T]):
                 while self._out and (left := deadline - time.monotonic()) > 0:
                     self._drained.wait(left)
 
+    def _forget_after_fork(self) -> None:
+        """In a forked child: the inherited resources (sockets...) and their host permits
+        belong to the parent. Forget them without closing them; start empty."""
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._waiters.clear()
+        self._idle.clear()
+        self._out.clear()
+        self._orphans.clear()
+        self._total = 0
+
     @property
     def closed(self) -> bool:
         return self._closed
@@ -794,3 +808,15 @@ class Pool(_PoolConfig, Generic[T]):
 
     def __repr__(self) -> str:
         return f"<Pool {self.name!r} total={self._total} idle={len(self._idle)} in_use={len(self._out)}>"
+
+
+_live_pools: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_live_pools):
+        pool._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
