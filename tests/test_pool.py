@@ -706,3 +706,23 @@ def test_threads_never_share_a_resource(strategy, overflow, fast_switching):
     assert s["checkouts"] == 1800 and s["in_use"] == 0 and s["waiting"] == 0
     assert s["idle"] == s["total"] <= 3 + overflow
     assert s["created"] - s["closed"] == s["total"]
+
+
+def test_resource_handed_to_a_waiter_as_the_pool_closes_is_not_lost():
+    f = Factory()
+    p = make(f, size=1, timeout=5.0)
+    lease = p.acquire()
+    errors: list[BaseException] = []
+    t = threading.Thread(target=lambda: errors.append(pytest.raises(sg.StoreClosed, p.acquire).value))
+    t.start()
+    _wait_until(lambda: p.stats()["waiting"] == 1)
+    with p._lock:  # hand the resource over and close in one step, before the waiter runs
+        w = p._waiters.popleft()
+        p._out.discard(lease._entry)
+        w.entry = lease._entry
+        lease._entry = None
+        p._closed = True
+        w.cond.notify()
+    t.join(5)
+    assert len(errors) == 1
+    assert f.closed == [1] and p.stats()["total"] == 0

@@ -596,6 +596,21 @@ class Pool(_PoolConfig, Generic[T]):
                         if left is not None:
                             pause = left if pause is None else min(pause, left)
                         waiter.cond.wait(pause)
+            except BaseException:
+                # closed, exhausted, timed out or interrupted (KeyboardInterrupt in wait()):
+                # leave the queue, and pass on a resource handed to us meanwhile
+                if waiter is not None:
+                    with self._lock:
+                        if waiter in self._waiters:
+                            self._waiters.remove(waiter)
+                            self._wake_head()
+                        handed, waiter.entry = waiter.entry, None
+                        if handed is not None:
+                            if self._closed:
+                                self._drop_locked(handed, to_close)
+                            else:
+                                self._give_locked(handed)
+                raise
             finally:
                 if to_close:
                     self._close_entries(to_close)
