@@ -739,7 +739,7 @@ class Pool(_PoolConfig, Generic[T]):
     def discard(self, resource: T) -> None:
         """Mark a checked-out resource to be closed when it is returned."""
         with self._lock:
-            for e in self._out:
+            for e in list(self._out):  # a C-level copy: lock-free checkouts may change the set
                 if e.resource is resource:
                     e.doomed = True
                     return
