@@ -421,3 +421,24 @@ def test_local_release_wakes_a_waiting_thread(store, monkeypatch):
     p.release()
     t.join(10)
     assert got == [1] and not t.is_alive()
+
+
+def test_slow_calls_count_as_drops(store):
+    cap = sg.ConcurrencyLimiter("db", 4, store=store, adaptive=True, min_limit=1, max_limit=8, backoff=0.5,
+                                slow_call=0.0)
+    with cap.slot():
+        time.sleep(0.001)
+    assert cap.limit == 2
+
+
+def test_a_released_slot_cannot_be_reentered(store):
+    cap = sg.ConcurrencyLimiter("db", 1, store=store)
+    s = cap.slot()
+    with s:
+        pass
+    with pytest.raises(RuntimeError, match="already released"):
+        with s:
+            pass
+    with cap.acquire():  # a permit from acquire() works as a context manager too
+        assert cap.in_use == 1
+    assert cap.in_use == 0

@@ -100,14 +100,17 @@ class Permit:
         cap = self._cap
         if cap.adaptive and self._state == 1:
             slow = cap.slow_call
-            if exc is not None and isinstance(exc, cap.drop_on) or slow is not None and time.monotonic() - self._t0 > slow:
+            dropped = exc is not None and isinstance(exc, cap.drop_on)
+            if dropped or (slow is not None and time.monotonic() - self._t0 > slow):
                 cap._on_drop()
             elif exc is None:
                 cap._on_success()
         self.release()
 
     # -- sync context manager -------------------------------------------------------
-    def __enter__(self) -> Permit:
+    def __enter__(self) -> Permit:  # noqa: PYI034
+        if self._state == 2:
+            raise RuntimeError("this permit was already released; take a new slot()")
         if self._state == 0:
             cap = self._cap
             owner = _pi._owner or _current_owner()
@@ -133,7 +136,9 @@ class Permit:
                     cap._wake()
 
     # -- async context manager ------------------------------------------------------
-    async def __aenter__(self) -> Permit:
+    async def __aenter__(self) -> Permit:  # noqa: PYI034
+        if self._state == 2:
+            raise RuntimeError("this permit was already released; take a new slot_async()")
         if self._state == 0:
             got = await self._cap._acquire_async(self._timeout, True)
             self.index, self.owner, self._state = got.index, got.owner, 1
