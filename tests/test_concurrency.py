@@ -436,9 +436,8 @@ def test_a_released_slot_cannot_be_reentered(store):
     s = cap.slot()
     with s:
         pass
-    with pytest.raises(RuntimeError, match="already released"):
-        with s:
-            pass
+    with pytest.raises(RuntimeError, match="already released"), s:
+        pass
     with cap.acquire():  # a permit from acquire() works as a context manager too
         assert cap.in_use == 1
     assert cap.in_use == 0

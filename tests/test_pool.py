@@ -365,8 +365,9 @@ def test_resource_held_by_a_dead_thread_is_reclaimed_with_a_warning():
     t.start()
     t.join()
     with pytest.warns(sg.ResourceLeakWarning, match=r"test_pool\.py:\d+ in leaky\(\).*leaky-worker"):
-        with p.checkout(timeout=2.0) as r:
-            assert r == 1
+        lease = p.acquire(timeout=2.0)
+    assert lease.resource == 1
+    lease.release()
     assert p.stats()["reclaimed"] == 1
     keep[0].release()  # a late release of a reclaimed lease is ignored
     assert p.stats()["in_use"] == 0 and p.stats()["idle"] == 1
@@ -387,14 +388,19 @@ def test_reclaimed_while_another_thread_waits():
     t.start()
     started.wait(5)
     got = []
-    w = threading.Thread(target=lambda: got.append(p.acquire(timeout=5.0).resource))
-    with pytest.warns(sg.ResourceLeakWarning):
-        w.start()
-        _wait_until(lambda: p.stats()["waiting"] == 1)
-        release.set()  # the borrower dies while the waiter waits
+    w = threading.Thread(target=lambda: got.append(p.acquire(timeout=5.0)))
+    w.start()
+    _wait_until(lambda: p.stats()["waiting"] == 1)
+
+    def borrower_dies_while_the_waiter_waits() -> None:
+        release.set()
         t.join(5)
         w.join(5)
-    assert got == [2]  # no check given: the orphan is discarded, a fresh one is created
+
+    with pytest.warns(sg.ResourceLeakWarning, match="ended"):
+        borrower_dies_while_the_waiter_waits()
+    assert got[0].resource == 2  # no check given: the orphan is discarded, a fresh one is created
+    got[0].release()
 
 
 def test_lease_garbage_collected_without_return_is_reclaimed():
