@@ -732,3 +732,78 @@ def test_resource_handed_to_a_waiter_as_the_pool_closes_is_not_lost():
     t.join(5)
     assert len(errors) == 1
     assert f.closed == [1] and p.stats()["total"] == 0
+
+
+class LifetimeMachine(RuleBasedStateMachine):
+    """Fake clock + lifetimes + idle timeout + overflow reaping: a resource past max_lifetime or
+    max_idle is never lent, every created resource is closed at most once and never lent after,
+    and the counts always add up."""
+
+    L, IDLE, TTL = 10.0, 4.0, 2.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = Clock()
+        self.born: dict[int, float] = {}
+        self.back: dict[int, float] = {}
+        self.closed: list[int] = []
+        ids = itertools.count(1)
+
+        def create() -> int:
+            r = next(ids)
+            self.born[r] = self.clock.t
+            return r
+
+        self.pool = sg.Pool(create, close=self.closed.append, size=2, max_overflow=2, max_lifetime=self.L,
+                            max_idle=self.IDLE, overflow_ttl=self.TTL, jitter=0.0, clock=self.clock,
+                            check=lambda r: True, check_window=1.0)
+        self.leases: dict[int, object] = {}
+
+    @rule()
+    def checkout(self):
+        try:
+            lease = self.pool.acquire(block=False)
+        except sg.PoolExhausted:
+            assert len(self.leases) == 4
+            return
+        r = lease.resource
+        now = self.clock.t
+        assert r not in self.leases and r not in self.closed
+        assert now - self.born[r] < self.L
+        if r in self.back:
+            assert now - self.back[r] < self.IDLE
+        self.leases[r] = lease
+
+    @precondition(lambda self: self.leases)
+    @rule(data=st.data(), failed=st.booleans())
+    def give_back(self, data, failed):
+        r = data.draw(st.sampled_from(sorted(self.leases)))
+        self.back[r] = self.clock.t
+        self.leases.pop(r).release(failed=failed)
+
+    @rule(dt=st.sampled_from([0.1, 0.5, 1.0, 2.5, 5.0]))
+    def advance(self, dt):
+        self.clock.t += dt
+
+    @rule()
+    def maintain(self):
+        self.pool.maintain()
+
+    @invariant()
+    def counts(self):
+        s = self.pool.stats()
+        assert s["in_use"] == len(self.leases)
+        assert s["total"] == s["idle"] + s["in_use"] <= 4
+        assert len(set(self.closed)) == len(self.closed) == s["closed"]
+        assert s["created"] - s["closed"] == s["total"]
+        assert not set(self.closed) & set(self.leases)
+
+    def teardown(self):
+        for lease in self.leases.values():
+            lease.release()
+        self.pool.close()
+        assert sorted(self.closed) == sorted(self.born)
+
+
+TestLifetimeMachine = LifetimeMachine.TestCase
+TestLifetimeMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
