@@ -441,3 +441,22 @@ def test_a_released_slot_cannot_be_reentered(store):
     with cap.acquire():  # a permit from acquire() works as a context manager too
         assert cap.in_use == 1
     assert cap.in_use == 0
+
+
+def test_decorator_sync_and_async(store):
+    cap = sg.ConcurrencyLimiter("db", 1, store=store)
+
+    @cap
+    def work(x: int) -> int:
+        assert cap.in_use == 1
+        return x * 2
+
+    @cap
+    async def awork(x: int) -> int:
+        assert cap.in_use == 1
+        await asyncio.sleep(0)
+        return x + 1
+
+    assert work(21) == 42 and work.__name__ == "work"
+    assert asyncio.run(awork(1)) == 2
+    assert cap.in_use == 0

@@ -11,17 +11,20 @@ drop_on, or a call slower than slow_call) multiplies it by backoff, always withi
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import random
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from . import _core
 from . import _procident as _pi
 from .errors import ConcurrencyLimitExceeded, ConfigError
 from .store import SharedStore, resolve_store
 
+F = TypeVar("F", bound=Callable[..., Any])
 MAX_LIMIT: int = int(_core.CAP_MAX_LIMIT)
 _FIRST_DELAY = 0.0005
 _MAX_DELAY = 0.02
@@ -346,6 +349,28 @@ class ConcurrencyLimiter:
     def slot_async(self, timeout: float | None = None) -> Permit:
         """Async context manager: `async with cap.slot_async(timeout=1.0): ...`."""
         return Permit(self, -1, 0, timeout)
+
+    def __call__(self, fn: F) -> F:
+        """Decorator: every call of fn (sync or async) holds one permit.
+
+        @cap
+        def query(): ...
+        """
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                async with Permit(self, -1, 0, None):
+                    return await fn(*args, **kwargs)
+
+            return awrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with Permit(self, -1, 0, None):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
 
     # -- dead holders -------------------------------------------------------------------
     def reclaim(self) -> int:
