@@ -460,3 +460,18 @@ def test_decorator_sync_and_async(store):
     assert work(21) == 42 and work.__name__ == "work"
     assert asyncio.run(awork(1)) == 2
     assert cap.in_use == 0
+
+
+def test_ps_fallback_identity(monkeypatch):
+    """The non-Linux path (ps -o lstart) gives a stable start time and spots missing pids."""
+    import shutil
+
+    if shutil.which("ps") is None:
+        pytest.skip("no ps on this system")
+    monkeypatch.setattr(pi, "_LINUX", False)
+    a = pi.process_start(os.getpid())
+    assert a is not None and a == pi.process_start(os.getpid())
+    assert pi.process_start((1 << 22) - 5) is None
+    me = pi.owner_word(os.getpid(), a)
+    assert pi.owner_alive(me)
+    assert not pi.owner_alive(pi.owner_word(os.getpid(), a - 100))

@@ -8,7 +8,6 @@ start time, so it is never mistaken for the old holder."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 
@@ -34,6 +33,8 @@ def process_start(pid: int) -> int | None:
         if len(fields) < 20 or fields[0] in (b"Z", b"X", b"x"):
             return None
         return int(fields[19])
+    import subprocess  # only off Linux
+
     try:
         out = subprocess.run(
             ["ps", "-o", "stat=,lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5, check=False
