@@ -29,11 +29,21 @@ from .errors import (
     StoreNotFound,
 )
 from .store import SharedStore, default_store
+from .concurrency import ConcurrencyLimiter, Permit
+from .pool import Lease, Pool, ResourceLeakWarning
+from .async_pool import AsyncLease, AsyncPool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SharedStore",
+    "ConcurrencyLimiter",
+    "Permit",
+    "Pool",
+    "AsyncPool",
+    "Lease",
+    "AsyncLease",
+    "ResourceLeakWarning",
     "default_store",
     "SluicegateError",
     "ConfigError",

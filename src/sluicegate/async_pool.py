@@ -1,0 +1,414 @@
+"""AsyncPool: the asyncio twin of Pool (same options, same semantics).
+
+Waiters are futures served in FIFO order; borrower death means the task that
+checked a resource out finished without returning it.  create, check and close may
+be plain functions or coroutine functions."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import warnings
+from collections import deque
+from collections.abc import Awaitable
+from types import TracebackType
+from typing import Any, Callable, Generic, TypeVar, Union
+
+from .concurrency import ConcurrencyLimiter, Permit
+from .errors import ConfigError, PoolExhausted, PoolTimeout, StoreClosed
+from .pool import _BORROWER_POLL, _DEFAULT, _HOST_FIRST_DELAY, _HOST_MAX_DELAY, _Entry, _getframe, _PoolConfig, _seconds
+
+T = TypeVar("T")
+MaybeAwaitable = Union[T, Awaitable[T]]
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    r = fn(*args)
+    if inspect.isawaitable(r):
+        r = await r
+    return r
+
+
+class AsyncLease(Generic[T]):
+    """What AsyncPool.checkout() returns: `async with pool.checkout() as conn: ...`."""
+
+    __slots__ = ("__weakref__", "_block", "_entry", "_pool", "_timeout")
+
+    def __init__(self, pool: AsyncPool[T], timeout: float | None, block: bool) -> None:
+        self._pool = pool
+        self._entry: _Entry | None = None
+        self._timeout = timeout
+        self._block = block
+
+    @property
+    def resource(self) -> T:
+        if self._entry is None:
+            raise RuntimeError("this lease holds no resource (not entered, or already released)")
+        return self._entry.resource  # type: ignore[no-any-return]
+
+    async def __aenter__(self) -> T:
+        if self._entry is not None:
+            raise RuntimeError("a lease can be entered only once")
+        f = _getframe(1)
+        e = self._entry = await self._pool._get(self._timeout, self._block, (f.f_code, f.f_lasti))
+        return e.resource  # type: ignore[no-any-return]
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        e = self._entry
+        if e is not None:
+            self._entry = None
+            await self._pool._put(e, et is not None)
+
+    async def release(self, failed: bool = False) -> None:
+        e = self._entry
+        if e is not None:
+            self._entry = None
+            await self._pool._put(e, failed)
+
+    async def discard(self) -> None:
+        e = self._entry
+        if e is not None:
+            e.doomed = True
+            await self.release()
+
+    def __del__(self) -> None:
+        e = self._entry
+        if e is not None:
+            self._entry = None
+            try:
+                self._pool._orphans.append((e, "its lease was garbage-collected"))
+            except Exception:  # noqa: BLE001, S110 (interpreter shutdown)
+                pass
+
+
+class AsyncPool(_PoolConfig, Generic[T]):
+    """An asyncio pool (one event loop). Options as Pool; create/check/close may be async.
+
+    pool = AsyncPool(connect, size=10, host_limit=cap)
+    async with pool.checkout(timeout=1.0) as conn: ...
+    """
+
+    def __init__(
+        self,
+        create: Callable[[], MaybeAwaitable[T]],
+        *,
+        size: int,
+        max_overflow: int = 0,
+        strategy: str = "lifo",
+        timeout: float | None = 5.0,
+        check: Callable[[T], Any] | None = None,
+        close: Callable[[T], Any] | None = None,
+        max_lifetime: float | None = None,
+        max_idle: float | None = None,
+        host_limit: ConcurrencyLimiter | None = None,
+        min_size: int = 0,
+        overflow_ttl: float = 10.0,
+        check_window: float = 0.5,
+        jitter: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        name: str | None = None,
+    ) -> None:
+        self._configure(create, size, max_overflow, strategy, timeout, check, close, max_lifetime, max_idle,
+                        host_limit, min_size, overflow_ttl, check_window, jitter, clock, name)
+        self._waiters: deque[asyncio.Future[Any]] = deque()
+
+    def _wake_head(self) -> None:
+        if self._waiters:
+            f = self._waiters[0]
+            if not f.done():
+                f.set_result(None)
+
+    def _nwaiting(self) -> int:
+        return len(self._waiters)
+
+    @staticmethod
+    def _borrower_dead(b: Any) -> bool:
+        return bool(b.done())
+
+    @staticmethod
+    def _borrower_name(b: Any) -> str:
+        return f"task {b.get_name()!r}" if hasattr(b, "get_name") else repr(b)
+
+    def _give(self, e: _Entry) -> None:
+        w = self._waiters
+        if w and not w[0].done():
+            w.popleft().set_result(e)
+        else:
+            self._idle.append(e)
+
+    def _reclaim(self, found: list[tuple[_Entry, str]], to_close: list[_Entry]) -> None:
+        for e, why in found:
+            if e not in self._out:
+                continue
+            self._out.discard(e)
+            e.borrower = None
+            e.dirty = True
+            self._st["reclaimed"] += 1
+            self._warn_reclaimed(e, why)
+            if self._closed or self._check is None:
+                self._drop_locked(e, to_close)
+            else:
+                self._give(e)
+
+    async def _close_entries(self, entries: list[_Entry]) -> None:
+        for e in entries:
+            try:
+                if self._close is not None:
+                    await _call(self._close, e.resource)
+            except Exception as exc:  # noqa: BLE001
+                warnings.warn(f"pool {self.name!r}: close() of resource #{e.id} raised {exc!r}", RuntimeWarning,
+                              stacklevel=2)
+            finally:
+                if e.permit is not None:
+                    e.permit.release()
+                self._st["closed"] += 1
+
+    # -- checkout ----------------------------------------------------------------------------
+    def checkout(self, timeout: float | None = _DEFAULT, block: bool = True) -> AsyncLease[T]:
+        return AsyncLease(self, self.timeout if timeout is _DEFAULT else timeout, block)
+
+    async def acquire(self, timeout: float | None = _DEFAULT, block: bool = True) -> AsyncLease[T]:
+        lease = AsyncLease(self, self.timeout if timeout is _DEFAULT else timeout, block)
+        f = _getframe(1)
+        lease._entry = await self._get(lease._timeout, block, (f.f_code, f.f_lasti))
+        return lease
+
+    async def _get(self, timeout: float | None, block: bool, where: Any) -> _Entry:
+        if timeout is not None:
+            timeout = _seconds("timeout", timeout)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = None if timeout is None else start + timeout
+        fut: asyncio.Future[Any] | None = None
+        host_delay = _HOST_FIRST_DELAY
+        try:
+            while True:
+                if self._closed:
+                    raise StoreClosed(f"pool {self.name!r} is closed")
+                to_close: list[_Entry] = []
+                now = self._clock()
+                if self._maint_every is not None and now >= self._next_maint:
+                    self._maintain_locked(now, to_close)
+                if self._orphans:
+                    self._reclaim(self._collect_orphans_locked(), to_close)
+                entry: _Entry | None = None
+                create = False
+                permit: Permit | None = None
+                host_blocked = False
+                if fut is not None and fut.done():
+                    r = fut.result()
+                    if r is not None:  # handed over (already removed from the queue)
+                        entry, fut = r, None
+                    else:  # woken at the head to retry: take a fresh future in the same place
+                        nf = loop.create_future()
+                        self._waiters[self._waiters.index(fut)] = nf
+                        fut = nf
+                head = fut is None and not self._waiters or (
+                    fut is not None and bool(self._waiters) and self._waiters[0] is fut)
+                if entry is None and head:
+                    while True:
+                        e = self._pop_idle()
+                        if e is None:
+                            break
+                        if self._expired(e, now):
+                            self._st["retired"] += 1
+                            self._drop_locked(e, to_close)
+                            continue
+                        entry = e
+                        break
+                    if entry is None and self._total < self._max:
+                        if self._host is not None:
+                            permit = self._host.try_acquire()
+                            host_blocked = permit is None
+                        if not host_blocked:
+                            self._total += 1
+                            create = True
+                    if (entry is not None or create) and fut is not None:
+                        self._waiters.popleft()
+                        fut = None
+                        if self._idle or self._total < self._max:
+                            self._wake_head()
+                if to_close:
+                    await self._close_entries(to_close)
+                if entry is not None or create:
+                    if create:
+                        entry = await self._create_entry(permit)
+                    assert entry is not None
+                    if self._vet and not create and not await self._vet_entry(entry):
+                        continue
+                    entry.uses += 1
+                    entry.borrower = asyncio.current_task()
+                    entry.where = where
+                    self._out.add(entry)
+                    self._n_checkouts += 1
+                    waited = loop.time() - start
+                    if waited > 1e-4:
+                        self._st["waited"] += 1
+                        self._st["wait_total"] += waited
+                    return entry
+                if not block:
+                    self._st["exhausted"] += 1
+                    raise PoolExhausted(
+                        f"pool {self.name!r}: all {self._total} resources are in use"
+                        + (" and the host limit is reached" if host_blocked else ""))
+                found = self._collect_orphans_locked()
+                if found:
+                    to_close = []
+                    self._reclaim(found, to_close)
+                    if to_close:
+                        await self._close_entries(to_close)
+                    continue
+                if fut is None:
+                    fut = loop.create_future()
+                    self._waiters.append(fut)
+                    continue
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    self._waiters.remove(fut)
+                    fut = None
+                    self._wake_head()
+                    self._st["timeouts"] += 1
+                    raise PoolTimeout(
+                        f"pool {self.name!r}: no resource free within {timeout}s "
+                        f"({self._total} in use, {len(self._waiters)} other waiters)")
+                pause = _BORROWER_POLL if self._out else None
+                if host_blocked:
+                    pause = host_delay * (0.5 + self._rng.random())
+                    host_delay = min(host_delay * 2, _HOST_MAX_DELAY)
+                if left is not None:
+                    pause = left if pause is None else min(pause, left)
+                await asyncio.wait([fut], timeout=pause)
+        except BaseException:
+            if fut is not None:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+                    self._wake_head()
+                elif fut.done() and not fut.cancelled() and fut.result() is not None:
+                    self._give(fut.result())  # handed to us just as we were cancelled: pass it on
+            raise
+
+    async def _create_entry(self, permit: Permit | None) -> _Entry:
+        try:
+            resource = await _call(self._create)
+        except BaseException:
+            if permit is not None:
+                permit.release()
+            self._total -= 1
+            self._st["create_failures"] += 1
+            self._wake_head()
+            raise
+        return self._new_entry(resource, permit)
+
+    async def _vet_entry(self, e: _Entry) -> bool:
+        now = self._clock()
+        ok = not self._expired(e, now)
+        if ok and self._needs_check(e, now):
+            try:
+                ok = (await _call(self._check, e.resource)) is not False  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001
+                ok = False
+            if not ok:
+                self._st["failed_checks"] += 1
+        elif not ok:
+            self._st["retired"] += 1
+        if ok:
+            e.dirty = False
+            return True
+        to_close: list[_Entry] = []
+        self._drop_locked(e, to_close)
+        await self._close_entries(to_close)
+        return False
+
+    async def _put(self, e: _Entry, failed: bool) -> None:
+        now = e.last_used = self._clock()
+        e.borrower = None
+        if e not in self._out:
+            return
+        self._out.discard(e)
+        if failed:
+            e.dirty = True
+        to_close: list[_Entry] = []
+        if self._closed or e.doomed or (failed and self._check is None) or now >= e.expires:
+            self._drop_locked(e, to_close)
+        elif (self._host is not None and not self._waiters and self._total > self.min_size
+              and self._host.contended()):
+            self._st["shed"] += 1
+            self._drop_locked(e, to_close)
+        else:
+            self._give(e)
+        if self._maint_every is not None and now >= self._next_maint:
+            self._maintain_locked(now, to_close)
+        if to_close:
+            await self._close_entries(to_close)
+        if self._total < self.min_size and not self._closed:
+            try:
+                await self.fill()
+            except Exception as exc:  # noqa: BLE001 (the caller returned a resource; it must not fail)
+                warnings.warn(f"pool {self.name!r}: refilling to min_size failed: {exc!r}", RuntimeWarning,
+                              stacklevel=3)
+
+    def discard(self, resource: T) -> None:
+        for e in self._out:
+            if e.resource is resource:
+                e.doomed = True
+                return
+        raise ConfigError("discard(): that resource is not checked out from this pool")
+
+    async def fill(self) -> int:
+        """Create resources until min_size exist. Returns how many were created."""
+        made = 0
+        while not self._closed and self._total < self.min_size:
+            permit = None
+            if self._host is not None:
+                permit = self._host.try_acquire()
+                if permit is None:
+                    break
+            self._total += 1
+            e = await self._create_entry(permit)
+            self._give(e)
+            made += 1
+        return made
+
+    async def maintain(self) -> int:
+        to_close: list[_Entry] = []
+        self._reclaim(self._collect_orphans_locked(), to_close)
+        self._maintain_locked(self._clock(), to_close)
+        await self._close_entries(to_close)
+        return len(to_close)
+
+    def stats(self) -> dict[str, Any]:
+        return self._stats_locked()
+
+    async def close(self, timeout: float | None = 0.0) -> None:
+        """Close idle resources, fail waiters with StoreClosed, close in-use ones on return."""
+        self._closed = True
+        to_close: list[_Entry] = []
+        while self._idle:
+            self._drop_locked(self._idle.pop(), to_close)
+        for f in self._waiters:
+            if not f.done():
+                f.set_result(None)
+        await self._close_entries(to_close)
+        if timeout:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while self._out and loop.time() < deadline:
+                await asyncio.sleep(0.005)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> AsyncPool[T]:
+        if self.min_size:
+            await self.fill()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncPool {self.name!r} total={self._total} idle={len(self._idle)} in_use={len(self._out)}>"

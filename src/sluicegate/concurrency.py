@@ -1,0 +1,479 @@
+"""ConcurrencyLimiter: a host-wide semaphore in the shared store.
+
+Every permit is a holder record [pid | process start time] taken with one CAS, so a
+SIGKILLed holder leaves a record that the next acquire finding the cap full frees
+(a reused pid has another start time and is never mistaken for the holder).
+Adaptive mode is AIMD as in Netflix concurrency-limits: a success with enough
+permits in flight grows the shared limit by one, a drop (an exception listed in
+drop_on, or a call slower than slow_call) multiplies it by backoff, always within
+[min_limit, max_limit]; every process shares the adjusted limit."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import random
+import threading
+import time
+from types import TracebackType
+from typing import Any, Callable, TypeVar
+
+from . import _core
+from . import _procident as _pi
+from .errors import ConcurrencyLimitExceeded, ConfigError
+from .store import SharedStore, resolve_store
+
+F = TypeVar("F", bound=Callable[..., Any])
+MAX_LIMIT: int = int(_core.CAP_MAX_LIMIT)
+_FIRST_DELAY = 0.0005
+_MAX_DELAY = 0.02
+_CONTENDED_WINDOW_NS = 50_000_000  # "someone found the cap full within 50 ms"
+
+_current_owner = _pi.current_owner
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an int in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def _check_seconds(name: str, value: object, *, allow_none: bool = True) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _fingerprint(adaptive: bool, limit: int, min_limit: int, max_limit: int) -> int:
+    return (int(adaptive) << 63) | (limit & 0x1FFFF) | ((min_limit & 0x1FFFF) << 17) | ((max_limit & 0x1FFFF) << 34)
+
+
+def _describe(fp: int) -> str:
+    limit, lo, hi = fp & 0x1FFFF, (fp >> 17) & 0x1FFFF, (fp >> 34) & 0x1FFFF
+    if fp >> 63:
+        return f"adaptive=True, limit={limit}, min_limit={lo}, max_limit={hi}"
+    return f"limit={limit}"
+
+
+class Permit:
+    """One held permit (also the context manager returned by slot()/slot_async()).
+
+    release() is idempotent: it frees the record only if it still holds exactly this
+    process's owner word, and only the first time."""
+
+    __slots__ = ("_cap", "_state", "_t0", "_timeout", "index", "owner")
+
+    def __init__(self, cap: ConcurrencyLimiter, index: int = -1, owner: int = 0, timeout: float | None = None) -> None:
+        self._cap = cap
+        self.index = index
+        self.owner = owner
+        self._timeout = timeout
+        self._t0 = 0.0
+        self._state = 1 if index >= 0 else 0  # 0 pending, 1 held, 2 released
+
+    @property
+    def held(self) -> bool:
+        return self._state == 1
+
+    def release(self) -> bool:
+        """Give the permit back. True the first time, False afterwards (a no-op)."""
+        if self._state != 1:
+            return False
+        self._state = 2
+        if self.owner != _pi._owner:  # inherited through fork: the parent's permit, not ours
+            return False
+        cap = self._cap
+        freed = bool(cap._core.release(self.index, self.owner))
+        if cap._nwait:
+            cap._wake()
+        return freed
+
+    def success(self) -> None:
+        """Report a successful call (adaptive mode grows the limit)."""
+        self._cap._on_success()
+
+    def drop(self) -> None:
+        """Report a dropped / timed-out call (adaptive mode shrinks the limit)."""
+        self._cap._on_drop()
+
+    def _finish(self, exc: BaseException | None) -> None:
+        cap = self._cap
+        if cap.adaptive and self._state == 1:
+            slow = cap.slow_call
+            dropped = exc is not None and isinstance(exc, cap.drop_on)
+            if dropped or (slow is not None and time.monotonic() - self._t0 > slow):
+                cap._on_drop()
+            elif exc is None:
+                cap._on_success()
+        self.release()
+
+    # -- sync context manager -------------------------------------------------------
+    def __enter__(self) -> Permit:  # noqa: PYI034
+        if self._state == 2:
+            raise RuntimeError("this permit was already released; take a new slot()")
+        if self._state == 0:
+            cap = self._cap
+            owner = _pi._owner or _current_owner()
+            idx = cap._core.try_acquire(owner, owner >> 42)
+            if idx < 0:
+                got = cap._acquire(self._timeout, True)
+                idx, owner = got.index, got.owner
+                got._state = 2
+            self.index, self.owner, self._state = idx, owner, 1
+            if cap.adaptive:
+                self._t0 = time.monotonic()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._cap.adaptive:
+            self._finish(exc)
+        elif self._state == 1:
+            self._state = 2
+            cap = self._cap
+            if self.owner == _pi._owner:
+                cap._core.release(self.index, self.owner)
+                if cap._nwait:
+                    cap._wake()
+
+    # -- async context manager ------------------------------------------------------
+    async def __aenter__(self) -> Permit:  # noqa: PYI034
+        if self._state == 2:
+            raise RuntimeError("this permit was already released; take a new slot_async()")
+        if self._state == 0:
+            got = await self._cap._acquire_async(self._timeout, True)
+            self.index, self.owner, self._state = got.index, got.owner, 1
+            got._state = 2
+        if self._cap.adaptive:
+            self._t0 = time.monotonic()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._finish(exc)
+
+    def __repr__(self) -> str:
+        state = ("pending", "held", "released")[self._state]
+        return f"<Permit {self._cap.name!r} #{self.index} {state}>"
+
+
+class ConcurrencyLimiter:
+    """A semaphore shared by every process attached to the store.
+
+    cap = ConcurrencyLimiter("postgres", limit=100, store=store)
+    with cap.slot(timeout=1.0): ...          # raises ConcurrencyLimitExceeded on timeout
+    p = cap.acquire(); ...; p.release()     # or cap.release()
+    async with cap.slot_async(timeout=1.0): ...
+    """
+
+    def __init__(
+        self,
+        name: str,
+        limit: int,
+        *,
+        store: SharedStore | None = None,
+        adaptive: bool = False,
+        min_limit: int | None = None,
+        max_limit: int | None = None,
+        backoff: float = 0.9,
+        drop_on: type[BaseException] | tuple[type[BaseException], ...] = (TimeoutError,),
+        slow_call: float | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name must be a non-empty str, got {name!r}")
+        _check_int("limit", limit, 1, MAX_LIMIT)
+        if not isinstance(adaptive, bool):
+            raise ConfigError(f"adaptive must be a bool, got {adaptive!r}")
+        if adaptive:
+            lo = 1 if min_limit is None else _check_int("min_limit", min_limit, 1, MAX_LIMIT)
+            hi = min(MAX_LIMIT, 2 * limit) if max_limit is None else _check_int("max_limit", max_limit, 1, MAX_LIMIT)
+            if lo > hi:
+                raise ConfigError(f"min_limit ({lo}) must not exceed max_limit ({hi})")
+            if not lo <= limit <= hi:
+                raise ConfigError(f"limit ({limit}) must lie within min_limit..max_limit ({lo}..{hi})")
+        else:
+            if min_limit is not None or max_limit is not None:
+                raise ConfigError("min_limit and max_limit apply only with adaptive=True")
+            lo = hi = limit
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 0.0 < backoff < 1.0:
+            raise ConfigError(f"backoff must be a number in (0, 1), got {backoff!r}")
+        if isinstance(drop_on, type):
+            drop_on = (drop_on,)
+        if not isinstance(drop_on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in drop_on
+        ):
+            raise ConfigError(f"drop_on must be an exception class or a tuple of them, got {drop_on!r}")
+        self.slow_call: float | None = _check_seconds("slow_call", slow_call)
+        self.name = name
+        self.adaptive = adaptive
+        self.min_limit = lo
+        self.max_limit = hi
+        self.backoff = float(backoff)
+        self.drop_on: tuple[type[BaseException], ...] = drop_on
+        self._configured = limit
+        self._store = resolve_store(store)
+        fp = _fingerprint(adaptive, limit, lo, hi)
+        try:
+            self._core = _core.CapCore(self._store._table, name, hi, fp, limit, lo, adaptive)
+        except ValueError as e:
+            have = _describe(int(e.args[0]))
+            raise ConfigError(
+                f"ConcurrencyLimiter {name!r} already exists in this store with {have}; "
+                f"got {_describe(fp)} (use another name, or the same configuration)"
+            ) from None
+        self._backoff_1024 = max(1, min(1023, int(self.backoff * 1024)))
+        self._held: list[Permit] = []
+        # waiters in this process sleep on a condition that local releases notify; releases in
+        # other processes are seen by polling with backoff (no cross-process wakeup primitive)
+        self._cond = threading.Condition(threading.Lock())
+        self._nwait = 0
+
+    # -- acquiring ----------------------------------------------------------------------
+    def try_acquire(self) -> Permit | None:
+        """A permit now, or None if the cap is full (after reclaiming dead holders)."""
+        owner = _pi._owner or _current_owner()
+        idx = self._core.try_acquire(owner, owner >> 42)
+        if idx < 0:
+            if not self.reclaim():
+                return None
+            idx = self._core.try_acquire(owner, owner >> 42)
+            if idx < 0:
+                return None
+        return Permit(self, idx, owner)
+
+    def _timeout_error(self, timeout: float | None, block: bool) -> ConcurrencyLimitExceeded:
+        self._core.stat_add("st", 1)
+        if not block:
+            return ConcurrencyLimitExceeded(f"ConcurrencyLimiter {self.name!r}: all {self.limit} permits are in use")
+        return ConcurrencyLimitExceeded(
+            f"ConcurrencyLimiter {self.name!r}: no permit free within {timeout}s (limit {self.limit})"
+        )
+
+    def _acquire(self, timeout: float | None, block: bool) -> Permit:
+        p = self.try_acquire()
+        if p is not None:
+            return p
+        timeout = _check_seconds("timeout", timeout)
+        if not block or timeout == 0:
+            raise self._timeout_error(timeout, False)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = _FIRST_DELAY
+        while True:
+            pause = delay * (0.5 + random.random())
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._timeout_error(timeout, True)
+                pause = min(pause, left)
+            with self._cond:
+                self._nwait += 1  # announce first, then re-try: a local release cannot slip between
+                try:
+                    p = self.try_acquire()
+                    if p is None:
+                        self._cond.wait(pause)
+                finally:
+                    self._nwait -= 1
+            if p is not None:
+                return p
+            delay = min(delay * 2, _MAX_DELAY)
+            p = self.try_acquire()
+            if p is not None:
+                return p
+
+    def acquire(self, timeout: float | None = None, block: bool = True) -> Permit:
+        """Wait for a permit (timeout None: forever). Raises ConcurrencyLimitExceeded on
+        timeout, or at once with block=False. Give it back with permit.release() or release()."""
+        p = self._acquire(timeout, block)
+        self._remember(p)
+        return p
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def _remember(self, p: Permit) -> None:
+        held = self._held
+        if len(held) >= 32:  # drop permits released directly (permit.release()), amortised
+            held[:] = [q for q in held if q._state == 1]
+        held.append(p)
+
+    async def acquire_async(self, timeout: float | None = None, block: bool = True) -> Permit:
+        """The async form of acquire()."""
+        p = await self._acquire_async(timeout, block)
+        self._remember(p)
+        return p
+
+    async def _acquire_async(self, timeout: float | None, block: bool) -> Permit:
+        p = self.try_acquire()
+        if p is None:
+            timeout = _check_seconds("timeout", timeout)
+            if not block or timeout == 0:
+                raise self._timeout_error(timeout, False)
+            loop = asyncio.get_running_loop()
+            deadline = None if timeout is None else loop.time() + timeout
+            delay = _FIRST_DELAY
+            while p is None:
+                pause = delay * (0.5 + random.random())
+                if deadline is not None:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        raise self._timeout_error(timeout, True)
+                    pause = min(pause, left)
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, _MAX_DELAY)
+                p = self.try_acquire()
+        return p
+
+    def release(self, permit: Permit | None = None) -> bool:
+        """Release permit, or (without one) the last permit acquire() gave this object that
+        is still held. Idempotent: False when there was nothing left to release."""
+        if permit is not None:
+            try:
+                self._held.remove(permit)
+            except ValueError:
+                pass
+            return permit.release()
+        while self._held:
+            p = self._held.pop()
+            if p.release():
+                return True
+        return False
+
+    def slot(self, timeout: float | None = None) -> Permit:
+        """Context manager holding one permit for the block (acquired on enter)."""
+        return Permit(self, -1, 0, timeout)
+
+    def slot_async(self, timeout: float | None = None) -> Permit:
+        """Async context manager: `async with cap.slot_async(timeout=1.0): ...`."""
+        return Permit(self, -1, 0, timeout)
+
+    def __call__(self, fn: F) -> F:
+        """Decorator: every call of fn (sync or async) holds one permit.
+
+        @cap
+        def query(): ...
+        """
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                async with Permit(self, -1, 0, None):
+                    return await fn(*args, **kwargs)
+
+            return awrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with Permit(self, -1, 0, None):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    # -- dead holders -------------------------------------------------------------------
+    def reclaim(self) -> int:
+        """Free every permit held by a process that no longer runs. Returns how many."""
+        me = _pi._owner or _current_owner()
+        verdict: dict[int, bool] = {}
+        freed = 0
+        for idx, owner, _since in self._core.holders():
+            if owner == me:
+                continue
+            alive = verdict.get(owner)
+            if alive is None:
+                alive = verdict[owner] = _pi.owner_alive(owner)
+            if not alive and self._core.release(idx, owner):
+                freed += 1
+        if freed:
+            self._core.stat_add("st", 2, freed)
+        return freed
+
+    def holders(self) -> list[dict[str, Any]]:
+        """Every held permit: index, pid, alive, held_for (seconds)."""
+        now = int(self._store._table.now())
+        out = []
+        for idx, owner, since in self._core.holders():
+            out.append(
+                {
+                    "index": idx,
+                    "pid": _pi.owner_pid(owner),
+                    "alive": _pi.owner_alive(owner),
+                    "held_for": max(0, now - since) / 1e9 if since else 0.0,
+                }
+            )
+        return out
+
+    # -- AIMD -----------------------------------------------------------------------------
+    def _on_success(self) -> None:
+        if self.adaptive:
+            self._core.on_success(self._core.in_use, self.max_limit)
+
+    def _on_drop(self) -> None:
+        if self.adaptive:
+            self._core.on_drop(self._backoff_1024, self.min_limit)
+            self._core.stat_add("st", 3)
+
+    def record(self, ok: bool) -> int:
+        """Report an outcome outside slot(): ok=True grows, False shrinks (adaptive mode).
+        Returns the limit afterwards."""
+        if ok:
+            self._on_success()
+        else:
+            self._on_drop()
+        return self.limit
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def limit(self) -> int:
+        """The current (shared) limit."""
+        return int(self._core.limit)
+
+    @property
+    def in_use(self) -> int:
+        """Permits held right now, by every process."""
+        return int(self._core.in_use)
+
+    @property
+    def available(self) -> int:
+        return max(0, self.limit - self.in_use)
+
+    def contended(self) -> bool:
+        """True if some process found the cap full in the last 50 ms."""
+        return bool(self._core.contended(_CONTENDED_WINDOW_NS))
+
+    def stats(self) -> dict[str, Any]:
+        _acq, timeouts, reclaimed, drops = self._core.stat_words("st")
+        return {
+            "name": self.name,
+            "limit": self.limit,
+            "in_use": self.in_use,
+            "available": self.available,
+            "adaptive": self.adaptive,
+            "min_limit": self.min_limit,
+            "max_limit": self.max_limit,
+            "granted": int(self._core.granted()),
+            "timeouts": int(timeouts),
+            "reclaimed": int(reclaimed),
+            "drops": int(drops),
+            "held_here": sum(1 for p in self._held if p.held),
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild,
+            (self.name, self._configured, self._store, self.adaptive, self.min_limit, self.max_limit,
+             self.backoff, self.drop_on, self.slow_call),
+        )
+
+    def __repr__(self) -> str:
+        return f"<ConcurrencyLimiter {self.name!r} in_use={self.in_use} limit={self.limit}>"
+
+
+def _rebuild(name: str, limit: int, store: SharedStore, adaptive: bool, lo: int, hi: int, backoff: float,
+             drop_on: tuple[type[BaseException], ...], slow_call: float | None) -> ConcurrencyLimiter:
+    if adaptive:
+        return ConcurrencyLimiter(name, limit, store=store, adaptive=True, min_limit=lo, max_limit=hi,
+                                  backoff=backoff, drop_on=drop_on, slow_call=slow_call)
+    return ConcurrencyLimiter(name, limit, store=store, drop_on=drop_on, slow_call=slow_call)

@@ -1,0 +1,837 @@
+"""Resource pools: poolboy's model (size + overflow, lifo/fifo, non-blocking checkout)
+with HikariCP's care (validation on borrow, lifetimes with jitter, borrower-death
+reclaim, stats), optionally capped host-wide by a ConcurrencyLimiter.
+
+The pool itself lives in one process (a threading lock and per-waiter conditions);
+only `host_limit` is shared: every resource that exists (idle or in use) holds one
+permit of it, so N processes' pools together never hold more than the cap."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import threading
+import time
+import warnings
+import weakref
+from collections import deque
+from types import TracebackType
+from typing import Any, Callable, Generic, TypeVar
+
+from .concurrency import ConcurrencyLimiter, Permit
+from .errors import ConfigError, PoolExhausted, PoolTimeout, StoreClosed
+
+T = TypeVar("T")
+STRATEGIES = ("lifo", "fifo", "round_robin", "least_used")
+_DEFAULT: Any = object()
+_HOST_FIRST_DELAY = 0.0005
+_HOST_MAX_DELAY = 0.02
+_BORROWER_POLL = 0.05
+_current_thread = threading.current_thread
+
+
+class ResourceLeakWarning(RuntimeWarning):
+    """A checked-out resource was reclaimed because its borrower died or was
+    garbage-collected without returning it."""
+
+
+class _Entry:
+    __slots__ = (
+        "borrower",
+        "created",
+        "dirty",
+        "doomed",
+        "expires",
+        "id",
+        "idle_limit",
+        "last_used",
+        "permit",
+        "resource",
+        "uses",
+        "where",
+    )
+
+    def __init__(self, resource: Any, id: int, now: float, expires: float, idle_limit: float,
+                 permit: Permit | None) -> None:
+        self.resource = resource
+        self.id = id
+        self.created = now
+        self.last_used = now
+        self.uses = 0
+        self.expires = expires
+        self.idle_limit = idle_limit
+        self.dirty = False
+        self.doomed = False
+        self.permit = permit
+        self.borrower: Any = None
+        self.where: Any = None
+
+
+class _Waiter:
+    __slots__ = ("cond", "entry")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.cond = threading.Condition(lock)
+        self.entry: _Entry | None = None
+
+
+def _seconds(name: str, v: object, *, none_ok: bool = True, positive: bool = False) -> float | None:
+    if v is None and none_ok:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
+        raise ConfigError(f"{name} must be a finite number of seconds >= 0, got {v!r}")
+    if positive and v == 0:
+        raise ConfigError(f"{name} must be > 0, got {v!r}")
+    return float(v)
+
+
+def _count(name: str, v: object, lo: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ConfigError(f"{name} must be an int >= {lo}, got {v!r}")
+    return v
+
+
+class _PoolConfig:
+    """Argument validation shared by Pool and AsyncPool."""
+
+    def _configure(self, create: Callable[..., Any], size: int, max_overflow: int, strategy: str,
+                   timeout: float | None, check: Callable[[Any], Any] | None, close: Callable[[Any], Any] | None,
+                   max_lifetime: float | None, max_idle: float | None, host_limit: ConcurrencyLimiter | None,
+                   min_size: int, overflow_ttl: float, check_window: float, jitter: float,
+                   clock: Callable[[], float], name: str | None) -> None:
+        if not callable(create):
+            raise ConfigError(f"create must be callable, got {create!r}")
+        self.size = _count("size", size, 1)
+        self.max_overflow = _count("max_overflow", max_overflow, 0)
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+        self.strategy = strategy
+        self.timeout = _seconds("timeout", timeout)
+        if check is not None and not callable(check):
+            raise ConfigError(f"check must be callable or None, got {check!r}")
+        if close is not None and not callable(close):
+            raise ConfigError(f"close must be callable or None, got {close!r}")
+        self.max_lifetime = _seconds("max_lifetime", max_lifetime, positive=True)
+        self.max_idle = _seconds("max_idle", max_idle, positive=True)
+        if host_limit is not None and not isinstance(host_limit, ConcurrencyLimiter):
+            raise ConfigError(f"host_limit must be a ConcurrencyLimiter or None, got {type(host_limit).__name__}")
+        self.min_size = _count("min_size", min_size, 0)
+        if self.min_size > self.size:
+            raise ConfigError(f"min_size ({min_size}) must not exceed size ({size})")
+        self.overflow_ttl = _seconds("overflow_ttl", overflow_ttl, none_ok=False)
+        self.check_window = _seconds("check_window", check_window, none_ok=False)
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter < 1.0:
+            raise ConfigError(f"jitter must be a fraction in [0, 1), got {jitter!r}")
+        if not callable(clock):
+            raise ConfigError(f"clock must be callable, got {clock!r}")
+        self.jitter = float(jitter)
+        self.name = name if name is not None else getattr(create, "__name__", "pool")
+        self._create = create
+        self._check = check
+        self._close = close
+        self._host = host_limit
+        self._clock = clock
+        self._max = self.size + self.max_overflow
+        self._rng = random.Random()
+        periods = [p for p in (self.max_lifetime, self.max_idle) if p is not None]
+        if self.max_overflow:
+            periods.append(self.overflow_ttl)
+        self._maint_every = max(0.001, min(periods) / 4) if periods else None
+        self._next_maint = 0.0
+        self._vet = check is not None or self.max_lifetime is not None or self.max_idle is not None
+        self._idle: deque[_Entry] = deque()
+        self._out: set[_Entry] = set()
+        self._orphans: list[tuple[_Entry, str]] = []
+        self._total = 0
+        self._ids = 0
+        self._rr = 0
+        self._closed = False
+        self._n_checkouts = 0
+        self._st = { "timeouts": 0, "exhausted": 0, "waited": 0, "wait_total": 0.0,
+                    "created": 0, "closed": 0, "create_failures": 0, "failed_checks": 0, "reclaimed": 0,
+                    "retired": 0, "shed": 0}
+
+    # -- entries --------------------------------------------------------------------------
+    def _new_entry(self, resource: Any, permit: Permit | None) -> _Entry:
+        now = self._clock()
+        j = self.jitter
+        life = self.max_lifetime
+        idle = self.max_idle
+        expires = now + life * (1.0 - j * self._rng.random()) if life is not None else float("inf")
+        idle_limit = idle * (1.0 - j * self._rng.random()) if idle is not None else float("inf")
+        self._ids += 1
+        self._st["created"] += 1
+        return _Entry(resource, self._ids, now, expires, idle_limit, permit)
+
+    def _pop_idle(self) -> _Entry | None:
+        idle = self._idle
+        s = self.strategy
+        if not idle:
+            return None
+        try:
+            if s == "lifo":
+                return idle.pop()
+            if s == "fifo":
+                return idle.popleft()
+        except IndexError:  # taken by a lock-free checkout
+            return None
+        items = list(idle)  # a C-level snapshot: lock-free returns may append meanwhile
+        if not items:
+            return None
+        if s == "least_used":
+            best = min(items, key=lambda e: (e.uses, e.id))
+        else:  # round_robin: the next resource in creation order after the last one handed out
+            rr = self._rr
+            after = [e for e in items if e.id >= rr]
+            best = min(after or items, key=lambda e: e.id)
+            self._rr = best.id + 1
+        idle.remove(best)
+        return best
+
+    def _expired(self, e: _Entry, now: float) -> bool:
+        return now >= e.expires or now - e.last_used >= e.idle_limit
+
+    def _needs_check(self, e: _Entry, now: float) -> bool:
+        return self._check is not None and (e.dirty or now - e.last_used >= self.check_window)
+
+    def _drop_locked(self, e: _Entry, to_close: list[_Entry]) -> None:
+        """Forget e (it will be closed outside the lock); frees capacity for the head waiter."""
+        self._total -= 1
+        to_close.append(e)
+        self._wake_head()
+
+    def _wake_head(self) -> None:
+        raise NotImplementedError
+
+    def _maintain_locked(self, now: float, to_close: list[_Entry]) -> None:
+        """Retire expired idle resources and reap overflow idle for overflow_ttl."""
+        if self._maint_every is not None:
+            self._next_maint = now + self._maint_every
+        excess = self._total - self.size
+        # oldest-returned first, so overflow reaping closes the longest idle ones
+        for e in sorted(self._idle, key=lambda e: e.last_used):
+            if self._expired(e, now):
+                why = "retired"
+            elif excess > 0 and now - e.last_used >= self.overflow_ttl:
+                why = "reaped"
+            else:
+                continue
+            try:
+                self._idle.remove(e)  # atomic: a lock-free checkout may have taken it meanwhile
+            except ValueError:
+                continue
+            if why == "retired":
+                self._st["retired"] += 1
+            self._drop_locked(e, to_close)
+            excess -= 1
+
+    def _collect_orphans_locked(self) -> list[tuple[_Entry, str]]:
+        """Entries whose borrower thread/task died or whose lease was garbage-collected."""
+        found: list[tuple[_Entry, str]] = []
+        while self._orphans:
+            e, why = self._orphans.pop()
+            if e in self._out:
+                found.append((e, why))
+        for e in list(self._out):
+            b = e.borrower
+            if b is not None and self._borrower_dead(b):
+                found.append((e, f"its borrower {self._borrower_name(b)} ended"))
+        return found
+
+    @staticmethod
+    def _borrower_dead(b: Any) -> bool:
+        raise NotImplementedError
+
+    @staticmethod
+    def _borrower_name(b: Any) -> str:
+        return repr(getattr(b, "name", None) or b)
+
+    def _warn_reclaimed(self, e: _Entry, why: str) -> None:
+        where = _render_where(e.where)
+        warnings.warn(
+            f"pool {self.name!r}: resource #{e.id} checked out at {where} was never returned ({why}); "
+            f"reclaimed it", ResourceLeakWarning, stacklevel=3)
+
+    def _stats_locked(self) -> dict[str, Any]:
+        st = self._st
+        n = self._n_checkouts
+        return {
+            "name": self.name,
+            "size": self.size,
+            "max_overflow": self.max_overflow,
+            "total": self._total,
+            "idle": len(self._idle),
+            "in_use": len(self._out),
+            "overflow": max(0, self._total - self.size),
+            "waiting": self._nwaiting(),
+            "checkouts": n,
+            "timeouts": st["timeouts"],
+            "exhausted": st["exhausted"],
+            "mean_wait": st["wait_total"] / n if n else 0.0,
+            "created": st["created"],
+            "closed": st["closed"],
+            "create_failures": st["create_failures"],
+            "failed_checks": st["failed_checks"],
+            "retired": st["retired"],
+            "reclaimed": st["reclaimed"],
+            "shed": st["shed"],
+        }
+
+    def _nwaiting(self) -> int:
+        raise NotImplementedError
+
+
+_getframe = sys._getframe
+
+
+def _where(depth: int) -> tuple[Any, int]:
+    f = _getframe(depth)
+    return (f.f_code, f.f_lasti)
+
+
+def _render_where(where: Any) -> str:
+    if not where:
+        return "an unknown place"
+    code, lasti = where
+    line = code.co_firstlineno
+    for start, end, ln in code.co_lines():
+        if start <= lasti < end and ln is not None:
+            line = ln
+            break
+    return f"{code.co_filename}:{line} in {code.co_name}()"
+
+
+class Lease(Generic[T]):
+    """What checkout() returns: a context manager that holds one resource.
+
+    with pool.checkout(timeout=1.0) as conn: ...
+    A lease that is garbage-collected while holding its resource gives it back (with a
+    ResourceLeakWarning naming where it was checked out)."""
+
+    __slots__ = ("__weakref__", "_block", "_entry", "_pool", "_timeout")
+
+    def __init__(self, pool: Pool[T], timeout: float | None, block: bool) -> None:
+        self._pool = pool
+        self._entry: _Entry | None = None
+        self._timeout = timeout
+        self._block = block
+
+    @property
+    def resource(self) -> T:
+        if self._entry is None:
+            raise RuntimeError("this lease holds no resource (not entered, or already released)")
+        return self._entry.resource  # type: ignore[no-any-return]
+
+    def __enter__(self) -> T:
+        if self._entry is not None:
+            raise RuntimeError("a lease can be entered only once")
+        pool = self._pool
+        f = _getframe(1)
+        # the pool's lock-free fast path, inlined (see Pool._get)
+        if pool._fast and not pool._waiters and not pool._orphans and not pool._closed:
+            try:
+                e = pool._popfast()
+            except IndexError:
+                pass
+            else:
+                pool._out.add(e)
+                pool._n_checkouts += 1
+                e.uses += 1
+                e.borrower = _current_thread()
+                e.where = (f.f_code, f.f_lasti)
+                self._entry = e
+                return e.resource  # type: ignore[no-any-return]
+        e = self._entry = pool._get_slow(self._timeout, self._block, (f.f_code, f.f_lasti))
+        return e.resource  # type: ignore[no-any-return]
+
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        e = self._entry
+        if e is None:
+            return
+        self._entry = None
+        pool = self._pool
+        if et is None and pool._plain_put and not e.doomed and not pool._waiters and not pool._closed:
+            # the pool's lock-free return path, inlined (see Pool._put)
+            e.borrower = None
+            if pool._stamp:
+                e.last_used = pool._clock()
+            try:
+                pool._out.remove(e)
+            except KeyError:
+                return  # reclaimed meanwhile
+            pool._idle.append(e)
+            if pool._waiters or pool._closed:
+                pool._settle()
+            return
+        pool._put(e, et is not None)
+
+    def release(self, failed: bool = False) -> None:
+        """Give the resource back (idempotent). failed=True: check it or discard it first."""
+        e = self._entry
+        if e is not None:
+            self._entry = None
+            self._pool._put(e, failed)
+
+    def discard(self) -> None:
+        """Give the resource back to be closed, not reused."""
+        e = self._entry
+        if e is not None:
+            e.doomed = True
+            self.release()
+
+    def __del__(self) -> None:
+        e = self._entry
+        if e is not None:
+            self._entry = None
+            try:
+                self._pool._orphans.append((e, "its lease was garbage-collected"))
+            except Exception:  # noqa: BLE001, S110 (interpreter shutdown)
+                pass
+
+
+class Pool(_PoolConfig, Generic[T]):
+    """A pool of resources for the threads of one process.
+
+    pool = Pool(connect, size=10, max_overflow=5, strategy="lifo", timeout=5.0,
+                check=ping, close=lambda c: c.close(), max_lifetime=1800, max_idle=600,
+                host_limit=ConcurrencyLimiter("postgres", 100))
+    with pool.checkout(timeout=1.0) as conn: ...
+    """
+
+    def __init__(
+        self,
+        create: Callable[[], T],
+        *,
+        size: int,
+        max_overflow: int = 0,
+        strategy: str = "lifo",
+        timeout: float | None = 5.0,
+        check: Callable[[T], Any] | None = None,
+        close: Callable[[T], Any] | None = None,
+        max_lifetime: float | None = None,
+        max_idle: float | None = None,
+        host_limit: ConcurrencyLimiter | None = None,
+        min_size: int = 0,
+        overflow_ttl: float = 10.0,
+        check_window: float = 0.5,
+        jitter: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        name: str | None = None,
+    ) -> None:
+        self._configure(create, size, max_overflow, strategy, timeout, check, close, max_lifetime, max_idle,
+                        host_limit, min_size, overflow_ttl, check_window, jitter, clock, name)
+        self._lock = threading.Lock()
+        self._waiters: deque[_Waiter] = deque()
+        self._drained = threading.Condition(self._lock)
+        self._fast = strategy in ("lifo", "fifo") and not self._vet
+        self._popfast = self._idle.pop if strategy == "lifo" else self._idle.popleft
+        _live_pools.add(self)
+        self._plain_put = host_limit is None and self._maint_every is None and self.min_size == 0
+        self._stamp = check is not None  # last_used matters only for the check window here
+        if self.min_size:
+            self.fill()
+
+    # -- capacity helpers (lock held) -------------------------------------------------------
+    def _wake_head(self) -> None:
+        if self._waiters:
+            self._waiters[0].cond.notify()
+
+    def _nwaiting(self) -> int:
+        return len(self._waiters)
+
+    @staticmethod
+    def _borrower_dead(b: Any) -> bool:
+        return not b.is_alive()
+
+    def _close_entries(self, entries: list[_Entry]) -> None:
+        for e in entries:
+            try:
+                if self._close is not None:
+                    self._close(e.resource)
+            except Exception as exc:  # noqa: BLE001 (a failing close never breaks the pool)
+                warnings.warn(f"pool {self.name!r}: close() of resource #{e.id} raised {exc!r}", RuntimeWarning,
+                              stacklevel=2)
+            finally:
+                if e.permit is not None:
+                    e.permit.release()
+                with self._lock:
+                    self._st["closed"] += 1
+                    if self._closed:
+                        self._drained.notify_all()
+
+    def _reclaim_locked(self, found: list[tuple[_Entry, str]], to_close: list[_Entry]) -> None:
+        for e, why in found:
+            try:
+                self._out.remove(e)  # atomic; a concurrent return may have won
+            except KeyError:
+                continue
+            e.borrower = None
+            e.dirty = True
+            self._st["reclaimed"] += 1
+            self._warn_reclaimed(e, why)
+            if self._closed or self._check is None:
+                self._drop_locked(e, to_close)
+            else:
+                self._give_locked(e)
+
+    def _give_locked(self, e: _Entry) -> None:
+        if self._waiters:
+            w = self._waiters.popleft()
+            w.entry = e
+            w.cond.notify()
+        else:
+            self._idle.append(e)
+
+    # -- checkout ----------------------------------------------------------------------------
+    def checkout(self, timeout: float | None = _DEFAULT, block: bool = True) -> Lease[T]:
+        """Context manager lending one resource. timeout defaults to the pool's (None: wait
+        forever); block=False raises PoolExhausted at once when none is free."""
+        return Lease(self, self.timeout if timeout is _DEFAULT else timeout, block)
+
+    def acquire(self, timeout: float | None = _DEFAULT, block: bool = True) -> Lease[T]:
+        """Check out now; give back with lease.release(). lease.resource is the resource."""
+        lease = Lease(self, self.timeout if timeout is _DEFAULT else timeout, block)
+        lease._entry = self._get(lease._timeout, block, _where(2))
+        return lease
+
+    def _get(self, timeout: float | None, block: bool, where: Any) -> _Entry:
+        # Lock-free fast path (lifo/fifo without validation): deque.pop and set.add are
+        # atomic under the GIL; waiters re-check the idle deque after queueing, so a
+        # resource appended concurrently is never missed.
+        if self._fast and not self._waiters and not self._orphans and not self._closed:
+            try:
+                e = self._popfast()
+            except IndexError:
+                return self._get_slow(timeout, block, where)
+            self._out.add(e)
+            self._n_checkouts += 1
+            e.uses += 1
+            e.borrower = _current_thread()
+            e.where = where
+            return e
+        return self._get_slow(timeout, block, where)
+
+    def _get_slow(self, timeout: float | None, block: bool, where: tuple[str, int]) -> _Entry:
+        if timeout is not None:
+            timeout = _seconds("timeout", timeout)
+        clock = self._clock
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        waiter: _Waiter | None = None
+        while True:
+            to_close: list[_Entry] = []
+            entry: _Entry | None = None
+            permit: Permit | None = None
+            create = False
+            try:
+                with self._lock:
+                    host_delay = _HOST_FIRST_DELAY
+                    while True:
+                        if self._closed:
+                            if waiter is not None and waiter in self._waiters:
+                                self._waiters.remove(waiter)
+                            raise StoreClosed(f"pool {self.name!r} is closed")
+                        now = clock()
+                        if self._maint_every is not None and now >= self._next_maint:
+                            self._maintain_locked(now, to_close)
+                        if self._orphans:
+                            self._reclaim_locked(self._collect_orphans_locked(), to_close)
+                        if waiter is not None and waiter.entry is not None:
+                            entry, waiter.entry = waiter.entry, None
+                            break
+                        head = waiter is None and not self._waiters or (
+                            waiter is not None and self._waiters and self._waiters[0] is waiter)
+                        host_blocked = False
+                        if head:
+                            while True:
+                                e = self._pop_idle()
+                                if e is None:
+                                    break
+                                if self._expired(e, now):
+                                    self._st["retired"] += 1
+                                    self._drop_locked(e, to_close)
+                                    continue
+                                entry = e
+                                break
+                            if entry is None and self._total < self._max:
+                                if self._host is not None:
+                                    permit = self._host.try_acquire()
+                                    host_blocked = permit is None
+                                if not host_blocked:
+                                    self._total += 1
+                                    create = True
+                            if entry is not None or create:
+                                if waiter is not None:
+                                    self._waiters.popleft()
+                                    waiter = None
+                                    if self._idle or self._total < self._max:
+                                        self._wake_head()
+                                break
+                        if not block:
+                            self._st["exhausted"] += 1
+                            raise PoolExhausted(
+                                f"pool {self.name!r}: all {self._total} resources are in use"
+                                + (" and the host limit is reached" if host_blocked else ""))
+                        found = self._collect_orphans_locked()
+                        if found:
+                            self._reclaim_locked(found, to_close)
+                            continue
+                        if waiter is None:
+                            waiter = _Waiter(self._lock)
+                            self._waiters.append(waiter)
+                            continue  # re-check idle: a lock-free return may have just landed
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            self._waiters.remove(waiter)
+                            self._wake_head()
+                            self._st["timeouts"] += 1
+                            raise PoolTimeout(
+                                f"pool {self.name!r}: no resource free within {timeout}s "
+                                f"({self._total} in use, {len(self._waiters)} other waiters)")
+                        pause = _BORROWER_POLL if self._out else None
+                        if host_blocked:
+                            pause = host_delay * (0.5 + self._rng.random())
+                            host_delay = min(host_delay * 2, _HOST_MAX_DELAY)
+                        if left is not None:
+                            pause = left if pause is None else min(pause, left)
+                        waiter.cond.wait(pause)
+            except BaseException:
+                # closed, exhausted, timed out or interrupted (KeyboardInterrupt in wait()):
+                # leave the queue, and pass on a resource handed to us meanwhile
+                if waiter is not None:
+                    with self._lock:
+                        if waiter in self._waiters:
+                            self._waiters.remove(waiter)
+                            self._wake_head()
+                        handed, waiter.entry = waiter.entry, None
+                        if handed is not None:
+                            if self._closed:
+                                self._drop_locked(handed, to_close)
+                            else:
+                                self._give_locked(handed)
+                raise
+            finally:
+                if to_close:
+                    self._close_entries(to_close)
+            if create:
+                entry = self._create_entry(permit)
+            assert entry is not None
+            if self._vet and not create and not self._vet_entry(entry):
+                continue
+            with self._lock:
+                entry.uses += 1
+                entry.borrower = _current_thread()
+                entry.where = where
+                self._out.add(entry)
+                self._n_checkouts += 1
+                st = self._st
+                waited = time.monotonic() - start
+                if waited > 1e-4:
+                    st["waited"] += 1
+                    st["wait_total"] += waited
+            return entry
+
+    def _create_entry(self, permit: Permit | None) -> _Entry:
+        try:
+            resource = self._create()
+        except BaseException:
+            if permit is not None:
+                permit.release()
+            with self._lock:
+                self._total -= 1
+                self._st["create_failures"] += 1
+                self._wake_head()
+            raise
+        with self._lock:
+            return self._new_entry(resource, permit)
+
+    def _vet_entry(self, e: _Entry) -> bool:
+        """Validate a borrowed resource (outside the lock). False: it was discarded."""
+        now = self._clock()
+        ok = not self._expired(e, now)
+        if ok and self._needs_check(e, now):
+            try:
+                ok = self._check(e.resource) is not False  # type: ignore[misc]
+            except Exception:  # noqa: BLE001
+                ok = False
+            if not ok:
+                with self._lock:
+                    self._st["failed_checks"] += 1
+        elif not ok:
+            with self._lock:
+                self._st["retired"] += 1
+        if ok:
+            e.dirty = False
+            return True
+        to_close: list[_Entry] = []
+        with self._lock:
+            self._drop_locked(e, to_close)
+        self._close_entries(to_close)
+        return False
+
+    # -- return ------------------------------------------------------------------------------
+    def _put(self, e: _Entry, failed: bool) -> None:
+        e.borrower = None
+        if self._plain_put and not failed and not e.doomed and not self._waiters and not self._closed:
+            if self._stamp:
+                e.last_used = self._clock()
+            try:
+                self._out.remove(e)
+            except KeyError:
+                return  # reclaimed meanwhile
+            self._idle.append(e)
+            if self._waiters or self._closed:  # raced with a new waiter or close(): settle under the lock
+                self._settle()
+            return
+        now = e.last_used = self._clock()
+        to_close: list[_Entry] = []
+        with self._lock:
+            try:
+                self._out.remove(e)
+            except KeyError:
+                return  # reclaimed meanwhile
+            if failed:
+                e.dirty = True
+            if (self._closed or e.doomed or (failed and self._check is None) or now >= e.expires):
+                self._drop_locked(e, to_close)
+            elif (self._host is not None and not self._waiters and self._total > self.min_size
+                  and self._host.contended()):
+                self._st["shed"] += 1
+                self._drop_locked(e, to_close)
+            elif self._waiters:
+                w = self._waiters.popleft()
+                w.entry = e
+                w.cond.notify()
+            else:
+                self._idle.append(e)
+            if self._maint_every is not None and now >= self._next_maint:
+                self._maintain_locked(now, to_close)
+            refill = self._total < self.min_size and not self._closed
+        if to_close:
+            self._close_entries(to_close)
+        if refill:
+            try:
+                self.fill()
+            except Exception as exc:  # noqa: BLE001 (the caller returned a resource; it must not fail)
+                warnings.warn(f"pool {self.name!r}: refilling to min_size failed: {exc!r}", RuntimeWarning,
+                              stacklevel=3)
+
+    def _settle(self) -> None:
+        to_close: list[_Entry] = []
+        with self._lock:
+            if self._closed:
+                while self._idle:
+                    try:
+                        e = self._idle.pop()
+                    except IndexError:
+                        break
+                    self._drop_locked(e, to_close)
+            else:
+                while self._waiters and self._idle:
+                    e = self._pop_idle()
+                    if e is None:
+                        break
+                    self._give_locked(e)
+        if to_close:
+            self._close_entries(to_close)
+
+    def discard(self, resource: T) -> None:
+        """Mark a checked-out resource to be closed when it is returned."""
+        with self._lock:
+            for e in list(self._out):  # a C-level copy: lock-free checkouts may change the set
+                if e.resource is resource:
+                    e.doomed = True
+                    return
+        raise ConfigError("discard(): that resource is not checked out from this pool")
+
+    # -- maintenance ----------------------------------------------------------------------------
+    def fill(self) -> int:
+        """Create resources until min_size exist (eagerly). Returns how many were created."""
+        made = 0
+        while True:
+            permit = None
+            with self._lock:
+                if self._closed or self._total >= self.min_size:
+                    return made
+                if self._host is not None:
+                    permit = self._host.try_acquire()
+                    if permit is None:
+                        return made
+                self._total += 1
+            e = self._create_entry(permit)
+            with self._lock:
+                self._give_locked(e)
+            made += 1
+
+    def maintain(self) -> int:
+        """Retire expired idle resources, reap idle overflow and reclaim leaked ones now
+        (this also happens lazily on checkout/return). Returns how many were closed."""
+        to_close: list[_Entry] = []
+        with self._lock:
+            self._reclaim_locked(self._collect_orphans_locked(), to_close)
+            self._maintain_locked(self._clock(), to_close)
+        self._close_entries(to_close)
+        return len(to_close)
+
+    def stats(self) -> dict[str, Any]:
+        """size, total, idle, in_use, overflow, waiting, checkouts, timeouts, mean_wait, ..."""
+        with self._lock:
+            return self._stats_locked()
+
+    def close(self, timeout: float | None = 0.0) -> None:
+        """Close idle resources now, wake waiters (they raise StoreClosed) and close every
+        in-use resource when it is returned. With a timeout, wait that long for them."""
+        to_close: list[_Entry] = []
+        with self._lock:
+            self._closed = True
+            while self._idle:
+                try:
+                    e = self._idle.pop()
+                except IndexError:
+                    break
+                self._drop_locked(e, to_close)
+            for w in self._waiters:
+                w.cond.notify()
+        self._close_entries(to_close)
+        if timeout:
+            deadline = time.monotonic() + timeout
+            with self._lock:
+                while self._out and (left := deadline - time.monotonic()) > 0:
+                    self._drained.wait(left)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: the inherited resources (sockets...) and their host permits
+        belong to the parent. Forget them without closing them; start empty."""
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._waiters.clear()
+        self._idle.clear()
+        self._out.clear()
+        self._orphans.clear()
+        self._total = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Pool[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.name!r} total={self._total} idle={len(self._idle)} in_use={len(self._out)}>"
+
+
+_live_pools: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_live_pools):
+        pool._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
