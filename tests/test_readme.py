@@ -26,6 +26,8 @@ def _blocks() -> list[tuple[int, str]]:
 def test_readme_example_runs(tmp_path, line, code):
     env = dict(os.environ)
     env.pop("SLUICEGATE_STORE", None)
+    if env.get("PYTHONPATH"):  # keep a source-tree run working from the temp directory
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep))
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, f"README block at line {line} failed:\n{r.stderr[-3000:]}"
 
