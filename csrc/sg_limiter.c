@@ -11,6 +11,13 @@ static uint64_t gcra_step(const sg_rate *r, uint64_t tat, uint64_t cost, uint64_
     uint64_t used = base - now; /* time already owed */
     if (used > tau) used = tau; /* garbage payloads: clamp instead of wrapping */
     d->limit = r->limit;
+    if (cost > r->limit) { /* can never be admitted; also keeps cost * T from overflowing */
+        d->allowed = 0;
+        d->remaining = (tau - used) / T;
+        d->retry_after_ns = UINT64_MAX;
+        d->reset_after_ns = used;
+        return tat;
+    }
     if (!consume) {
         uint64_t avail = (tau - used) / T;
         d->allowed = avail >= cost;
@@ -251,4 +258,22 @@ int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, 
         return SG_OK;
     }
     return SG_OK;
+}
+
+
+int sg_rates_apply_many(sg_table *t, const sg_hash128 *hs, size_t nkeys, const sg_rate *rs, int nrates, uint64_t cost,
+                        uint64_t now, uint8_t *allowed, size_t *done) {
+    sg_decision d;
+    size_t k = 0;
+    int rc = SG_OK;
+    for (; k < nkeys; k++) {
+        if (nrates == 1)
+            rc = sg_rate_apply(t, hs[k], rs, cost, now, 1, &d);
+        else
+            rc = sg_rates_apply(t, hs + k * (size_t)nrates, rs, nrates, cost, now, 1, &d);
+        if (rc != SG_OK) break;
+        allowed[k] = (uint8_t)(d.allowed != 0);
+    }
+    *done = k;
+    return rc;
 }

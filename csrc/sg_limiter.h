@@ -41,4 +41,10 @@ int sg_rate_reset(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t now);
 int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, uint64_t cost, uint64_t now,
                    int consume, sg_decision *out);
 
+/* Batch: decide nkeys keys (consuming cost each) at one instant.  hs holds nrates
+ * hashes per key (hs[k * nrates + i]).  allowed[k] gets 0/1.  Stops at the first
+ * error; *done is the number of keys decided. */
+int sg_rates_apply_many(sg_table *t, const sg_hash128 *hs, size_t nkeys, const sg_rate *rs, int nrates, uint64_t cost,
+                        uint64_t now, uint8_t *allowed, size_t *done);
+
 #endif

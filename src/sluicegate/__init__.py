@@ -28,12 +28,18 @@ from .errors import (
     StoreFull,
     StoreNotFound,
 )
+from .limiter import Decision, LimiterChain, RateLimiter
+from .rates import Rate
 from .store import SharedStore, default_store
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SharedStore",
+    "RateLimiter",
+    "LimiterChain",
+    "Rate",
+    "Decision",
     "default_store",
     "SluicegateError",
     "ConfigError",
