@@ -368,3 +368,29 @@ def test_limiters_with_the_same_name_share_state_and_namespaces_are_separate(sto
     c = sg.RateLimiter(name + "x", "2/day", store=store)
     assert a.allow("k") and b.allow("k") and not a.allow("k")
     assert c.allow("k")
+
+
+# -- the demo --------------------------------------------------------------------------------------
+def test_demo_runs_and_checks_the_shared_limit(capsys):
+    from sluicegate.__main__ import main
+
+    rc = main(["demo", "--workers", "2", "--seconds", "1", "--rate", "500/second", "--start-method", "fork",
+               "--no-live", "--refresh", "0.25"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "never above it" in out and "OK: one limit" in out
+    assert "#0" in out and "#1" in out and "decisions/s" in out
+
+
+def test_cli_help():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "sluicegate", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "demo" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "sluicegate", "demo", "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "--workers" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "sluicegate", "demo", "--rate", "lots"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "rate" in r.stderr
