@@ -261,18 +261,60 @@ int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, 
 }
 
 
+/* A run of m consecutive decisions for one key at one instant: the steps are
+ * computed one after another on a private copy of the payload and published with
+ * ONE CAS, so the run is linearisable as a block and decides exactly like m
+ * sequential calls.  On a lost CAS the whole run is recomputed. */
+static int apply_run(sg_table *t, sg_hash128 h, const sg_rate *r, size_t m, uint64_t cost, uint64_t now,
+                     uint8_t *allowed) {
+    sg_decision d;
+    for (int attempt = 0; attempt < SG_RETRIES; attempt++) {
+        uint64_t idx;
+        uint8_t tag;
+        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), now, 1, &idx, &tag);
+        if (rc != SG_OK) return rc;
+        uint64_t *w = &t->slots[idx].v[0];
+        uint64_t v = sg_load(w);
+        while (SG_TAG(v) == tag) {
+            uint64_t p = SG_PAYLOAD(v), p0 = p;
+            for (size_t j = 0; j < m; j++) {
+                p = step(r, p, cost, now, 1, &d);
+                allowed[j] = (uint8_t)(d.allowed != 0);
+            }
+            if (p == p0) return SG_OK; /* all denied: nothing to write */
+            if (sg_cas(w, &v, SG_TAGGED(tag, p))) return SG_OK;
+        }
+    }
+    return SG_ERR_FULL;
+}
+
+#define SG_PREFETCH_AHEAD 6
+
 int sg_rates_apply_many(sg_table *t, const sg_hash128 *hs, size_t nkeys, const sg_rate *rs, int nrates, uint64_t cost,
                         uint64_t now, uint8_t *allowed, size_t *done) {
     sg_decision d;
     size_t k = 0;
     int rc = SG_OK;
-    for (; k < nkeys; k++) {
-        if (nrates == 1)
-            rc = sg_rate_apply(t, hs[k], rs, cost, now, 1, &d);
-        else
+    if (nrates == 1) {
+        while (k < nkeys) {
+            size_t m = 1;
+            while (k + m < nkeys && hs[k + m].a == hs[k].a && hs[k + m].b == hs[k].b) m++;
+            if (k + m + SG_PREFETCH_AHEAD < nkeys) { /* hide the slot's cache miss for keys further on */
+                uint64_t home = hs[k + m + SG_PREFETCH_AHEAD].a & t->mask;
+                __builtin_prefetch(&t->slots[home], 1);
+                __builtin_prefetch(&t->plen[home], 0);
+            }
+            rc = m == 1 ? sg_rate_apply(t, hs[k], rs, cost, now, 1, &d) : apply_run(t, hs[k], rs, m, cost, now, allowed + k);
+            if (rc != SG_OK) break;
+            if (m == 1) allowed[k] = (uint8_t)(d.allowed != 0);
+            k += m;
+        }
+    } else {
+        for (; k < nkeys; k++) {
             rc = sg_rates_apply(t, hs + k * (size_t)nrates, rs, nrates, cost, now, 1, &d);
-        if (rc != SG_OK) break;
-        allowed[k] = (uint8_t)(d.allowed != 0);
+            if (rc != SG_OK) break;
+            allowed[k] = (uint8_t)(d.allowed != 0);
+        }
     }
     *done = k;
     return rc;

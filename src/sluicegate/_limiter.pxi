@@ -11,6 +11,9 @@ cdef extern from "sg_limiter.h" nogil:
     uint64_t SG_GCRA_MAX_TAU
 
 import os as _os
+
+_np = None  # numpy, imported on the first allow_many (keeps `import sluicegate` light)
+_NO_KEY = object()
 from sluicegate.errors import ConfigError as _ConfigError
 
 ALGO_GCRA = SG_ALGO_GCRA
@@ -233,7 +236,6 @@ cdef class _RateCore:
 
     def allow_many(self, keys, cost=1):
         """Decide each key (consuming cost each) at one instant; a numpy bool array."""
-        import numpy as np
         cdef uint64_t c = 1
         cdef Py_ssize_t n, k
         cdef int i, nr, rc
@@ -247,18 +249,28 @@ cdef class _RateCore:
         if not isinstance(keys, (list, tuple)):
             keys = list(keys)
         n = len(keys)
-        out = np.zeros(n, dtype=np.bool_)
+        global _np
+        if _np is None:
+            import numpy
+            _np = numpy
+        out = _np.zeros(n, dtype=_np.bool_)
         if n == 0:
             return out
-        outv = out.view(np.uint8)
+        outv = out.view(_np.uint8)
         nr = self._n
         hs = <sg_hash128 *>malloc(<size_t>n * nr * sizeof(sg_hash128))
         if hs == NULL:
             raise MemoryError()
         try:
             if nr == 1:
+                prev = _NO_KEY
                 for k in range(n):
-                    hash_key(keys[k], self._seeds[0], &hs[k])
+                    key = keys[k]
+                    if key is prev:  # the same key object again (common in batches): same hash
+                        hs[k] = hs[k - 1]
+                    else:
+                        hash_key(key, self._seeds[0], &hs[k])
+                        prev = key
             else:
                 for k in range(n):
                     for i in range(nr):
