@@ -9,12 +9,12 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from conftest import unique_name
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from models_limiter import FixedWindowModel, GcraModel, MultiRateModel, SlidingWindowModel
 
 import sluicegate as sg
-from conftest import unique_name
 
 _names = itertools.count()
 

@@ -8,9 +8,9 @@ import signal
 import time
 
 import pytest
+from conftest import run_procs, unique_name
 
 import sluicegate as sg
-from conftest import run_procs, unique_name
 
 ALGORITHMS = ["token_bucket", "fixed_window", "sliding_window"]
 BUDGET = 10_000

@@ -242,6 +242,7 @@ cdef class _RateCore:
         cdef size_t done = 0
         cdef sg_hash128 *hs
         cdef uint8_t[::1] outv
+        cdef unsigned char[::1] pin
         cdef uint64_t nallowed = 0, now
         self._ready()
         if cost is not 1:
@@ -276,6 +277,9 @@ cdef class _RateCore:
                     for i in range(nr):
                         hash_key(keys[k], self._seeds[i], &hs[k * nr + i])
             now = sg_store_now(&self._tbl.t)
+            # pin the mapping: while this buffer export lives, a close() from another
+            # thread cannot unmap the region under the GIL-free loop below
+            pin = self._tbl.mv
             with nogil:
                 rc = sg_rates_apply_many(&self._tbl.t, hs, <size_t>n, self._rates, nr, c, now, &outv[0], &done)
         finally:

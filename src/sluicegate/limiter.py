@@ -11,7 +11,8 @@ import asyncio
 import functools
 import inspect
 import time
-from typing import Any, Callable, Sequence, TypeVar, Union
+from collections.abc import Sequence
+from typing import Any, Callable, TypeVar, Union
 
 from . import _core
 from .errors import ConfigError, RateLimited
@@ -342,4 +343,4 @@ class LimiterChain:
         return f"<LimiterChain {' -> '.join(lim.name for lim in self.limiters)}>"
 
 
-__all__ = ["RateLimiter", "LimiterChain", "Decision", "Rate", "ALGORITHMS"]
+__all__ = ["ALGORITHMS", "Decision", "LimiterChain", "Rate", "RateLimiter"]
