@@ -159,6 +159,42 @@ def test_two_processes_vs_one():
     RESULTS[("procs", "2 processes decisions/s")] = two
 
 
+# -- paired re-measurement: robust ratios on a busy host ------------------------------------------
+def _paired(fns: dict[str, Callable[[], None]], per_round: dict[str, int], reps: int = 25) -> dict[str, float]:
+    """Alternate the candidates round by round and keep each one's best round, so that
+    load from elsewhere on the host (2 shared cores) hits every candidate alike."""
+    best = {k: float("inf") for k in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            fn()  # untimed pass: each candidate is measured with its own data warm in cache
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return {k: best[k] / per_round[k] * 1e9 for k in fns}
+
+
+def test_paired_ratios(store):
+    lim = sg.RateLimiter(f"bench-paired-{uuid.uuid4().hex}", f"{BIG}/second", store=store)
+    tb = make_impl("token-bucket", store) if _has("token_bucket") else None
+    noop = NoOp().allow
+    for scenario, keys in (("hot key", HOT), ("10k rotating keys", ROTATING)):
+        fns = {"sluicegate": _loop(lim.allow, keys), "noop": _loop(noop, keys),
+               "allow_many": lambda keys=keys: lim.allow_many(keys)}
+        if tb is not None:
+            fns["token-bucket"] = _loop(tb, keys)
+        res = _paired(fns, {k: len(keys) for k in fns})
+        for k, v in res.items():
+            RESULTS[(f"paired {scenario}", k)] = v
+
+
+def _has(mod: str) -> bool:
+    try:
+        __import__(mod)
+        return True
+    except ImportError:
+        return False
+
+
 # -- summary ---------------------------------------------------------------------------------------
 def test_zz_summary(capsys):
     r = RESULTS
@@ -184,6 +220,14 @@ def test_zz_summary(capsys):
         if many is not None:
             lines.append(f"    allow_many        {many:>9.1f} ns   {sgv / many:6.1f}x cheaper per decision "
                          f"(target >= 5x: {'OK' if sgv / many >= 5 else 'MISSED'})")
+    for scenario in ("hot key", "10k rotating keys"):
+        p = {k[1]: v for k, v in r.items() if k[0] == f"paired {scenario}"}
+        if "sluicegate" in p:
+            sgv = p["sluicegate"]
+            tbv = f", token-bucket {p['token-bucket']:.0f} ns ({p['token-bucket'] / sgv:.1f}x)" if "token-bucket" in p else ""
+            lines.append(f"\n  paired (alternating rounds), {scenario}: sluicegate {sgv:.0f} ns, no-op {p['noop']:.0f} ns "
+                         f"({sgv / p['noop']:.2f}x), allow_many {p['allow_many']:.1f} ns "
+                         f"({sgv / p['allow_many']:.1f}x cheaper){tbv}")
     one, two = r.get(("procs", "1 process decisions/s")), r.get(("procs", "2 processes decisions/s"))
     if one and two:
         lines.append(f"\n  distinct keys: 1 process {one / 1e6:.2f} M/s, 2 processes {two / 1e6:.2f} M/s aggregate "

@@ -288,7 +288,7 @@ static int apply_run(sg_table *t, sg_hash128 h, const sg_rate *r, size_t m, uint
     return SG_ERR_FULL;
 }
 
-#define SG_PREFETCH_AHEAD 6
+#define SG_PREFETCH_AHEAD 8
 
 int sg_rates_apply_many(sg_table *t, const sg_hash128 *hs, size_t nkeys, const sg_rate *rs, int nrates, uint64_t cost,
                         uint64_t now, uint8_t *allowed, size_t *done) {

@@ -3,12 +3,18 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.stdint cimport uint8_t
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    void *PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+
 cdef extern from "sg_limiter.h" nogil:
     int sg_rates_apply_many(sg_table *t, const sg_hash128 *hs, size_t nkeys, const sg_rate *rs, int nrates,
                             uint64_t cost, uint64_t now, uint8_t *allowed, size_t *done)
     uint64_t SG_FIXED_MAX_LIMIT
     uint64_t SG_SLIDING_MAX_LIMIT
     uint64_t SG_GCRA_MAX_TAU
+    void sg_rate_prefetch(const sg_table *t, sg_hash128 h)
 
 import os as _os
 
@@ -80,6 +86,19 @@ cdef class Decision:
 
     def __reduce__(self):
         return (Decision, (self.allowed, self.limit, self.remaining, self.retry_after, self.reset_after))
+
+
+cdef inline int fast_hash(object key, uint64_t seed, sg_hash128 *out) except -1:
+    """hash_key with an inline path for exact compact-ASCII str keys (their UTF-8
+    bytes are the stored characters, so the hash is the same); anything else goes
+    through hash_key (type and length checks, UTF-8 encoding)."""
+    cdef Py_ssize_t n
+    if PyUnicode_CheckExact(key) and PyUnicode_IS_COMPACT_ASCII(key):
+        n = PyUnicode_GET_LENGTH(key)
+        if n <= _MAX_KEY:
+            out[0] = sg_hash(PyUnicode_DATA(key), <size_t>n, seed)
+            return 0
+    return hash_key(key, seed, out)
 
 
 cdef inline Decision make_decision(const sg_decision *d):
@@ -171,24 +190,6 @@ cdef class _RateCore:
             raise _ConfigError(f"cost must be a positive int, got {cost!r}")
         raise _ConfigError(f"cost {cost} is larger than the limit ({self._max_cost}): it could never be admitted")
 
-    cdef int _decide(self, object key, uint64_t cost, uint64_t now, int consume, sg_decision *d) except -1:
-        cdef int rc, i
-        cdef sg_hash128 h
-        if self._n == 1:
-            hash_key(key, self._seeds[0], &h)
-            rc = sg_rate_apply(&self._tbl.t, h, self._rates, cost, now, consume, d)
-        else:
-            for i in range(self._n):
-                hash_key(key, self._seeds[i], &self._hbuf[i])
-            rc = sg_rates_apply(&self._tbl.t, self._hbuf, self._rates, self._n, cost, now, consume, d)
-        if rc != SG_OK:
-            raise_table_rc(rc, f"rate limiter {self._cname!r}")
-        if consume:
-            if self._stat_gen != _fork_gen:
-                self._restripe()
-            sg_add(self._stat_w + (0 if d.allowed else 1), 1)
-        return 0
-
     # -- the hot path -------------------------------------------------------------
     def allow(self, key, cost=1):
         """Consume cost for key if the limit allows it; True if admitted."""
@@ -197,7 +198,7 @@ cdef class _RateCore:
         self._ready()
         if cost is not 1:
             c = self._cost(cost)
-        self._decide(key, c, sg_store_now(&self._tbl.t), 1, &d)
+        rate_decide(self, key, c, 0, 1, &d)
         return True if d.allowed else False
 
     def check(self, key, cost=1):
@@ -207,7 +208,7 @@ cdef class _RateCore:
         self._ready()
         if cost is not 1:
             c = self._cost(cost)
-        self._decide(key, c, sg_store_now(&self._tbl.t), 1, &d)
+        rate_decide(self, key, c, 0, 1, &d)
         return make_decision(&d)
 
     def peek(self, key, cost=1):
@@ -217,7 +218,7 @@ cdef class _RateCore:
         self._ready()
         if cost is not 1:
             c = self._cost(cost)
-        self._decide(key, c, sg_store_now(&self._tbl.t), 0, &d)
+        rate_decide(self, key, c, 0, 0, &d)
         return make_decision(&d)
 
     def reset(self, key):
@@ -270,7 +271,7 @@ cdef class _RateCore:
                     if key is prev:  # the same key object again (common in batches): same hash
                         hs[k] = hs[k - 1]
                     else:
-                        hash_key(key, self._seeds[0], &hs[k])
+                        fast_hash(key, self._seeds[0], &hs[k])
                         prev = key
             else:
                 for k in range(n):
@@ -298,13 +299,17 @@ cdef class _RateCore:
     def _check_at(self, key, cost, uint64_t now):
         cdef sg_decision d
         self._ready()
-        self._decide(key, self._cost(cost), now, 1, &d)
+        if now == 0:
+            raise _ConfigError("now must be a positive store time in ns")
+        rate_decide(self, key, self._cost(cost), now, 1, &d)
         return make_decision(&d)
 
     def _peek_at(self, key, cost, uint64_t now):
         cdef sg_decision d
         self._ready()
-        self._decide(key, self._cost(cost), now, 0, &d)
+        if now == 0:
+            raise _ConfigError("now must be a positive store time in ns")
+        rate_decide(self, key, self._cost(cost), now, 0, &d)
         return make_decision(&d)
 
     def _reset_at(self, key, uint64_t now):
@@ -362,3 +367,30 @@ cdef class _RateCore:
     @property
     def max_cost(self):
         return self._max_cost
+
+
+cdef inline int rate_decide(_RateCore self, object key, uint64_t cost, uint64_t now, int consume,
+                        sg_decision *d) except -1:
+    cdef int rc, i
+    cdef sg_hash128 h
+    # now == 0 (store time is never 0): read the clock here, after the key's slot
+    # has been prefetched, so that the cache miss overlaps the clock read
+    if self._n == 1:
+        fast_hash(key, self._seeds[0], &h)
+        if now == 0:
+            sg_rate_prefetch(&self._tbl.t, h)
+            now = sg_store_now(&self._tbl.t)
+        rc = sg_rate_apply(&self._tbl.t, h, self._rates, cost, now, consume, d)
+    else:
+        for i in range(self._n):
+            hash_key(key, self._seeds[i], &self._hbuf[i])
+        if now == 0:
+            now = sg_store_now(&self._tbl.t)
+        rc = sg_rates_apply(&self._tbl.t, self._hbuf, self._rates, self._n, cost, now, consume, d)
+    if rc != SG_OK:
+        raise_table_rc(rc, f"rate limiter {self._cname!r}")
+    if consume:
+        if self._stat_gen != _fork_gen:
+            self._restripe()
+        sg_add(self._stat_w + (0 if d.allowed else 1), 1)
+    return 0
