@@ -153,7 +153,9 @@ cdef class _RateCore:
                 free(rates); free(seeds); free(hbuf)
                 raise _ConfigError(f"rate {i} ({specs[i]!r}) is out of the range the core supports")
             rates[i] = r
-            seeds[i] = namespace_seed(SG_NS_LIMITER, f"{name}\x00{i}\x00{algo}")
+            # the namespace covers the whole rate, so a slot is only ever decided with the
+            # algorithm and period recorded in it (the table's idle test for reclaim uses them)
+            seeds[i] = namespace_seed(SG_NS_LIMITER, f"{name}\x00{i}\x00{algo}:{limit}:{period_ns}:{interval_ns}")
             if r.limit < maxc:
                 maxc = r.limit
         free(self._rates); free(self._seeds); free(self._hbuf)
