@@ -4,11 +4,28 @@ __extension__ typedef unsigned __int128 u128; /* exact window arithmetic */
 
 /* ---- pure algorithm steps: payload in, decision (and new payload) out ----- */
 
+/* GCRA keeps the theoretical arrival time modulo 2^56 ns (about 834 days of store
+ * time, which a file-backed store can outlive).  A live tat is never more than
+ * SG_GCRA_MAX_TAU (2^54) ahead of now, so the time still owed is the distance from
+ * now to tat modulo 2^56 when that is at most 2^54, and 0 (tat in the past) when
+ * it is more.  0 is the fresh / reset payload; a tat that would be stored as 0 is
+ * stored as 2^56 - 1 instead (1 ns earlier, so the owed time shrinks by 1 ns at most). */
+static inline uint64_t gcra_owed(uint64_t tat, uint64_t now) {
+    if (tat == 0) return 0;
+    uint64_t diff = (tat - now) & SG_PAYLOAD_MASK;
+    return diff <= SG_GCRA_MAX_TAU ? diff : 0;
+}
+
+static inline uint64_t gcra_tat(uint64_t now, uint64_t owed) {
+    if (owed == 0) return 0; /* nothing owed: the same as a fresh key */
+    uint64_t p = (now + owed) & SG_PAYLOAD_MASK;
+    return p ? p : SG_PAYLOAD_MASK;
+}
+
 static uint64_t gcra_step(const sg_rate *r, uint64_t tat, uint64_t cost, uint64_t now, int consume,
                           sg_decision *d) {
     uint64_t T = r->interval_ns, tau = r->limit * T;
-    uint64_t base = tat > now ? tat : now;
-    uint64_t used = base - now; /* time already owed */
+    uint64_t used = gcra_owed(tat, now); /* time already owed */
     if (used > tau) used = tau; /* garbage payloads: clamp instead of wrapping */
     d->limit = r->limit;
     if (cost > r->limit) { /* can never be admitted; also keeps cost * T from overflowing */
@@ -38,7 +55,7 @@ static uint64_t gcra_step(const sg_rate *r, uint64_t tat, uint64_t cost, uint64_
     d->remaining = (tau - need) / T;
     d->retry_after_ns = 0;
     d->reset_after_ns = need;
-    return (now + need) & SG_PAYLOAD_MASK;
+    return gcra_tat(now, need);
 }
 
 #define FX_IDX(p) ((p) >> 32)
@@ -128,8 +145,8 @@ static uint64_t step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now, 
 
 static uint64_t refund_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now) {
     if (r->algo == SG_ALGO_GCRA) {
-        uint64_t back = cost * r->interval_ns;
-        return p > back ? p - back : 0;
+        uint64_t back = cost > r->limit ? UINT64_MAX : cost * r->interval_ns, owed = gcra_owed(p, now);
+        return gcra_tat(now, owed > back ? owed - back : 0);
     }
     uint64_t w = now / r->period_ns;
     if (r->algo == SG_ALGO_FIXED) {
@@ -142,7 +159,7 @@ static uint64_t refund_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_
 
 int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now) {
     switch (algo) {
-    case SG_ALGO_GCRA: return payload <= now;
+    case SG_ALGO_GCRA: return gcra_owed(payload, now) == 0;
     case SG_ALGO_FIXED:
     case SG_ALGO_SLIDING: {
         if (param == 0 || param > (1ULL << 40)) return payload == 0; /* garbage: only a fresh word */

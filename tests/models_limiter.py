@@ -54,6 +54,10 @@ class GcraModel:
         if ok and consume:
             need = used + cost * self.T
             self.tat[key] = now + need
+            if self.tat[key] % 2**56 == 0:
+                # the core keeps tat modulo 2**56 with 0 meaning "fresh": a tat landing
+                # exactly on a multiple of 2**56 is kept 1 ns earlier (documented quirk)
+                self.tat[key] -= 1
             return MDecision(True, self.burst, (self.tau - need) // self.T, 0, need)
         retry = 0 if ok else _first_admitting_wait(lambda t: self.admits(key, cost, now + t), 0, self.tau + 1)
         return MDecision(ok, self.burst, (self.tau - used) // self.T, retry, used)
@@ -61,6 +65,8 @@ class GcraModel:
     def refund(self, key: str, cost: int, now: int) -> None:
         if key in self.tat:
             self.tat[key] = max(self.tat[key] - cost * self.T, 0)
+            if self.tat[key] > now and self.tat[key] % 2**56 == 0:
+                self.tat[key] -= 1
 
     def reset(self, key: str) -> None:
         self.tat.pop(key, None)
