@@ -4,6 +4,9 @@ from typing import Any, Iterable, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
+# Parts without a section here yet are typed Any (keeps this stub valid for all of them).
+def __getattr__(name: str) -> Any: ...
+
 # ---- rate limiter (_limiter.pxi) ---------------------------------------------------------
 _Key = Union[str, bytes]
 

@@ -96,7 +96,7 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout) -> int:
     procs: list[Any] = []
     try:
         lim = RateLimiter("demo", cfg.rate, algorithm=cfg.algorithm, burst=cfg.burst, store=store)
-        ctx = mp.get_context(cfg.start_method)
+        ctx: Any = mp.get_context(cfg.start_method)
         procs = [
             ctx.Process(target=_worker, args=(name, i, cfg.rate, cfg.algorithm, cfg.burst), daemon=True)
             for i in range(cfg.workers)

@@ -181,17 +181,22 @@ class RateLimiter(_core._RateCore):
         self._check_cost(cost)  # validate early
 
         def decorate(fn: F) -> F:
+            const: Key | None = None
+            keyfn: Callable[..., Key] | None = None
             if key is None:
-                const: Key | None = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+                const = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
             elif isinstance(key, (str, bytes)):
                 const = key
             elif callable(key):
-                const = None
+                keyfn = key
             else:
                 raise ConfigError(f"key must be a str, bytes or a function of the call's arguments, got {key!r}")
 
             def key_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key:
-                return const if const is not None else key(*args, **kwargs)  # type: ignore[misc]
+                if keyfn is not None:
+                    return keyfn(*args, **kwargs)
+                assert const is not None
+                return const
 
             def deny(k: Key, d: Decision) -> RateLimited:
                 return RateLimited(
