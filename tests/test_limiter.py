@@ -405,3 +405,22 @@ def test_same_name_with_another_rate_or_algorithm_never_shares_a_slot(store):
     c = sg.RateLimiter(name, "2/day", algorithm="fixed_window", store=store)
     assert a.allow("k") and a.allow("k") and not a.allow("k")
     assert b.allow("k") and c.allow("k")
+
+
+def test_acquire_sleeps_once_for_exactly_retry_after(store, monkeypatch):
+    import sluicegate.limiter as limiter_mod
+
+    lim = L(store, "10/second", burst=1)
+    assert lim.allow("k")
+    want = lim.peek("k").retry_after
+    slept: list[float] = []
+    real_sleep = time.sleep
+
+    def recording_sleep(s: float) -> None:
+        slept.append(s)
+        real_sleep(s)
+
+    monkeypatch.setattr(limiter_mod.time, "sleep", recording_sleep)
+    assert lim.acquire("k", timeout=5).allowed
+    assert len(slept) == 1, slept  # never a spin: one sleep, then admitted
+    assert want - 0.01 <= slept[0] <= want
