@@ -424,3 +424,25 @@ def test_acquire_sleeps_once_for_exactly_retry_after(store, monkeypatch):
     assert lim.acquire("k", timeout=5).allowed
     assert len(slept) == 1, slept  # never a spin: one sleep, then admitted
     assert want - 0.01 <= slept[0] <= want
+
+
+def test_threads_mixing_allow_and_gil_free_allow_many_are_exact(store):
+    """allow_many runs its C loop without the GIL, so threads really overlap in C."""
+    import threading
+
+    lim = L(store, "10000/day")
+    counts: list[int] = []
+
+    def single() -> None:
+        counts.append(sum(1 for _ in range(4000) if lim.allow("hot")))
+
+    def batch() -> None:
+        counts.append(sum(int(lim.allow_many(["hot"] * 500).sum()) for _ in range(8)))
+
+    threads = [threading.Thread(target=f) for f in (single, batch, single, batch)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(counts) == 10000 and len(counts) == 4
+    assert lim.stats() == {"allowed": 10000, "denied": 6000, "total": 16000}

@@ -191,11 +191,12 @@ def test_multi_rate_matches_model(mstore, case):
     limit=st.integers(1, 50),
     keys=st.lists(st.sampled_from(KEYS), min_size=1, max_size=80),
     cost=st.integers(1, 3),
+    multi=st.booleans(),
 )
-def test_allow_many_equals_sequential_allow(mstore, algorithm, limit, keys, cost):
+def test_allow_many_equals_sequential_allow(mstore, algorithm, limit, keys, cost, multi):
     """The batch path decides exactly like the same calls made one by one."""
     cost = min(cost, limit)
-    rate = f"{limit}/day"
+    rate = [f"{limit}/day", f"{limit + 3}/week"] if multi else f"{limit}/day"
     a = sg.RateLimiter(f"bm{next(_names)}", rate, algorithm=algorithm, store=mstore)
     b = sg.RateLimiter(f"bs{next(_names)}", rate, algorithm=algorithm, store=mstore)
     got = a.allow_many(keys, cost=cost)
