@@ -293,12 +293,14 @@ static int apply_run(sg_table *t, sg_hash128 h, const sg_rate *r, size_t m, uint
         uint64_t *w = &t->slots[idx].v[0];
         uint64_t v = sg_load(w);
         while (SG_TAG(v) == tag) {
-            uint64_t p = SG_PAYLOAD(v), p0 = p;
+            uint64_t p = SG_PAYLOAD(v);
+            int any = 0;
             for (size_t j = 0; j < m; j++) {
                 p = step(r, p, cost, now, 1, &d);
                 allowed[j] = (uint8_t)(d.allowed != 0);
+                any |= d.allowed != 0;
             }
-            if (p == p0) return SG_OK; /* all denied: nothing to write */
+            if (!any) return SG_OK; /* all denied: nothing to write */
             if (sg_cas(w, &v, SG_TAGGED(tag, p))) return SG_OK;
         }
     }
