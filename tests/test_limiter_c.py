@@ -49,6 +49,13 @@ static void *run(void *arg) {
         rc = sg_rate_apply(&T, hk, &churn, 1, now, 1, &d);
         if (rc == SG_OK && d.allowed) churn_ok[id]++;
         if (i % 7 == 0) sg_rate_apply(&T, hh, &hot, 1, now, 0, &d); /* peeks never create */
+        if (i % 5 == 0) { /* the batch path: a run of the hot key decided with one CAS */
+            sg_hash128 run[3] = {hh, hh, hh};
+            uint8_t ok[3];
+            size_t done = 0;
+            if (sg_rates_apply_many(&T, run, 3, &hot, 1, 1, now, ok, &done) != SG_OK || done != 3) errors[id]++;
+            else admitted[id] += (uint64_t)ok[0] + ok[1] + ok[2];
+        }
     }
     return NULL;
 }
