@@ -172,13 +172,6 @@ cdef class _RateCore:
         self._stat_w = self._tbl.permanent_words(SG_NS_STATS, self._cname, f"limiter\x00{stripe}")
         return 0
 
-    cdef inline int _ready(self) except -1:
-        if self._n == 0:
-            raise _ConfigError("this RateLimiter was not initialised")
-        if self._tbl.t.hdr == NULL:
-            self._tbl.check()
-        return 0
-
     cdef uint64_t _cost(self, object cost) except 0:
         cdef int ovf = 0
         cdef long long c
@@ -197,7 +190,7 @@ cdef class _RateCore:
         """Consume cost for key if the limit allows it; True if admitted."""
         cdef sg_decision d
         cdef uint64_t c = 1
-        self._ready()
+        rate_ready(self)
         if cost is not 1:
             c = self._cost(cost)
         rate_decide(self, key, c, 0, 1, &d)
@@ -207,7 +200,7 @@ cdef class _RateCore:
         """Like allow, but returns the full Decision."""
         cdef sg_decision d
         cdef uint64_t c = 1
-        self._ready()
+        rate_ready(self)
         if cost is not 1:
             c = self._cost(cost)
         rate_decide(self, key, c, 0, 1, &d)
@@ -217,7 +210,7 @@ cdef class _RateCore:
         """The Decision a call of this cost would get now, consuming nothing."""
         cdef sg_decision d
         cdef uint64_t c = 1
-        self._ready()
+        rate_ready(self)
         if cost is not 1:
             c = self._cost(cost)
         rate_decide(self, key, c, 0, 0, &d)
@@ -225,14 +218,14 @@ cdef class _RateCore:
 
     def reset(self, key):
         """Forget key's state: it is back to a full budget."""
-        self._ready()
+        rate_ready(self)
         self._reset_at(key, sg_store_now(&self._tbl.t))
 
     def refund(self, key, cost=1):
         """Give back cost previously consumed by key (best effort: a window that
         has rolled over is not refunded)."""
         cdef uint64_t c = 1
-        self._ready()
+        rate_ready(self)
         if cost is not 1:
             c = self._cost(cost)
         self._refund_at(key, c, sg_store_now(&self._tbl.t))
@@ -247,7 +240,7 @@ cdef class _RateCore:
         cdef uint8_t[::1] outv
         cdef unsigned char[::1] pin
         cdef uint64_t nallowed = 0, now
-        self._ready()
+        rate_ready(self)
         if cost is not 1:
             c = self._cost(cost)
         if not isinstance(keys, (list, tuple)):
@@ -300,7 +293,7 @@ cdef class _RateCore:
     # -- fake-clock entry points (tests): now is store time in ns -----------------------
     def _check_at(self, key, cost, uint64_t now):
         cdef sg_decision d
-        self._ready()
+        rate_ready(self)
         if now == 0:
             raise _ConfigError("now must be a positive store time in ns")
         rate_decide(self, key, self._cost(cost), now, 1, &d)
@@ -308,7 +301,7 @@ cdef class _RateCore:
 
     def _peek_at(self, key, cost, uint64_t now):
         cdef sg_decision d
-        self._ready()
+        rate_ready(self)
         if now == 0:
             raise _ConfigError("now must be a positive store time in ns")
         rate_decide(self, key, self._cost(cost), now, 0, &d)
@@ -317,7 +310,7 @@ cdef class _RateCore:
     def _reset_at(self, key, uint64_t now):
         cdef int i, rc
         cdef sg_hash128 h
-        self._ready()
+        rate_ready(self)
         for i in range(self._n):
             hash_key(key, self._seeds[i], &h)
             rc = sg_rate_reset(&self._tbl.t, h, &self._rates[i], now)
@@ -328,7 +321,7 @@ cdef class _RateCore:
         cdef int i, rc
         cdef sg_hash128 h
         cdef uint64_t c
-        self._ready()
+        rate_ready(self)
         c = self._cost(cost)
         for i in range(self._n):
             hash_key(key, self._seeds[i], &h)
@@ -337,7 +330,7 @@ cdef class _RateCore:
                 raise_table_rc(rc, f"rate limiter {self._cname!r}")
 
     def _now_ns(self):
-        self._ready()
+        rate_ready(self)
         return sg_store_now(&self._tbl.t)
 
     def _stats_counts(self):
@@ -347,7 +340,7 @@ cdef class _RateCore:
         cdef uint64_t idx, allowed = 0, denied = 0
         cdef uint8_t tag
         cdef uint64_t *w
-        self._ready()
+        rate_ready(self)
         seed = namespace_seed(SG_NS_STATS, self._cname)
         for s in range(_NSTRIPES):
             hash_key(f"limiter\x00{s}", seed, &h)
@@ -363,7 +356,7 @@ cdef class _RateCore:
 
     def _check_cost(self, cost):
         """Validate a cost (ConfigError naming cost) and return it."""
-        self._ready()
+        rate_ready(self)
         return self._cost(cost)
 
     @property
@@ -395,4 +388,12 @@ cdef inline int rate_decide(_RateCore self, object key, uint64_t cost, uint64_t 
         if self._stat_gen != _fork_gen:
             self._restripe()
         sg_add(self._stat_w + (0 if d.allowed else 1), 1)
+    return 0
+
+
+cdef inline int rate_ready(_RateCore self) except -1:
+    if self._n == 0:
+        raise _ConfigError("this RateLimiter was not initialised")
+    if self._tbl.t.hdr == NULL:
+        self._tbl.check()
     return 0
