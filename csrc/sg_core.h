@@ -135,9 +135,6 @@ int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now);
 int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now,
                  int create, uint64_t *idx, uint8_t *tag);
 
-/* Release a reclaimable slot whose payload is idle (used by reset()). */
-int sg_table_drop(sg_table *t, sg_hash128 h, uint64_t now);
-
 typedef struct {
     uint64_t capacity, nslots, live, reclaimable, permanent, claiming;
 } sg_stats;

@@ -4,13 +4,37 @@ __extension__ typedef unsigned __int128 u128; /* exact window arithmetic */
 
 /* ---- pure algorithm steps: payload in, decision (and new payload) out ----- */
 
+/* GCRA keeps the theoretical arrival time modulo 2^56 ns (about 834 days of store
+ * time, which a file-backed store can outlive).  A live tat is never more than
+ * SG_GCRA_MAX_TAU (2^54) ahead of now, so the time still owed is the distance from
+ * now to tat modulo 2^56 when that is at most 2^54, and 0 (tat in the past) when
+ * it is more.  0 is the fresh / reset payload; a tat that would be stored as 0 is
+ * stored as 2^56 - 1 instead (1 ns earlier, so the owed time shrinks by 1 ns at most). */
+static inline uint64_t gcra_owed(uint64_t tat, uint64_t now) {
+    if (tat == 0) return 0;
+    uint64_t diff = (tat - now) & SG_PAYLOAD_MASK;
+    return diff <= SG_GCRA_MAX_TAU ? diff : 0;
+}
+
+static inline uint64_t gcra_tat(uint64_t now, uint64_t owed) {
+    if (owed == 0) return 0; /* nothing owed: the same as a fresh key */
+    uint64_t p = (now + owed) & SG_PAYLOAD_MASK;
+    return p ? p : SG_PAYLOAD_MASK;
+}
+
 static uint64_t gcra_step(const sg_rate *r, uint64_t tat, uint64_t cost, uint64_t now, int consume,
                           sg_decision *d) {
     uint64_t T = r->interval_ns, tau = r->limit * T;
-    uint64_t base = tat > now ? tat : now;
-    uint64_t used = base - now; /* time already owed */
+    uint64_t used = gcra_owed(tat, now); /* time already owed */
     if (used > tau) used = tau; /* garbage payloads: clamp instead of wrapping */
     d->limit = r->limit;
+    if (cost > r->limit) { /* can never be admitted; also keeps cost * T from overflowing */
+        d->allowed = 0;
+        d->remaining = (tau - used) / T;
+        d->retry_after_ns = UINT64_MAX;
+        d->reset_after_ns = used;
+        return tat;
+    }
     if (!consume) {
         uint64_t avail = (tau - used) / T;
         d->allowed = avail >= cost;
@@ -31,7 +55,7 @@ static uint64_t gcra_step(const sg_rate *r, uint64_t tat, uint64_t cost, uint64_
     d->remaining = (tau - need) / T;
     d->retry_after_ns = 0;
     d->reset_after_ns = need;
-    return (now + need) & SG_PAYLOAD_MASK;
+    return gcra_tat(now, need);
 }
 
 #define FX_IDX(p) ((p) >> 32)
@@ -121,8 +145,8 @@ static uint64_t step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now, 
 
 static uint64_t refund_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now) {
     if (r->algo == SG_ALGO_GCRA) {
-        uint64_t back = cost * r->interval_ns;
-        return p > back ? p - back : 0;
+        uint64_t back = cost > r->limit ? UINT64_MAX : cost * r->interval_ns, owed = gcra_owed(p, now);
+        return gcra_tat(now, owed > back ? owed - back : 0);
     }
     uint64_t w = now / r->period_ns;
     if (r->algo == SG_ALGO_FIXED) {
@@ -135,7 +159,7 @@ static uint64_t refund_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_
 
 int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now) {
     switch (algo) {
-    case SG_ALGO_GCRA: return payload <= now;
+    case SG_ALGO_GCRA: return gcra_owed(payload, now) == 0;
     case SG_ALGO_FIXED:
     case SG_ALGO_SLIDING: {
         if (param == 0 || param > (1ULL << 40)) return payload == 0; /* garbage: only a fresh word */
@@ -251,4 +275,66 @@ int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, 
         return SG_OK;
     }
     return SG_OK;
+}
+
+
+/* A run of m consecutive decisions for one key at one instant: the steps are
+ * computed one after another on a private copy of the payload and published with
+ * ONE CAS, so the run is linearisable as a block and decides exactly like m
+ * sequential calls.  On a lost CAS the whole run is recomputed. */
+static int apply_run(sg_table *t, sg_hash128 h, const sg_rate *r, size_t m, uint64_t cost, uint64_t now,
+                     uint8_t *allowed) {
+    sg_decision d;
+    for (int attempt = 0; attempt < SG_RETRIES; attempt++) {
+        uint64_t idx;
+        uint8_t tag;
+        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), now, 1, &idx, &tag);
+        if (rc != SG_OK) return rc;
+        uint64_t *w = &t->slots[idx].v[0];
+        uint64_t v = sg_load(w);
+        while (SG_TAG(v) == tag) {
+            uint64_t p = SG_PAYLOAD(v);
+            int any = 0;
+            for (size_t j = 0; j < m; j++) {
+                p = step(r, p, cost, now, 1, &d);
+                allowed[j] = (uint8_t)(d.allowed != 0);
+                any |= d.allowed != 0;
+            }
+            if (!any) return SG_OK; /* all denied: nothing to write */
+            if (sg_cas(w, &v, SG_TAGGED(tag, p))) return SG_OK;
+        }
+    }
+    return SG_ERR_FULL;
+}
+
+#define SG_PREFETCH_AHEAD 8
+
+int sg_rates_apply_many(sg_table *t, const sg_hash128 *hs, size_t nkeys, const sg_rate *rs, int nrates, uint64_t cost,
+                        uint64_t now, uint8_t *allowed, size_t *done) {
+    sg_decision d;
+    size_t k = 0;
+    int rc = SG_OK;
+    if (nrates == 1) {
+        while (k < nkeys) {
+            size_t m = 1;
+            while (k + m < nkeys && hs[k + m].a == hs[k].a && hs[k + m].b == hs[k].b) m++;
+            if (k + m + SG_PREFETCH_AHEAD < nkeys) { /* hide the slot's cache miss for keys further on */
+                uint64_t home = hs[k + m + SG_PREFETCH_AHEAD].a & t->mask;
+                __builtin_prefetch(&t->slots[home], 1);
+                __builtin_prefetch(&t->plen[home], 0);
+            }
+            rc = m == 1 ? sg_rate_apply(t, hs[k], rs, cost, now, 1, &d) : apply_run(t, hs[k], rs, m, cost, now, allowed + k);
+            if (rc != SG_OK) break;
+            if (m == 1) allowed[k] = (uint8_t)(d.allowed != 0);
+            k += m;
+        }
+    } else {
+        for (; k < nkeys; k++) {
+            rc = sg_rates_apply(t, hs + k * (size_t)nrates, rs, nrates, cost, now, 1, &d);
+            if (rc != SG_OK) break;
+            allowed[k] = (uint8_t)(d.allowed != 0);
+        }
+    }
+    *done = k;
+    return rc;
 }

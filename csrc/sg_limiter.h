@@ -41,4 +41,18 @@ int sg_rate_reset(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t now);
 int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, uint64_t cost, uint64_t now,
                    int consume, sg_decision *out);
 
+/* Start loading key h's home slot (and its probe length) into the cache.  Issued
+ * before reading the clock, the miss overlaps the clock read. */
+static inline void sg_rate_prefetch(const sg_table *t, sg_hash128 h) {
+    uint64_t home = h.a & t->mask;
+    __builtin_prefetch(&t->slots[home], 1);
+    __builtin_prefetch(&t->plen[home], 0);
+}
+
+/* Batch: decide nkeys keys (consuming cost each) at one instant.  hs holds nrates
+ * hashes per key (hs[k * nrates + i]).  allowed[k] gets 0/1.  Stops at the first
+ * error; *done is the number of keys decided. */
+int sg_rates_apply_many(sg_table *t, const sg_hash128 *hs, size_t nkeys, const sg_rate *rs, int nrates, uint64_t cost,
+                        uint64_t now, uint8_t *allowed, size_t *done);
+
 #endif

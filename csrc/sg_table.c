@@ -161,8 +161,15 @@ static inline int ids_match(sg_slot *s, sg_hash128 h, uint8_t tag) {
 
 static int find_live(sg_table *t, sg_hash128 h, uint64_t *idx, uint8_t *tag) {
     uint64_t home = h.a & t->mask;
+    /* most keys sit in their home slot: check it before touching plen's cache line */
+    uint64_t c0 = sg_load(&t->slots[home].ctl);
+    if (CTL_STATE(c0) == ST_LIVE && ids_match(&t->slots[home], h, CTL_TAG(c0))) {
+        *idx = home;
+        *tag = CTL_TAG(c0);
+        return SG_OK;
+    }
     unsigned n = probe_len(t, home);
-    for (unsigned d = 0; d <= n; d++) {
+    for (unsigned d = 1; d <= n; d++) {
         uint64_t i = (home + d) & t->mask;
         sg_slot *s = &t->slots[i];
         uint64_t c = sg_load(&s->ctl);

@@ -28,6 +28,8 @@ from .errors import (
     StoreFull,
     StoreNotFound,
 )
+from .limiter import Decision, LimiterChain, RateLimiter
+from .rates import Rate
 from .store import SharedStore, default_store
 from .concurrency import ConcurrencyLimiter, Permit
 from .pool import Lease, Pool, ResourceLeakWarning
@@ -37,6 +39,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SharedStore",
+    "RateLimiter",
+    "LimiterChain",
+    "Rate",
+    "Decision",
     "ConcurrencyLimiter",
     "Permit",
     "Pool",

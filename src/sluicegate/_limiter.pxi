@@ -1,0 +1,399 @@
+# Rate limiter bindings: the hot path (allow) and Decision.
+from libc.stdlib cimport malloc, calloc, free
+from libc.stdint cimport uint8_t
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    void *PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+
+cdef extern from "sg_limiter.h" nogil:
+    int sg_rates_apply_many(sg_table *t, const sg_hash128 *hs, size_t nkeys, const sg_rate *rs, int nrates,
+                            uint64_t cost, uint64_t now, uint8_t *allowed, size_t *done)
+    uint64_t SG_FIXED_MAX_LIMIT
+    uint64_t SG_SLIDING_MAX_LIMIT
+    uint64_t SG_GCRA_MAX_TAU
+    void sg_rate_prefetch(const sg_table *t, sg_hash128 h)
+
+import os as _os
+
+_np = None  # numpy, imported on the first allow_many (keeps `import sluicegate` light)
+_NO_KEY = object()
+from sluicegate.errors import ConfigError as _ConfigError
+
+ALGO_GCRA = SG_ALGO_GCRA
+ALGO_FIXED = SG_ALGO_FIXED
+ALGO_SLIDING = SG_ALGO_SLIDING
+FIXED_MAX_LIMIT = SG_FIXED_MAX_LIMIT
+SLIDING_MAX_LIMIT = SG_SLIDING_MAX_LIMIT
+GCRA_MAX_TAU = SG_GCRA_MAX_TAU
+
+cdef enum:
+    _NSTRIPES = 16
+N_STAT_STRIPES = _NSTRIPES
+
+# Bumped in every forked child, so a limiter re-picks its stats stripe (pid % 16)
+# without calling getpid() on the hot path.
+cdef int _fork_gen = 0
+
+
+def _limiter_after_fork() -> None:
+    global _fork_gen
+    _fork_gen += 1
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_limiter_after_fork)
+
+
+cdef class Decision:
+    """The outcome of one rate-limit decision.
+
+    allowed: admitted or not; limit: the (tightest) rate's limit (the burst for a
+    token bucket); remaining: whole calls left now; retry_after: seconds until this
+    call (same cost) would be admitted (0 when allowed); reset_after: seconds until
+    the key is back to full."""
+    cdef readonly bint allowed
+    cdef readonly object limit
+    cdef readonly object remaining
+    cdef readonly double retry_after
+    cdef readonly double reset_after
+
+    def __init__(self, bint allowed, limit, remaining, double retry_after, double reset_after):
+        self.allowed = allowed
+        self.limit = limit
+        self.remaining = remaining
+        self.retry_after = retry_after
+        self.reset_after = reset_after
+
+    def __bool__(self):
+        return self.allowed
+
+    def __eq__(self, other):
+        if not isinstance(other, Decision):
+            return NotImplemented
+        cdef Decision o = <Decision>other
+        return (self.allowed == o.allowed and self.limit == o.limit and self.remaining == o.remaining
+                and self.retry_after == o.retry_after and self.reset_after == o.reset_after)
+
+    def __hash__(self):
+        return hash((self.allowed, self.limit, self.remaining, self.retry_after, self.reset_after))
+
+    def __repr__(self):
+        return (f"Decision(allowed={bool(self.allowed)}, limit={self.limit}, remaining={self.remaining}, "
+                f"retry_after={self.retry_after:.6f}, reset_after={self.reset_after:.6f})")
+
+    def __reduce__(self):
+        return (Decision, (self.allowed, self.limit, self.remaining, self.retry_after, self.reset_after))
+
+
+cdef inline int fast_hash(object key, uint64_t seed, sg_hash128 *out) except -1:
+    """hash_key with an inline path for exact compact-ASCII str keys (their UTF-8
+    bytes are the stored characters, so the hash is the same); anything else goes
+    through hash_key (type and length checks, UTF-8 encoding)."""
+    cdef Py_ssize_t n
+    if PyUnicode_CheckExact(key) and PyUnicode_IS_COMPACT_ASCII(key):
+        n = PyUnicode_GET_LENGTH(key)
+        if n <= _MAX_KEY:
+            out[0] = sg_hash(PyUnicode_DATA(key), <size_t>n, seed)
+            return 0
+    return hash_key(key, seed, out)
+
+
+cdef inline Decision make_decision(const sg_decision *d):
+    cdef Decision r = Decision.__new__(Decision)
+    r.allowed = d.allowed != 0
+    r.limit = d.limit
+    r.remaining = d.remaining
+    r.retry_after = <double>d.retry_after_ns / 1e9 if d.retry_after_ns != <uint64_t>-1 else float("inf")
+    r.reset_after = <double>d.reset_after_ns / 1e9
+    return r
+
+
+cdef class _RateCore:
+    """Compiled state of a RateLimiter: its rates, per-rate key namespaces and stats
+    stripe.  RateLimiter (limiter.py) subclasses this, so lim.allow is this method."""
+    cdef Table _tbl
+    cdef sg_rate *_rates
+    cdef uint64_t *_seeds
+    cdef sg_hash128 *_hbuf
+    cdef int _n
+    cdef uint64_t _max_cost
+    cdef uint64_t *_stat_w
+    cdef int _stat_gen
+    cdef str _cname
+
+    def __dealloc__(self):
+        free(self._rates)
+        free(self._seeds)
+        free(self._hbuf)
+
+    def _setup(self, Table tbl, str name, list specs):
+        """specs: [(algo, limit, period_ns, interval_ns), ...] already validated in Python."""
+        cdef int n = len(specs), i
+        cdef sg_rate r
+        if n < 1 or n > 64:
+            raise _ConfigError(f"rate must give between 1 and 64 rates, got {n}")
+        tbl.check()
+        rates = <sg_rate *>calloc(n, sizeof(sg_rate))
+        seeds = <uint64_t *>calloc(n, sizeof(uint64_t))
+        hbuf = <sg_hash128 *>calloc(n, sizeof(sg_hash128))
+        if rates == NULL or seeds == NULL or hbuf == NULL:
+            free(rates); free(seeds); free(hbuf)
+            raise MemoryError()
+        cdef uint64_t maxc = <uint64_t>-1
+        for i in range(n):
+            algo, limit, period_ns, interval_ns = specs[i]
+            r.algo = algo
+            r.limit = limit
+            r.period_ns = period_ns
+            r.interval_ns = interval_ns
+            if sg_rate_validate(&r) != SG_OK:
+                free(rates); free(seeds); free(hbuf)
+                raise _ConfigError(f"rate {i} ({specs[i]!r}) is out of the range the core supports")
+            rates[i] = r
+            # the namespace covers the whole rate, so a slot is only ever decided with the
+            # algorithm and period recorded in it (the table's idle test for reclaim uses them)
+            seeds[i] = namespace_seed(SG_NS_LIMITER, f"{name}\x00{i}\x00{algo}:{limit}:{period_ns}:{interval_ns}")
+            if r.limit < maxc:
+                maxc = r.limit
+        free(self._rates); free(self._seeds); free(self._hbuf)
+        self._rates, self._seeds, self._hbuf, self._n = rates, seeds, hbuf, n
+        self._max_cost = maxc
+        self._tbl = tbl
+        self._cname = name
+        self._stat_w = NULL
+        self._restripe()
+
+    cdef int _restripe(self) except -1:
+        self._stat_gen = _fork_gen
+        stripe = _os.getpid() % _NSTRIPES
+        self._stat_w = self._tbl.permanent_words(SG_NS_STATS, self._cname, f"limiter\x00{stripe}")
+        return 0
+
+    cdef uint64_t _cost(self, object cost) except 0:
+        cdef int ovf = 0
+        cdef long long c
+        if type(cost) is int:
+            c = PyLong_AsLongLongAndOverflow(cost, &ovf)
+            if ovf == 0 and 1 <= c and <uint64_t>c <= self._max_cost:
+                return <uint64_t>c
+        if isinstance(cost, bool) or not isinstance(cost, int):
+            raise _ConfigError(f"cost must be a positive int, got {cost!r}")
+        if cost < 1:
+            raise _ConfigError(f"cost must be a positive int, got {cost!r}")
+        raise _ConfigError(f"cost {cost} is larger than the limit ({self._max_cost}): it could never be admitted")
+
+    # -- the hot path -------------------------------------------------------------
+    def allow(self, key, cost=1):
+        """Consume cost for key if the limit allows it; True if admitted."""
+        cdef sg_decision d
+        cdef uint64_t c = 1
+        rate_ready(self)
+        if cost is not 1:
+            c = self._cost(cost)
+        rate_decide(self, key, c, 0, 1, &d)
+        return True if d.allowed else False
+
+    def check(self, key, cost=1):
+        """Like allow, but returns the full Decision."""
+        cdef sg_decision d
+        cdef uint64_t c = 1
+        rate_ready(self)
+        if cost is not 1:
+            c = self._cost(cost)
+        rate_decide(self, key, c, 0, 1, &d)
+        return make_decision(&d)
+
+    def peek(self, key, cost=1):
+        """The Decision a call of this cost would get now, consuming nothing."""
+        cdef sg_decision d
+        cdef uint64_t c = 1
+        rate_ready(self)
+        if cost is not 1:
+            c = self._cost(cost)
+        rate_decide(self, key, c, 0, 0, &d)
+        return make_decision(&d)
+
+    def reset(self, key):
+        """Forget key's state: it is back to a full budget."""
+        rate_ready(self)
+        self._reset_at(key, sg_store_now(&self._tbl.t))
+
+    def refund(self, key, cost=1):
+        """Give back cost previously consumed by key (best effort: a window that
+        has rolled over is not refunded)."""
+        cdef uint64_t c = 1
+        rate_ready(self)
+        if cost is not 1:
+            c = self._cost(cost)
+        self._refund_at(key, c, sg_store_now(&self._tbl.t))
+
+    def allow_many(self, keys, cost=1):
+        """Decide each key (consuming cost each) at one instant; a numpy bool array."""
+        cdef uint64_t c = 1
+        cdef Py_ssize_t n, k
+        cdef int i, nr, rc
+        cdef size_t done = 0
+        cdef sg_hash128 *hs
+        cdef uint8_t[::1] outv
+        cdef unsigned char[::1] pin
+        cdef uint64_t nallowed = 0, now
+        rate_ready(self)
+        if cost is not 1:
+            c = self._cost(cost)
+        if not isinstance(keys, (list, tuple)):
+            keys = list(keys)
+        n = len(keys)
+        global _np
+        if _np is None:
+            import numpy
+            _np = numpy
+        out = _np.zeros(n, dtype=_np.bool_)
+        if n == 0:
+            return out
+        outv = out.view(_np.uint8)
+        nr = self._n
+        hs = <sg_hash128 *>malloc(<size_t>n * nr * sizeof(sg_hash128))
+        if hs == NULL:
+            raise MemoryError()
+        try:
+            if nr == 1:
+                prev = _NO_KEY
+                for k in range(n):
+                    key = keys[k]
+                    if key is prev:  # the same key object again (common in batches): same hash
+                        hs[k] = hs[k - 1]
+                    else:
+                        fast_hash(key, self._seeds[0], &hs[k])
+                        prev = key
+            else:
+                for k in range(n):
+                    for i in range(nr):
+                        hash_key(keys[k], self._seeds[i], &hs[k * nr + i])
+            now = sg_store_now(&self._tbl.t)
+            # pin the mapping: while this buffer export lives, a close() from another
+            # thread cannot unmap the region under the GIL-free loop below
+            pin = self._tbl.mv
+            with nogil:
+                rc = sg_rates_apply_many(&self._tbl.t, hs, <size_t>n, self._rates, nr, c, now, &outv[0], &done)
+        finally:
+            free(hs)
+        for k in range(<Py_ssize_t>done):
+            nallowed += outv[k]
+        if self._stat_gen != _fork_gen:
+            self._restripe()
+        sg_add(self._stat_w, nallowed)
+        sg_add(self._stat_w + 1, <uint64_t>done - nallowed)
+        if rc != SG_OK:
+            raise_table_rc(rc, f"rate limiter {self._cname!r}")
+        return out
+
+    # -- fake-clock entry points (tests): now is store time in ns -----------------------
+    def _check_at(self, key, cost, uint64_t now):
+        cdef sg_decision d
+        rate_ready(self)
+        if now == 0:
+            raise _ConfigError("now must be a positive store time in ns")
+        rate_decide(self, key, self._cost(cost), now, 1, &d)
+        return make_decision(&d)
+
+    def _peek_at(self, key, cost, uint64_t now):
+        cdef sg_decision d
+        rate_ready(self)
+        if now == 0:
+            raise _ConfigError("now must be a positive store time in ns")
+        rate_decide(self, key, self._cost(cost), now, 0, &d)
+        return make_decision(&d)
+
+    def _reset_at(self, key, uint64_t now):
+        cdef int i, rc
+        cdef sg_hash128 h
+        rate_ready(self)
+        for i in range(self._n):
+            hash_key(key, self._seeds[i], &h)
+            rc = sg_rate_reset(&self._tbl.t, h, &self._rates[i], now)
+            if rc != SG_OK:
+                raise_table_rc(rc, f"rate limiter {self._cname!r}")
+
+    def _refund_at(self, key, cost, uint64_t now):
+        cdef int i, rc
+        cdef sg_hash128 h
+        cdef uint64_t c
+        rate_ready(self)
+        c = self._cost(cost)
+        for i in range(self._n):
+            hash_key(key, self._seeds[i], &h)
+            rc = sg_rate_refund(&self._tbl.t, h, &self._rates[i], c, now)
+            if rc != SG_OK:
+                raise_table_rc(rc, f"rate limiter {self._cname!r}")
+
+    def _now_ns(self):
+        rate_ready(self)
+        return sg_store_now(&self._tbl.t)
+
+    def _stats_counts(self):
+        """(allowed, denied) summed over every process's stripe."""
+        cdef int s, rc
+        cdef sg_hash128 h
+        cdef uint64_t idx, allowed = 0, denied = 0
+        cdef uint8_t tag
+        cdef uint64_t *w
+        rate_ready(self)
+        seed = namespace_seed(SG_NS_STATS, self._cname)
+        for s in range(_NSTRIPES):
+            hash_key(f"limiter\x00{s}", seed, &h)
+            rc = sg_table_get(&self._tbl.t, h, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&self._tbl.t), 0, &idx, &tag)
+            if rc == SG_NOTFOUND:
+                continue
+            if rc != SG_OK:
+                raise_table_rc(rc, f"rate limiter {self._cname!r}")
+            w = sg_words(&self._tbl.t, idx)
+            allowed += sg_load(w)
+            denied += sg_load(w + 1)
+        return allowed, denied
+
+    def _check_cost(self, cost):
+        """Validate a cost (ConfigError naming cost) and return it."""
+        rate_ready(self)
+        return self._cost(cost)
+
+    @property
+    def max_cost(self):
+        return self._max_cost
+
+
+cdef inline int rate_decide(_RateCore self, object key, uint64_t cost, uint64_t now, int consume,
+                        sg_decision *d) except -1:
+    cdef int rc, i
+    cdef sg_hash128 h
+    # now == 0 (store time is never 0): read the clock here, after the key's slot
+    # has been prefetched, so that the cache miss overlaps the clock read
+    if self._n == 1:
+        fast_hash(key, self._seeds[0], &h)
+        if now == 0:
+            sg_rate_prefetch(&self._tbl.t, h)
+            now = sg_store_now(&self._tbl.t)
+        rc = sg_rate_apply(&self._tbl.t, h, self._rates, cost, now, consume, d)
+    else:
+        for i in range(self._n):
+            hash_key(key, self._seeds[i], &self._hbuf[i])
+        if now == 0:
+            now = sg_store_now(&self._tbl.t)
+        rc = sg_rates_apply(&self._tbl.t, self._hbuf, self._rates, self._n, cost, now, consume, d)
+    if rc != SG_OK:
+        raise_table_rc(rc, f"rate limiter {self._cname!r}")
+    if consume:
+        if self._stat_gen != _fork_gen:
+            self._restripe()
+        sg_add(self._stat_w + (0 if d.allowed else 1), 1)
+    return 0
+
+
+cdef inline int rate_ready(_RateCore self) except -1:
+    if self._n == 0:
+        raise _ConfigError("this RateLimiter was not initialised")
+    if self._tbl.t.hdr == NULL:
+        self._tbl.check()
+    return 0

@@ -1,0 +1,351 @@
+"""RateLimiter: a rate limit shared by every process attached to a store.
+
+The decision (allow, check, peek, allow_many) is made in C by one CAS on the key's
+word in shared memory; RateLimiter subclasses the compiled core, so lim.allow is
+the compiled method itself.  This module adds configuration, waiting (acquire),
+decorators, chains and pickling."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+from collections.abc import Sequence
+from typing import Any, Callable, TypeVar, Union
+
+from . import _core
+from .errors import ConfigError, RateLimited
+from .rates import Rate, RateSpec, parse_rates
+from .store import SharedStore, resolve_store
+
+Decision = _core.Decision
+Key = Union[str, bytes]
+F = TypeVar("F", bound=Callable[..., Any])
+
+ALGORITHMS: dict[str, int] = {
+    "token_bucket": _core.ALGO_GCRA,
+    "gcra": _core.ALGO_GCRA,
+    "fixed_window": _core.ALGO_FIXED,
+    "sliding_window": _core.ALGO_SLIDING,
+}
+_CANONICAL = {_core.ALGO_GCRA: "token_bucket", _core.ALGO_FIXED: "fixed_window", _core.ALGO_SLIDING: "sliding_window"}
+
+
+def _specs(rates: list[Rate], burst: int | None, algo: int) -> list[tuple[int, int, int, int]]:
+    """Validate and convert rates to the core's (algo, limit, period_ns, interval_ns)."""
+    specs = []
+    for r in rates:
+        if algo == _core.ALGO_GCRA:
+            b = r.limit if burst is None else burst
+            interval = -(-r.period_ns // r.limit)  # ceil: never faster than the rate
+            if interval < 1:  # pragma: no cover - period_ns >= 1 and limit >= 1
+                raise ConfigError(f"rate {r}: the interval between calls must be at least 1 ns")
+            if b * interval >= _core.GCRA_MAX_TAU:
+                raise ConfigError(
+                    f"rate {r} with burst {b}: burst * interval must stay below 2**54 ns (about 208 days)"
+                )
+            specs.append((algo, b, r.period_ns, interval))
+        else:
+            if r.period_ns % 1_000_000:
+                raise ConfigError(
+                    f"rate {r}: window algorithms need a period of whole milliseconds, got {r.period_ns} ns"
+                )
+            cap = _core.FIXED_MAX_LIMIT if algo == _core.ALGO_FIXED else _core.SLIDING_MAX_LIMIT
+            if r.limit > cap:
+                raise ConfigError(f"rate {r}: {_CANONICAL[algo]} supports limits up to {cap}, got {r.limit}")
+            specs.append((algo, r.limit, r.period_ns, 0))
+    return specs
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ConfigError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
+    return float(timeout)
+
+
+class RateLimiter(_core._RateCore):
+    """A rate limit shared by every process attached to the store.
+
+    RateLimiter("login", "5/minute")                       token bucket (GCRA), burst 5
+    RateLimiter("api", "100/second", burst=200)
+    RateLimiter("api", "1000/hour", algorithm="fixed_window")   # or "sliding_window"
+    RateLimiter("api", ["10/second", "500/minute"])        several rates, all-or-nothing
+
+    allow(key, cost=1) -> bool, check(key, cost=1) -> Decision, peek(key) -> Decision,
+    reset(key), refund(key, cost=1), allow_many(keys, cost=1) -> numpy bool array
+    (all compiled), plus acquire / acquire_async, a decorator form, chain() and stats().
+    """
+
+    name: str
+    rates: tuple[Rate, ...]
+    burst: int | None
+    algorithm: str
+    store: SharedStore
+
+    def __init__(
+        self,
+        name: str,
+        rate: RateSpec,
+        *,
+        burst: int | None = None,
+        algorithm: str = "token_bucket",
+        store: SharedStore | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name must be a non-empty str, got {name!r}")
+        if "\x00" in name:
+            raise ConfigError("name must not contain NUL")
+        if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+            raise ConfigError(
+                f"algorithm must be one of {', '.join(repr(a) for a in ALGORITHMS)}; got {algorithm!r}"
+            )
+        algo = ALGORITHMS[algorithm]
+        rates = parse_rates(rate)
+        if burst is not None:
+            if algo != _core.ALGO_GCRA:
+                raise ConfigError(f"burst applies to the token bucket only, not to {algorithm!r}")
+            if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+                raise ConfigError(f"burst must be a positive int, got {burst!r}")
+            if len(rates) != 1:
+                raise ConfigError("burst applies to a single rate; give each rate its own limiter and chain them")
+        specs = _specs(rates, burst, algo)
+        st = resolve_store(store)
+        self._setup(st._table, name, specs)
+        self.name = name
+        self.rates = tuple(rates)
+        self.burst = burst
+        self.algorithm = _CANONICAL[algo]
+        self.store = st
+
+    # -- waiting ------------------------------------------------------------------------
+    def acquire(self, key: Key, cost: int = 1, timeout: float | None = None) -> Decision:
+        """Wait until key is admitted (sleeping exactly retry_after between tries).
+
+        Raises RateLimited (with retry_after) at once when the wait would outlast timeout."""
+        t = _check_timeout(timeout)
+        deadline = None if t is None else time.monotonic() + t
+        while True:
+            d = self.check(key, cost)
+            if d.allowed:
+                return d
+            wait = d.retry_after
+            if deadline is not None and wait > deadline - time.monotonic():
+                raise RateLimited(
+                    f"rate limiter {self.name!r}: {key!r} is limited for {wait:.3f}s more "
+                    f"(timeout {t}s)",
+                    retry_after=wait,
+                )
+            time.sleep(wait)
+
+    async def acquire_async(self, key: Key, cost: int = 1, timeout: float | None = None) -> Decision:
+        """asyncio form of acquire: awaits asyncio.sleep(retry_after) between tries."""
+        t = _check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if t is None else loop.time() + t
+        while True:
+            d = self.check(key, cost)
+            if d.allowed:
+                return d
+            wait = d.retry_after
+            if deadline is not None and wait > deadline - loop.time():
+                raise RateLimited(
+                    f"rate limiter {self.name!r}: {key!r} is limited for {wait:.3f}s more "
+                    f"(timeout {t}s)",
+                    retry_after=wait,
+                )
+            await asyncio.sleep(wait)
+
+    # -- decorator ------------------------------------------------------------------------
+    def __call__(
+        self,
+        func: F | None = None,
+        *,
+        key: Callable[..., Key] | Key | None = None,
+        cost: int = 1,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Decorate a sync or async function.
+
+        @lim                          one budget for the function
+        @lim(key=lambda user, **kw: user)   one budget per key computed from the call's arguments
+        @lim(key=..., wait=True, timeout=2.0)   wait (acquire) instead of raising at once
+
+        A denied call raises RateLimited carrying retry_after."""
+        if func is not None and not callable(func):
+            raise ConfigError(f"{self.name!r}: decorate a function, got {func!r}")
+        _check_timeout(timeout)
+        self._check_cost(cost)  # validate early
+
+        def decorate(fn: F) -> F:
+            const: Key | None = None
+            keyfn: Callable[..., Key] | None = None
+            if key is None:
+                const = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+            elif isinstance(key, (str, bytes)):
+                const = key
+            elif callable(key):
+                keyfn = key
+            else:
+                raise ConfigError(f"key must be a str, bytes or a function of the call's arguments, got {key!r}")
+
+            def key_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key:
+                if keyfn is not None:
+                    return keyfn(*args, **kwargs)
+                assert const is not None
+                return const
+
+            def deny(k: Key, d: Decision) -> RateLimited:
+                return RateLimited(
+                    f"rate limiter {self.name!r}: {k!r} is limited; retry after {d.retry_after:.3f}s",
+                    retry_after=d.retry_after,
+                )
+
+            if inspect.iscoroutinefunction(fn):
+
+                @functools.wraps(fn)
+                async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                    k = key_of(args, kwargs)
+                    if wait:
+                        await self.acquire_async(k, cost, timeout)
+                    else:
+                        d = self.check(k, cost)
+                        if not d.allowed:
+                            raise deny(k, d)
+                    return await fn(*args, **kwargs)
+
+                return awrapper  # type: ignore[return-value]
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                k = key_of(args, kwargs)
+                if wait:
+                    self.acquire(k, cost, timeout)
+                else:
+                    d = self.check(k, cost)
+                    if not d.allowed:
+                        raise deny(k, d)
+                return fn(*args, **kwargs)
+
+            return wrapper  # type: ignore[return-value]
+
+        return decorate(func) if func is not None else decorate
+
+    # -- stats, hierarchy, pickling ------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        """Allowed and denied totals of this limiter, summed over every process."""
+        allowed, denied = self._stats_counts()
+        return {"allowed": int(allowed), "denied": int(denied), "total": int(allowed + denied)}
+
+    @staticmethod
+    def chain(*limiters: RateLimiter) -> LimiterChain:
+        """A hierarchy (e.g. per user, then per org, then global): admitted only if every
+        level admits; levels that had admitted are refunded when a later one denies."""
+        return LimiterChain(*limiters)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self.name, list(self.rates), self.burst, self.algorithm, self.store))
+
+    def __repr__(self) -> str:
+        rates = ", ".join(str(r) for r in self.rates)
+        burst = f", burst={self.burst}" if self.burst is not None else ""
+        return f"<RateLimiter {self.name!r} [{rates}]{burst} {self.algorithm}>"
+
+
+def _rebuild(name: str, rates: list[Rate], burst: int | None, algorithm: str, store: SharedStore) -> RateLimiter:
+    return RateLimiter(name, rates, burst=burst, algorithm=algorithm, store=store)
+
+
+class LimiterChain:
+    """Several limiters decided in order, all-or-nothing (see RateLimiter.chain).
+
+    key is either one key used at every level, or a sequence with one key per level,
+    e.g. chain.allow(("user:42", "org:7", "global"))."""
+
+    def __init__(self, *limiters: RateLimiter) -> None:
+        if len(limiters) == 1 and isinstance(limiters[0], (list, tuple)):
+            limiters = tuple(limiters[0])
+        if not limiters:
+            raise ConfigError("chain needs at least one RateLimiter")
+        for lim in limiters:
+            if not isinstance(lim, RateLimiter):
+                raise ConfigError(f"chain takes RateLimiter objects, got {type(lim).__name__}")
+        self.limiters: tuple[RateLimiter, ...] = tuple(limiters)
+
+    def _keys(self, key: Key | Sequence[Key]) -> Sequence[Key]:
+        if isinstance(key, (str, bytes)):
+            return [key] * len(self.limiters)
+        if isinstance(key, (list, tuple)):
+            if len(key) != len(self.limiters):
+                raise ConfigError(f"key must give one key per level ({len(self.limiters)}), got {len(key)}")
+            return key
+        raise ConfigError(f"key must be a str, bytes, or a sequence of one key per level; got {type(key).__name__}")
+
+    def check(self, key: Key | Sequence[Key], cost: int = 1) -> Decision:
+        keys = self._keys(key)
+        best: Decision | None = None
+        for i, (lim, k) in enumerate(zip(self.limiters, keys)):
+            try:
+                d = lim.check(k, cost)
+            except BaseException:
+                for j in range(i):
+                    self.limiters[j].refund(keys[j], cost)
+                raise
+            if not d.allowed:
+                for j in range(i):
+                    self.limiters[j].refund(keys[j], cost)
+                return d
+            if best is None or d.remaining < best.remaining:
+                best = d
+        assert best is not None
+        return best
+
+    def allow(self, key: Key | Sequence[Key], cost: int = 1) -> bool:
+        return bool(self.check(key, cost).allowed)
+
+    def peek(self, key: Key | Sequence[Key], cost: int = 1) -> Decision:
+        """The denying level with the longest wait, else the tightest level; consumes nothing."""
+        keys = self._keys(key)
+        ds = [lim.peek(k, cost) for lim, k in zip(self.limiters, keys)]
+        denied = [d for d in ds if not d.allowed]
+        if denied:
+            return max(denied, key=lambda d: d.retry_after)
+        return min(ds, key=lambda d: d.remaining)
+
+    def reset(self, key: Key | Sequence[Key]) -> None:
+        for lim, k in zip(self.limiters, self._keys(key)):
+            lim.reset(k)
+
+    def acquire(self, key: Key | Sequence[Key], cost: int = 1, timeout: float | None = None) -> Decision:
+        t = _check_timeout(timeout)
+        deadline = None if t is None else time.monotonic() + t
+        while True:
+            d = self.check(key, cost)
+            if d.allowed:
+                return d
+            if deadline is not None and d.retry_after > deadline - time.monotonic():
+                raise RateLimited(f"rate limit chain: {key!r} is limited", retry_after=d.retry_after)
+            time.sleep(d.retry_after)
+
+    async def acquire_async(
+        self, key: Key | Sequence[Key], cost: int = 1, timeout: float | None = None
+    ) -> Decision:
+        t = _check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if t is None else loop.time() + t
+        while True:
+            d = self.check(key, cost)
+            if d.allowed:
+                return d
+            if deadline is not None and d.retry_after > deadline - loop.time():
+                raise RateLimited(f"rate limit chain: {key!r} is limited", retry_after=d.retry_after)
+            await asyncio.sleep(d.retry_after)
+
+    def __repr__(self) -> str:
+        return f"<LimiterChain {' -> '.join(lim.name for lim in self.limiters)}>"
+
+
+__all__ = ["ALGORITHMS", "Decision", "LimiterChain", "Rate", "RateLimiter"]
