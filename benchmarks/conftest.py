@@ -5,6 +5,12 @@ the end, so a run reads as a scorecard rather than a page of raw timings."""
 
 from __future__ import annotations
 
+import os
+
+# numpy's OpenBLAS threads spin in the background and steal a core from the code
+# under test on a small machine; nothing here uses BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import platform
 import time
 from typing import Callable

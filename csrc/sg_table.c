@@ -351,11 +351,12 @@ static int sweep(sg_table *t, uint64_t start, uint64_t now) {
 int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now, int create,
                  uint64_t *idx, uint8_t *tag) {
     int perm = kind == SG_SLOT_PERMANENT;
-    uint64_t home = h.a & t->mask, real_now = sg_store_now(t);
+    uint64_t home = h.a & t->mask;
     int swept = 0;
     for (unsigned attempt = 0; attempt < 100000; attempt++) {
         if (find_live(t, h, idx, tag) == SG_OK) return SG_OK;
         if (!create) return SG_NOTFOUND;
+        uint64_t real_now = sg_store_now(t); /* claim stamps only: keep it off the lookup path */
 
         /* Reserve a live slot if capacity allows; otherwise only reuse an idle one. */
         int reserved = 0;
