@@ -132,11 +132,15 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout) -> int:
             a = [c.value for c in adm]
             d = [c.value for c in dec]
             dt = max(now_t - last_t, 1e-9)
-            per_s = [(d[i] - last_dec[i]) / dt for i in range(cfg.workers)]
+            if not done or not drawn:  # the final frame keeps the last measured rates
+                per_s = [(d[i] - last_dec[i]) / dt for i in range(cfg.workers)]
             last_dec, last_t = d, now_t
-            now_ns = min(lim._now_ns(), t_end)
+            if done:  # workers finish their last call after t_end: judge against when they stopped
+                now_ns = max(_c(store, f"w{i}.stop").value for i in range(cfg.workers))
+            else:
+                now_ns = lim._now_ns()
             most, why = _allowed_max(lim, t0, now_ns)
-            lines = [f"  t={min(now_ns - t0, t_end - t0) / 1e9:5.2f}s   worker   admitted   decisions/s"]
+            lines = [f"  t={(now_ns - t0) / 1e9:5.2f}s   worker   admitted   decisions/s"]
             lines += [f"              #{i:<4} {a[i]:>9}   {_fmt_rate(per_s[i]):>10}" for i in range(cfg.workers)]
             lines.append(
                 f"              total {sum(a):>9}   {_fmt_rate(sum(per_s)):>10}   "
