@@ -6,3 +6,4 @@ stitches them into one extension module."""
 
 include "_csrc.pxi"
 include "_table.pxi"
+include "_breaker.pxi"
