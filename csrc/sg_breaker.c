@@ -14,6 +14,9 @@
  *    that has not finished within probe_timeout is restarted (new generation),
  *    which is how a probe held by a killed process is released.
  */
+#define _GNU_SOURCE /* CLOCK_MONOTONIC_COARSE */
+#include <time.h>
+
 #include "sg_breaker.h"
 
 __extension__ typedef unsigned __int128 u128;
@@ -40,6 +43,20 @@ static inline unsigned state_of(uint64_t s) {
 static inline uint64_t get_now(sg_breaker *b, uint64_t *now) {
     if (!*now) *now = sg_store_now(b->t);
     return *now;
+}
+
+/* Store time from the coarse monotonic clock (same timebase, lags by at most one
+ * tick, ~4 ms; about 5 ns instead of 25).  Used only to pick the bucket a result
+ * is recorded in on the hot exit path; every transition uses the precise clock. */
+static inline uint64_t coarse_now(sg_breaker *b) {
+#ifdef CLOCK_MONOTONIC_COARSE
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0) {
+        int64_t t = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - b->t->base_mono;
+        if (t > 0) return (uint64_t)t;
+    }
+#endif
+    return sg_store_now(b->t);
 }
 
 static inline uint64_t draw(uint64_t *rng) { /* xorshift64, upper 32 bits */
@@ -362,12 +379,12 @@ uint64_t sg_br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t durati
         }
         if (st == SG_BR_OPEN || st == SG_BR_FORCED_OPEN || !counted) return s;
         /* closed, degraded, disabled: record in the rolling window */
-        uint64_t e = get_now(b, &now) / c->bucket_ns;
+        uint64_t at = now ? now : coarse_now(b), e = at / c->bucket_ns;
         uint64_t *bk = b->bk[e % c->nbuckets];
         if (!bk_add(b, &bk[0], g, e)) return sg_load(&b->st[0]);
         if (failed) bk_add(b, &bk[1], g, e);
         if (slow) bk_add(b, &bk[2], g, e);
-        if (st == SG_BR_DISABLED || !should_trip(b, g, now, failed)) return s;
+        if (st == SG_BR_DISABLED || !should_trip(b, g, at, failed)) return s;
         ns = mk(SG_BR_OPEN, g + 1, 0, 0, SG_BR_CONSEC(s) < 255 ? SG_BR_CONSEC(s) + 1 : 255);
         if (transition(b, &s, ns, &now)) return ns;
         return s; /* someone else moved it (gen changed): our trip is moot */
