@@ -147,7 +147,14 @@ class CircuitBreaker(_core.BreakerCore):
         self._set_outcomes(record_t, ignore_t, is_failure, result_is_failure)
         self._listeners: list[Listener] = []
         if on_state_change is not None:
-            for fn in [on_state_change] if callable(on_state_change) else list(on_state_change):
+            if callable(on_state_change):
+                listeners = [on_state_change]
+            elif isinstance(on_state_change, (list, tuple)):
+                listeners = list(on_state_change)
+            else:
+                raise ConfigError(
+                    f"on_state_change must be a callable or a list of callables, got {on_state_change!r}")
+            for fn in listeners:
                 self.add_listener(fn)
 
     @staticmethod
