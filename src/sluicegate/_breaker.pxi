@@ -95,6 +95,7 @@ BR_TICKET_INJECT_LATENCY = SG_BR_T_INJECT_LATENCY
 BR_REJECT_REASONS = ("", "open", "forced_open", "half_open", "degraded", "adaptive", "injected")
 
 cdef object _CircuitOpen = _CircuitOpenCls
+cdef object _exc_new = BaseException.__new__
 cdef object _InjectedFault = _InjectedFaultCls
 cdef uint64_t _SEEN_MASK = (1ULL << 27) - 1  # state + generation
 
@@ -211,18 +212,31 @@ cdef class BreakerCore:
         return 0
 
     cdef object _rejection(self, sg_br_result *res):
-        return _CircuitOpen(self.messages[res.reason], retry_after=res.retry_ns / 1e9, name=self.name)
+        # Same object CircuitOpen(msg, retry_after=..., name=...) builds, without
+        # running its Python-level __init__ (the rejection path is a hot path too).
+        exc = _exc_new(_CircuitOpen, self.messages[res.reason])
+        exc.retry_after = res.retry_ns / 1e9
+        exc.name = self.name
+        return exc
 
     cdef uint64_t _acquire(self, uint64_t now, bint sleep) except 0:
         """Admit or raise CircuitOpen; applies injected latency (if sleep) and failure."""
         cdef sg_br_result res
-        cdef uint64_t ticket
-        self._live()
-        ticket = sg_br_enter(&self.b, now, &self.rng, &res)
-        if (res.s & _SEEN_MASK) != self.seen:
-            self._notice(res.s)
+        cdef uint64_t ticket = self._try(now, &res)
         if ticket == 0:
             raise self._rejection(&res)
+        return self._effects(ticket, now, sleep)
+
+    cdef inline uint64_t _try(self, uint64_t now, sg_br_result *res) except? 0:
+        """Ticket, or 0 with res filled in for a rejection (nothing raised)."""
+        cdef uint64_t ticket
+        self._live()
+        ticket = sg_br_enter(&self.b, now, &self.rng, res)
+        if (res.s & _SEEN_MASK) != self.seen:
+            self._notice(res.s)
+        return ticket
+
+    cdef uint64_t _effects(self, uint64_t ticket, uint64_t now, bint sleep) except 0:
         if ticket & (SG_BR_T_INJECT_FAIL | SG_BR_T_INJECT_LATENCY):
             if sleep and (ticket & SG_BR_T_INJECT_LATENCY):
                 _time.sleep(sg_load(&self.b.fault[3]) / 1e9)
@@ -260,8 +274,13 @@ cdef class BreakerCore:
 
     # ---- context manager -----------------------------------------------------
     def __enter__(self):
-        cdef uint64_t ticket = self._acquire(0, True)
-        cdef uint64_t start = self._start()
+        cdef sg_br_result res
+        cdef uint64_t ticket = self._try(0, &res)
+        cdef uint64_t start
+        if ticket == 0:  # raised here, not in a helper: one traceback entry, not two
+            raise self._rejection(&res)
+        ticket = self._effects(ticket, 0, True)
+        start = self._start()
         if not self.slot_busy and self.cv_users == 0:
             self.slot_busy = True
             self.slot_ticket = ticket
