@@ -14,6 +14,7 @@ import inspect
 import logging
 import math
 import os
+import weakref
 from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar, Union
 
 from . import _core
@@ -134,6 +135,7 @@ class CircuitBreaker(_core.BreakerCore):
         self._config = cfg
         if seed is None:
             rng_seed = int.from_bytes(os.urandom(8), "little")
+            _unseeded.add(self)
         else:
             if isinstance(seed, bool) or not isinstance(seed, int):
                 raise ConfigError(f"seed must be an int or None, got {seed!r}")
@@ -408,6 +410,20 @@ class CircuitBreaker(_core.BreakerCore):
         except Exception:
             state = "closed store"
         return f"<CircuitBreaker {self.name!r} {state}>"
+
+
+# Unseeded breakers draw fresh randomness in each forked child, so that forked workers
+# do not make identical degraded / adaptive / fault-injection draws.
+_unseeded: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+
+
+def _reseed_after_fork() -> None:
+    for br in list(_unseeded):
+        br.rng_state = int.from_bytes(os.urandom(8), "little") or 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 def _rebuild(name: str, store: SharedStore | None, kwargs: dict[str, Any]) -> CircuitBreaker:
