@@ -161,7 +161,7 @@ def test_half_open_admits_exactly_half_open_calls_probes(mp_ctx, store, store_na
 
 # ---- a SIGKILLed probe holder does not wedge half_open ------------------------------
 
-KILL_KW = dict(failure_threshold=1, reset_timeout=0.05, half_open_calls=1, probe_timeout=0.5)
+KILL_KW = dict(failure_threshold=1, reset_timeout=0.05, half_open_calls=1, probe_timeout=1.0)
 
 
 def probe_holder(store_name: str, name: str, holding) -> None:
@@ -197,7 +197,7 @@ def test_killed_probe_holder_does_not_wedge_half_open(mp_ctx, store, store_name)
     assert br.state == "half_open"
     with pytest.raises(sg.CircuitOpen) as info:  # the dead process still holds the permit
         br.begin()
-    assert 0 < info.value.retry_after <= 0.5
+    assert 0 < info.value.retry_after <= 1.0
     # after probe_timeout the permit is released and a new probe decides
     deadline = time.monotonic() + 5
     while True:
