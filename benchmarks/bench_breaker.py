@@ -165,13 +165,25 @@ def test_sluicegate_with_open_tripped(benchmark, store):
 
 def test_summary(capsys):
     r = RESULTS
-    need = {"bare", "ours_with", "ours_decorator", "pybreaker_call", "pybreaker_with", "circuitbreaker_decorator",
-            "bare_raise", "bare_raise_plain", "ours_open", "ours_open_tripped"}
+    need = {
+        "bare",
+        "ours_with",
+        "ours_decorator",
+        "pybreaker_call",
+        "pybreaker_with",
+        "circuitbreaker_decorator",
+        "bare_raise",
+        "bare_raise_plain",
+        "ours_open",
+        "ours_open_tripped",
+    }
     if not need <= r.keys():
         pytest.skip("run the whole file (the summary needs every measurement)")
     bare = r["bare"]
-    ov = {k: r[k] - bare for k in ("ours_with", "ours_decorator", "pybreaker_call", "pybreaker_with",
-                                    "circuitbreaker_decorator")}
+    ov = {
+        k: r[k] - bare
+        for k in ("ours_with", "ours_decorator", "pybreaker_call", "pybreaker_with", "circuitbreaker_decorator")
+    }
     lines = [
         "",
         "circuit breaker overhead per call (ns, min of rounds, bare no-op loop subtracted):",
@@ -181,17 +193,22 @@ def test_summary(capsys):
         f"  pybreaker.call          {ov['pybreaker_call'] / ov['ours_with']:6.1f}x   (target >= 5)",
         f"  pybreaker.calling()     {ov['pybreaker_with'] / ov['ours_with']:6.1f}x",
         f"  circuitbreaker deco     {ov['circuitbreaker_decorator'] / ov['ours_with']:6.1f}x   (target >= 3)",
-        f"  circuitbreaker deco vs our decorator "
-        f"{ov['circuitbreaker_decorator'] / ov['ours_decorator']:6.1f}x",
+        (f"  circuitbreaker deco vs our decorator {ov['circuitbreaker_decorator'] / ov['ours_decorator']:6.1f}x"),
         "open path (rejection) vs closed path + bare raise/except of CircuitOpen:",
-        f"  forced_open  {r['ours_open']:7.1f} ns vs {r['ours_with'] + r['bare_raise'] - bare:7.1f} ns"
-        f"  ratio {(r['ours_open']) / (r['ours_with'] + r['bare_raise'] - bare):5.2f}   (target <= 1)",
-        f"  tripped open {r['ours_open_tripped']:7.1f} ns vs {r['ours_with'] + r['bare_raise'] - bare:7.1f} ns"
-        f"  ratio {(r['ours_open_tripped']) / (r['ours_with'] + r['bare_raise'] - bare):5.2f}   (target <= 1)",
+        (
+            f"  forced_open  {r['ours_open']:7.1f} ns vs {r['ours_with'] + r['bare_raise'] - bare:7.1f} ns"
+            f"  ratio {(r['ours_open']) / (r['ours_with'] + r['bare_raise'] - bare):5.2f}   (target <= 1)"
+        ),
+        (
+            f"  tripped open {r['ours_open_tripped']:7.1f} ns vs {r['ours_with'] + r['bare_raise'] - bare:7.1f} ns"
+            f"  ratio {(r['ours_open_tripped']) / (r['ours_with'] + r['bare_raise'] - bare):5.2f}   (target <= 1)"
+        ),
         "  (our rejection builds CircuitOpen without running its Python __init__; against raising a",
         "   plain ValueError instead, the cheapest raise there is:)",
-        f"  forced_open  {r['ours_open']:7.1f} ns vs {r['ours_with'] + r['bare_raise_plain'] - bare:7.1f} ns"
-        f"  ratio {(r['ours_open']) / (r['ours_with'] + r['bare_raise_plain'] - bare):5.2f}",
+        (
+            f"  forced_open  {r['ours_open']:7.1f} ns vs {r['ours_with'] + r['bare_raise_plain'] - bare:7.1f} ns"
+            f"  ratio {(r['ours_open']) / (r['ours_with'] + r['bare_raise_plain'] - bare):5.2f}"
+        ),
     ]
     with capsys.disabled():
         print("\n".join(lines))

@@ -10,9 +10,9 @@ import threading
 import time
 
 import pytest
+from conftest import unique_name
 
 import sluicegate as sg
-from conftest import unique_name
 
 S = 1_000_000_000
 T0 = 1_000 * S  # fake store time for the raw (now=) API
@@ -30,9 +30,8 @@ def mk(store, **kw) -> sg.CircuitBreaker:
 
 
 def fail(br, exc=OSError):
-    with pytest.raises(exc):
-        with br:
-            raise exc("boom")
+    with pytest.raises(exc), br:
+        raise exc("boom")
 
 
 def fail_at(br, now, duration=0):
@@ -48,6 +47,7 @@ def ok_at(br, now, duration=0):
 
 
 # ---- trip rules --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_nth_failure_opens(anon, n):
@@ -107,6 +107,7 @@ def test_slow_call_measured_through_with(anon):
 
 
 # ---- open, half-open, backoff, generations ------------------------------------------
+
 
 def test_open_half_open_closed_cycle(anon):
     br = mk(anon, failure_threshold=1, reset_timeout=1.0, half_open_calls=2)
@@ -210,8 +211,7 @@ def test_degraded_is_reproducible_with_a_seed(anon):
 
 
 def test_adaptive_throttling_rejects_a_fraction_and_never_counts_failures(anon):
-    br = mk(anon, failure_threshold=None, adaptive=True, adaptive_k=2.0, adaptive_max_reject=0.5, seed=3,
-            window=10.0)
+    br = mk(anon, failure_threshold=None, adaptive=True, adaptive_k=2.0, adaptive_max_reject=0.5, seed=3, window=10.0)
     rejected = 0
     for i in range(2000):
         tk = br.try_enter(T0 + i)
@@ -235,13 +235,13 @@ def test_adaptive_admits_everything_while_healthy(anon):
 
 # ---- admin --------------------------------------------------------------------------
 
+
 def test_force_open_force_close(anon):
     br = mk(anon)
     br.force_open()
     assert br.state == "forced_open"
-    with pytest.raises(sg.CircuitOpen):
-        with br:
-            pass
+    with pytest.raises(sg.CircuitOpen), br:
+        pass
     assert br.state == "forced_open"
     br.force_close()
     assert br.state == "closed"
@@ -283,15 +283,15 @@ def test_rejections_never_count_as_failures(anon):
     fail(br)
     fail(br)
     for _ in range(10):
-        with pytest.raises(sg.CircuitOpen) as info:
-            with br:
-                pass
+        with pytest.raises(sg.CircuitOpen) as info, br:
+            pass
         assert info.value.retry_after > 0 and info.value.name == br.name
     st = br.stats()
     assert (st["calls"], st["failures"], st["rejections"]) == (2, 2, 10)
 
 
 # ---- ways to call ---------------------------------------------------------------------
+
 
 def test_call_and_decorator(anon):
     br = mk(anon, failure_threshold=2)
@@ -374,26 +374,35 @@ def test_token_as_context_manager_and_gc_release(anon):
 
 # ---- outcome classification --------------------------------------------------------------
 
+
 def test_record_ignore_and_predicates(anon):
-    br = mk(anon, failure_threshold=1, record=(OSError,), ignore=(FileNotFoundError,),
-            is_failure=lambda e: "transient" not in str(e))
-    with pytest.raises(FileNotFoundError):
-        with br:
-            raise FileNotFoundError  # ignored: not counted at all
-    with pytest.raises(ValueError):
-        with br:
-            raise ValueError  # not recorded: a success
-    with pytest.raises(OSError):
-        with br:
-            raise OSError("transient")  # predicate says not a failure
+    br = mk(
+        anon,
+        failure_threshold=1,
+        record=(OSError,),
+        ignore=(FileNotFoundError,),
+        is_failure=lambda e: "transient" not in str(e),
+    )
+    with pytest.raises(FileNotFoundError), br:
+        raise FileNotFoundError  # ignored: not counted at all
+    with pytest.raises(ValueError), br:
+        raise ValueError  # not recorded: a success
+    with pytest.raises(OSError), br:
+        raise OSError("transient")  # predicate says not a failure
     st = br.stats()
     assert (st["calls"], st["failures"], st["state"]) == (2, 0, "closed")
-    with pytest.raises(KeyboardInterrupt):
-        with br:
-            raise KeyboardInterrupt  # BaseException outside record: ignored
+    with pytest.raises(KeyboardInterrupt), br:
+        raise KeyboardInterrupt  # BaseException outside record: ignored
     assert br.stats()["calls"] == 2
     fail(br, OSError)
     assert br.state == "open"
+
+
+def test_broken_predicate_counts_a_failure(anon, caplog):
+    br = mk(anon, failure_threshold=1, is_failure=lambda e: 1 / 0)
+    fail(br)
+    assert br.state == "open"
+    assert "predicate failed" in caplog.text
 
 
 def test_result_predicate(anon):
@@ -406,6 +415,7 @@ def test_result_predicate(anon):
 
 
 # ---- `with` tickets under threads and tasks ------------------------------------------------------
+
 
 def test_interleaved_threads_keep_their_own_tickets(anon):
     br = mk(anon, failure_threshold=None, slow_call_duration=0.05, minimum_calls=10**6)
@@ -455,7 +465,7 @@ def test_interleaved_async_tasks_keep_their_own_tickets(anon):
 
     async def main():
         await asyncio.gather(slow_ok(), quick_fail(), quick_fail())
-        with br:  # nested use in one task
+        with br:  # noqa: SIM117 - nested use in one task
             with br:
                 pass
 
@@ -466,17 +476,18 @@ def test_interleaved_async_tasks_keep_their_own_tickets(anon):
 
 # ---- listeners ---------------------------------------------------------------------------
 
+
 def test_listeners_see_transitions_from_other_objects(anon):
     name = unique_name("lis")
     seen = []
-    mine = sg.CircuitBreaker(name, store=anon, failure_threshold=1, reset_timeout=0.01,
-                             on_state_change=lambda b, o, n: seen.append((o, n)))
+    mine = sg.CircuitBreaker(
+        name, store=anon, failure_threshold=1, reset_timeout=0.01, on_state_change=lambda b, o, n: seen.append((o, n))
+    )
     other = sg.CircuitBreaker(name, store=anon, failure_threshold=1, reset_timeout=0.01)
     fail(other)  # another "process" trips it
     assert seen == []  # noticed lazily ...
-    with pytest.raises(sg.CircuitOpen):
-        with mine:
-            pass
+    with pytest.raises(sg.CircuitOpen), mine:
+        pass
     assert seen == [("closed", "open")]  # ... on the next touch
     time.sleep(0.02)
     with mine:  # probe: half_open then closed
@@ -495,6 +506,7 @@ def test_listener_errors_do_not_break_calls(anon, caplog):
 
 
 # ---- fault injection ------------------------------------------------------------------------
+
 
 def _fault_run(store, name, seed):
     br = sg.CircuitBreaker(name, store=store, failure_threshold=None, seed=seed)
@@ -533,9 +545,8 @@ def test_injected_rejections_and_latency_switch_at_runtime(anon):
     br = sg.CircuitBreaker(name, store=anon, seed=5)
     other = sg.CircuitBreaker(name, store=anon, seed=5)
     other.inject_faults(reject_rate=1.0)  # switched by another object (process): shared
-    with pytest.raises(sg.CircuitOpen) as info:
-        with br:
-            pass
+    with pytest.raises(sg.CircuitOpen) as info, br:
+        pass
     assert info.value.retry_after == 0.0
     assert br.stats()["failures"] == 0
     other.inject_faults(latency=0.02)
@@ -549,6 +560,7 @@ def test_injected_rejections_and_latency_switch_at_runtime(anon):
 
 
 # ---- configuration and lifecycle ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "kw, arg",
@@ -632,11 +644,10 @@ def test_closed_store_raises(store_name):
     s = sg.SharedStore(store_name)
     br = sg.CircuitBreaker("c", store=s)
     s.close()
+    with pytest.raises(sg.StoreClosed), br:
+        pass
     with pytest.raises(sg.StoreClosed):
-        with br:
-            pass
-    with pytest.raises(sg.StoreClosed):
-        br.state
+        _ = br.state
     with pytest.raises(sg.StoreClosed):
         sg.CircuitBreaker("c2", store=s)
 

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from models_breaker import MS, BreakerModel, mix
 
 import sluicegate as sg
 from sluicegate import _core
-from models_breaker import MS, BreakerModel, mix
 
 _STORE = sg.SharedStore(capacity=1 << 15)
 _names = itertools.count()
@@ -185,8 +185,12 @@ def test_mix_matches_core():
 @pytest.mark.parametrize("consec", [1, 2, 3, 8, 255])
 def test_open_duration_matches_model(consec):
     br = sg.CircuitBreaker(
-        f"od-{next(_names)}", store=_STORE, reset_timeout=1.0, backoff_multiplier=2.0,
-        max_reset_timeout=10.0, jitter=0.1,
+        f"od-{next(_names)}",
+        store=_STORE,
+        reset_timeout=1.0,
+        backoff_multiplier=2.0,
+        max_reset_timeout=10.0,
+        jitter=0.1,
     )
     model = BreakerModel(dict(br._config), 1)
     for gen in range(0, 50, 7):

@@ -7,9 +7,9 @@ import signal
 import time
 
 import pytest
+from conftest import run_procs
 
 import sluicegate as sg
-from conftest import run_procs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,6 +26,7 @@ def _wait_state(br: sg.CircuitBreaker, want: str, timeout: float = 5.0) -> None:
 
 
 # ---- failures in A open the breaker for B ----------------------------------------
+
 
 def fail_worker(store_name: str, name: str, n: int) -> None:
     br = _breaker(store_name, name, failure_threshold=3, reset_timeout=60.0)
@@ -67,6 +68,7 @@ def test_two_failures_do_not_open_it(mp_ctx, store, store_name):
 
 
 # ---- exact totals under a race --------------------------------------------------
+
 
 def hammer_worker(store_name: str, name: str, n: int) -> None:
     br = _breaker(store_name, name, failure_threshold=10**6, window=60.0, reset_timeout=60.0)
@@ -114,7 +116,7 @@ def test_racing_failures_open_exactly_once(mp_ctx, store, store_name):
 # ---- exactly half_open_calls probes across 4 racing processes ---------------------
 
 HOC = 3
-PROBE_KW = dict(failure_threshold=1, reset_timeout=0.05, half_open_calls=HOC, probe_timeout=60.0)
+PROBE_KW = {"failure_threshold": 1, "reset_timeout": 0.05, "half_open_calls": HOC, "probe_timeout": 60.0}
 
 
 def probe_racer(store_name: str, name: str, go, done, attempts: int) -> None:
@@ -161,7 +163,7 @@ def test_half_open_admits_exactly_half_open_calls_probes(mp_ctx, store, store_na
 
 # ---- a SIGKILLed probe holder does not wedge half_open ------------------------------
 
-KILL_KW = dict(failure_threshold=1, reset_timeout=0.05, half_open_calls=1, probe_timeout=1.0)
+KILL_KW = {"failure_threshold": 1, "reset_timeout": 0.05, "half_open_calls": 1, "probe_timeout": 1.0}
 
 
 def probe_holder(store_name: str, name: str, holding) -> None:
@@ -214,6 +216,7 @@ def test_killed_probe_holder_does_not_wedge_half_open(mp_ctx, store, store_name)
 
 # ---- workers SIGKILLed mid-run leave nothing stuck -----------------------------------
 
+
 def busy_worker(store_name: str, name: str) -> None:
     br = _breaker(store_name, name, failure_threshold=5, reset_timeout=0.02, half_open_calls=2, probe_timeout=0.2)
     i = 0
@@ -232,8 +235,9 @@ def test_sigkilled_workers_leave_nothing_stuck(mp_ctx, store, store_name):
     procs = [mp_ctx.Process(target=busy_worker, args=(store_name, name)) for _ in range(3)]
     for p in procs:
         p.start()
-    br = sg.CircuitBreaker(name, store=store, failure_threshold=5, reset_timeout=0.02, half_open_calls=2,
-                           probe_timeout=0.2)
+    br = sg.CircuitBreaker(
+        name, store=store, failure_threshold=5, reset_timeout=0.02, half_open_calls=2, probe_timeout=0.2
+    )
     deadline = time.monotonic() + 20
     while br.stats()["transitions"] < 20:  # let them churn through the state machine
         assert time.monotonic() < deadline

@@ -100,6 +100,12 @@ cdef object _InjectedFault = _InjectedFaultCls
 cdef uint64_t _SEEN_MASK = (1ULL << 27) - 1  # state + generation
 
 
+def _log_predicate_error(name):
+    import logging
+    logging.getLogger("sluicegate.breaker").exception(
+        "circuit breaker %r: is_failure predicate failed; counting the call as a failure", name)
+
+
 def breaker_mix(uint64_t x):
     """The splitmix64 finaliser the C core uses for jitter (for the reference model)."""
     return sg_br_mix(x)
@@ -265,8 +271,12 @@ cdef class BreakerCore:
             return SG_BR_IGNORE
         if not issubclass(exc_type, self.record_types):
             return SG_BR_SUCCESS if issubclass(exc_type, Exception) else SG_BR_IGNORE
-        if self.failure_pred is not None and not self.failure_pred(exc):
-            return SG_BR_SUCCESS
+        if self.failure_pred is not None:
+            try:
+                if not self.failure_pred(exc):
+                    return SG_BR_SUCCESS
+            except Exception:  # a broken predicate must not lose the call's permit
+                _log_predicate_error(self.name)
         return SG_BR_FAILURE
 
     cdef inline uint64_t _start(self):

@@ -15,13 +15,14 @@ import logging
 import math
 import os
 import weakref
-from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar, Union
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, Callable, TypeVar, Union
 
 from . import _core
 from .errors import ConfigError
 from .store import SharedStore, resolve_store
 
-__all__ = ["CircuitBreaker", "BreakerToken", "STATES"]
+__all__ = ["STATES", "BreakerToken", "CircuitBreaker"]
 
 STATES = ("closed", "open", "half_open", "degraded", "forced_open", "disabled")
 DEFAULT_DEGRADED_LEVELS = (0.25, 0.5, 0.75)  # heavy, medium, light: admitted fraction
@@ -43,7 +44,7 @@ def _seconds(arg: str, value: object, *, allow_zero: bool = False) -> int:
     if value < 0 or (value == 0 and not allow_zero) or value > MAX_SECONDS:
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{arg} must be {bound} and at most {MAX_SECONDS:g} seconds, got {value!r}")
-    return int(round(value * 1e9))
+    return round(value * 1e9)
 
 
 def _fraction(arg: str, value: object, *, allow_zero: bool = True, allow_one: bool = True) -> float:
@@ -55,7 +56,7 @@ def _fraction(arg: str, value: object, *, allow_zero: bool = True, allow_one: bo
 
 
 def _p32(p: float) -> int:
-    return min(_P32, int(round(p * _P32)))
+    return min(_P32, round(p * _P32))
 
 
 def _int(arg: str, value: object, lo: int, hi: int) -> int:
@@ -154,8 +155,7 @@ class CircuitBreaker(_core.BreakerCore):
             elif isinstance(on_state_change, (list, tuple)):
                 listeners = list(on_state_change)
             else:
-                raise ConfigError(
-                    f"on_state_change must be a callable or a list of callables, got {on_state_change!r}")
+                raise ConfigError(f"on_state_change must be a callable or a list of callables, got {on_state_change!r}")
             for fn in listeners:
                 self.add_listener(fn)
 
@@ -230,19 +230,19 @@ class CircuitBreaker(_core.BreakerCore):
             "bucket_ns": window_ns // nbuckets,
             "failure_threshold": threshold,
             "minimum_calls": _int("minimum_calls", minimum_calls, 1, 2**31),
-            "failure_rate_ppm": int(round(rate * 1e6)),
-            "slow_rate_ppm": int(round(slow_rate * 1e6)) if slow_ns else 0,
+            "failure_rate_ppm": round(rate * 1e6),
+            "slow_rate_ppm": round(slow_rate * 1e6) if slow_ns else 0,
             "slow_ns": slow_ns,
             "reset_ns": reset_ns,
             "max_reset_ns": max_reset_ns,
-            "backoff_milli": int(round(backoff_multiplier * 1000)),
-            "jitter_ppm": int(round(jit * 1e6)),
+            "backoff_milli": round(backoff_multiplier * 1000),
+            "jitter_ppm": round(jit * 1e6),
             "half_open_calls": _int("half_open_calls", half_open_calls, 1, 255),
             "probe_timeout_ns": _seconds("probe_timeout", probe_timeout),
             "levels_p32": [_p32(lv) for lv in levels],
             "level_ns": step_ns,
             "adaptive": adaptive,
-            "adaptive_k_milli": int(round(adaptive_k * 1000)),
+            "adaptive_k_milli": round(adaptive_k * 1000),
             "adaptive_max_p32": _p32(max_rej),
             "seed": _mix(int(_core.namespace_seed(3, name))),
         }
@@ -281,7 +281,7 @@ class CircuitBreaker(_core.BreakerCore):
     def stats(self) -> dict[str, Any]:
         """Shared by all processes: totals since creation/reset and the current window."""
         calls, failures, slow, rejections, transitions = self.totals()
-        w_calls, w_failures, w_slow, w_throttled = self.window()
+        w_calls, w_failures, w_slow, _w_throttled = self.window()
         return {
             "state": self.state,
             "calls": calls,
@@ -346,7 +346,7 @@ class CircuitBreaker(_core.BreakerCore):
         for fn in list(self._listeners):
             try:
                 fn(self, old, new)
-            except Exception:  # a listener never breaks the call it rode on
+            except Exception:  # noqa: BLE001 - a listener never breaks the call it rode on
                 _log.exception("circuit breaker %r: on_state_change listener %r failed", self.name, fn)
 
     # ---- ways to call through it ----------------------------------------------------
@@ -360,7 +360,12 @@ class CircuitBreaker(_core.BreakerCore):
         """Decorate a def or async def function."""
         if inspect.iscoroutinefunction(fn):
             admit, report, classify, outcome_of, latency = (
-                self._admit, self._report, self._classify_exc, self._result_outcome, self._injected_latency)
+                self._admit,
+                self._report,
+                self._classify_exc,
+                self._result_outcome,
+                self._injected_latency,
+            )
             probe_latency = _core.BR_TICKET_INJECT_LATENCY
 
             @functools.wraps(fn)
@@ -407,7 +412,7 @@ class CircuitBreaker(_core.BreakerCore):
     def __repr__(self) -> str:
         try:
             state = self.state
-        except Exception:
+        except Exception:  # noqa: BLE001 - repr must not raise
             state = "closed store"
         return f"<CircuitBreaker {self.name!r} {state}>"
 
