@@ -345,6 +345,35 @@ def test_call_async(anon):
     assert br.stats()["failures"] == 1
 
 
+def test_async_with(anon):
+    br = mk(anon, failure_threshold=2, slow_call_duration=0.05, minimum_calls=10**6)
+
+    async def slow():
+        async with br:
+            await asyncio.sleep(0.08)
+
+    async def failing():
+        async with br:
+            await asyncio.sleep(0)
+            raise OSError
+
+    async def main():
+        await asyncio.gather(slow(), asyncio.gather(failing(), return_exceptions=True), slow())
+        br.inject_faults(latency=0.01)
+        async with br:
+            pass
+        br.clear_faults()
+        with pytest.raises(OSError):
+            await failing()
+        with pytest.raises(sg.CircuitOpen):
+            async with br:
+                pass
+
+    asyncio.run(main())
+    st = br.stats()
+    assert (st["calls"], st["failures"], st["slow_calls"], st["rejections"]) == (5, 2, 2, 1)
+
+
 def test_begin_token(anon):
     br = mk(anon, failure_threshold=1, reset_timeout=60.0)
     tok = br.begin()

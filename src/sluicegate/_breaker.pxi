@@ -296,15 +296,24 @@ cdef class BreakerCore:
             self.slot_ticket = ticket
             self.slot_start = start
             return self
+        self._push(ticket, start)
+        return self
+
+    cdef int _push(self, uint64_t ticket, uint64_t start) except -1:
+        """Keep a `with` ticket for __exit__: in the one fast slot if it is free and this
+        context has nothing stacked, else on this context's (thread's / task's) stack."""
         stack = self.cv.get()
         if stack is None and not self.slot_busy:
             self.slot_busy = True
             self.slot_ticket = ticket
             self.slot_start = start
-            return self
+            return 0
         self.cv.set((ticket, start, stack))
         self.cv_users += 1
-        return self
+        return 0
+
+    def _push_ticket(self, uint64_t ticket, uint64_t start):
+        self._push(ticket, start)
 
     def __exit__(self, exc_type, exc, tb):
         cdef uint64_t ticket, start

@@ -392,6 +392,17 @@ class CircuitBreaker(_core.BreakerCore):
 
         return wrapper  # type: ignore[return-value]
 
+    async def __aenter__(self) -> CircuitBreaker:
+        """``async with br:`` (injected latency is awaited, not slept)."""
+        ticket, start = self._admit(False)
+        if ticket & _core.BR_TICKET_INJECT_LATENCY:
+            await asyncio.sleep(self._injected_latency())
+        self._push_ticket(ticket, start)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        return bool(self.__exit__(exc_type, exc, tb))
+
     async def call_async(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         """await fn(*args, **kwargs) through the breaker."""
         ticket, start = self._admit(False)
