@@ -392,7 +392,7 @@ class CircuitBreaker(_core.BreakerCore):
 
         return wrapper  # type: ignore[return-value]
 
-    async def __aenter__(self) -> CircuitBreaker:
+    async def __aenter__(self) -> CircuitBreaker:  # noqa: PYI034 - py39: no typing.Self
         """``async with br:`` (injected latency is awaited, not slept)."""
         ticket, start = self._admit(False)
         if ticket & _core.BR_TICKET_INJECT_LATENCY:
