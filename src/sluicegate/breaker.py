@@ -400,7 +400,7 @@ class CircuitBreaker(_core.BreakerCore):
         self._push_ticket(ticket, start)
         return self
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
         return bool(self.__exit__(exc_type, exc, tb))
 
     async def call_async(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
