@@ -256,3 +256,44 @@ def test_sigkilled_workers_leave_nothing_stuck(mp_ctx, store, store_name):
         except sg.CircuitOpen:
             time.sleep(0.01)
     assert store.stats()["claiming"] == 0
+
+
+# ---- listeners and fault switches cross process boundaries ----------------------------
+
+
+def trip_worker(store_name: str, name: str) -> None:
+    br = _breaker(store_name, name, failure_threshold=1, reset_timeout=60.0)
+    try:
+        with br:
+            raise OSError
+    except OSError:
+        pass
+
+
+def test_listener_notices_a_transition_made_by_another_process(mp_ctx, store, store_name):
+    seen = []
+    br = sg.CircuitBreaker(
+        "lis", store=store, failure_threshold=1, reset_timeout=60.0, on_state_change=lambda b, o, n: seen.append((o, n))
+    )
+    assert br.state == "closed"
+    run_procs(mp_ctx, trip_worker, [(store_name, "lis")])
+    assert seen == []  # nothing runs in this process until it touches the breaker
+    assert br.state == "open"
+    assert seen == [("closed", "open")]
+
+
+def chaos_switch_worker(store_name: str, name: str, rate: float) -> None:
+    _breaker(store_name, name).inject_faults(reject_rate=rate)
+
+
+def test_fault_injection_switched_from_another_process(mp_ctx, store, store_name):
+    br = sg.CircuitBreaker("chaos", store=store, seed=9)
+    run_procs(mp_ctx, chaos_switch_worker, [(store_name, "chaos", 1.0)])
+    for _ in range(5):
+        with pytest.raises(sg.CircuitOpen), br:
+            pass
+    run_procs(mp_ctx, chaos_switch_worker, [(store_name, "chaos", 0.0)])
+    with br:
+        pass
+    st = br.stats()
+    assert (st["calls"], st["rejections"], st["failures"], st["state"]) == (1, 5, 0, "closed")

@@ -162,6 +162,19 @@ int main(void) {
         if (t) sg_br_exit(&B, t, SG_BR_SUCCESS, 0, 0);
     }
     CHECK(SG_BR_STATE(sg_br_poll(&B, 0)) == SG_BR_CLOSED);
+    /* 4. a transitioner killed between its CAS and the phase write: the next reader
+     *    writes the phase itself, so the open period still ends. */
+    mkbr(&B, 1, 1);
+    {
+        uint64_t s = B.st[0], g = SG_BR_GEN(s) + 1;
+        B.st[0] = (uint64_t)SG_BR_OPEN | (g << 3) | (1ULL << 43); /* open, consec 1, no phase */
+        uint64_t t0 = sg_store_now(&tb);
+        CHECK(sg_br_enter(&B, t0, &rng, &r) == 0 && r.reason == SG_BR_REJ_OPEN);
+        CHECK((B.st[1] >> 40) == g); /* phase now written for this generation */
+        CHECK(r.retry_ns <= B.c.reset_ns && r.retry_ns + 1000000ULL >= B.c.reset_ns);
+        CHECK(SG_BR_STATE(sg_br_poll(&B, t0 + B.c.reset_ns + 1000000ULL)) == SG_BR_HALF_OPEN);
+    }
+
     printf("ok transitions=%llu\n", (unsigned long long)B.st[2]);
     free(mem);
     return 0;
