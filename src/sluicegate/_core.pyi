@@ -1,6 +1,10 @@
 # Stubs for the compiled core (sluicegate._core).  Each feature keeps its own section.
 from typing import Any, Callable
 
+# Sections not written yet are typed as Any (a partial stub), so that this file stays
+# valid for the whole module while each feature adds its own section.
+def __getattr__(name: str) -> Any: ...
+
 # ---- circuit breaker (_breaker.pxi) --------------------------------------------------
 BREAKER_STATES: tuple[str, ...]
 BR_SUCCESS: int

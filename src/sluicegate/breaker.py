@@ -16,6 +16,7 @@ import math
 import os
 import weakref
 from collections.abc import Awaitable, Iterable, Sequence
+from types import TracebackType
 from typing import Any, Callable, TypeVar, Union
 
 from . import _core
@@ -144,9 +145,9 @@ class CircuitBreaker(_core.BreakerCore):
         self._configure(self._store._table, name, cfg, rng_seed or 1)
         record_t = _types("record", record)
         ignore_t = _types("ignore", ignore)
-        for arg, fn in (("is_failure", is_failure), ("result_is_failure", result_is_failure)):
-            if fn is not None and not callable(fn):
-                raise ConfigError(f"{arg} must be callable, got {fn!r}")
+        for arg, pred in (("is_failure", is_failure), ("result_is_failure", result_is_failure)):
+            if pred is not None and not callable(pred):
+                raise ConfigError(f"{arg} must be callable, got {pred!r}")
         self._set_outcomes(record_t, ignore_t, is_failure, result_is_failure)
         self._listeners: list[Listener] = []
         if on_state_change is not None:
@@ -400,7 +401,9 @@ class CircuitBreaker(_core.BreakerCore):
         self._push_ticket(ticket, start)
         return self
 
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
         return bool(self.__exit__(exc_type, exc, tb))
 
     async def call_async(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
