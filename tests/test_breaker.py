@@ -308,6 +308,31 @@ def test_call_and_decorator(anon):
     assert br.stats()["calls"] == 5  # decorated calls go through twice here (add via call)
 
 
+_MODULE_BR = sg.CircuitBreaker(unique_name("mod"), failure_threshold=3)
+
+
+@_MODULE_BR
+def decorated_at_module_level(x: int) -> int:
+    """Doubles x."""
+    return 2 * x
+
+
+class Client:
+    @_MODULE_BR
+    def get(self, x):
+        return (self, x)
+
+
+def test_decorated_function_keeps_metadata_binds_and_pickles():
+    f = decorated_at_module_level
+    assert (f.__name__, f.__doc__, f.__module__) == ("decorated_at_module_level", "Doubles x.", __name__)
+    assert f.__wrapped__(2) == 4 and f(3) == 6
+    assert pickle.loads(pickle.dumps(f)) is f
+    c = Client()
+    assert c.get(1) == (c, 1) and Client.get(c, 2) == (c, 2)
+    assert _MODULE_BR.stats()["calls"] == 3
+
+
 def test_async_decorator(anon):
     br = mk(anon, failure_threshold=2)
 

@@ -6,6 +6,7 @@
 # The Python policy class sluicegate.breaker.CircuitBreaker subclasses it.
 import contextvars as _contextvars
 import time as _time
+from types import MethodType as _MethodType
 
 from sluicegate.errors import CircuitOpen as _CircuitOpenCls, InjectedFault as _InjectedFaultCls, ConfigError as _ConfigErrorCls
 
@@ -342,6 +343,9 @@ cdef class BreakerCore:
     # ---- call through ----------------------------------------------------------
     def call(self, fn, *args, **kwargs):
         """Call fn(*args, **kwargs) through the breaker."""
+        return self._call(fn, args, kwargs)
+
+    cdef object _call(self, object fn, tuple args, dict kwargs):
         cdef uint64_t ticket = self._acquire(0, True)
         cdef uint64_t start = self._start()
         cdef int outcome
@@ -493,6 +497,32 @@ cdef class BreakerCore:
     @rng_state.setter
     def rng_state(self, uint64_t v):
         self.rng = v if v else 0x9E3779B97F4A7C15
+
+
+cdef class BreakerCall:
+    """A (sync) function decorated with a breaker: calling it calls through the breaker.
+    Binds like a function when used as a method."""
+    cdef BreakerCore br
+    cdef readonly object __wrapped__
+    cdef dict __dict__
+
+    def __cinit__(self, BreakerCore br, fn):
+        self.br = br
+        self.__wrapped__ = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.br._call(self.__wrapped__, args, kwargs)
+
+    def __get__(self, obj, objtype):
+        if obj is None:
+            return self
+        return _MethodType(self, obj)
+
+    def __reduce__(self):
+        return self.__qualname__  # pickled by reference, like the function it replaces
+
+    def __repr__(self):
+        return f"<function {getattr(self, '__qualname__', '?')} through circuit breaker {self.br.name!r}>"
 
 
 cdef class BreakerToken:

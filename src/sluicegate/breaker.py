@@ -385,12 +385,13 @@ class CircuitBreaker(_core.BreakerCore):
             return async_wrapper  # type: ignore[return-value]
         if not callable(fn):
             raise ConfigError(f"a circuit breaker decorates a callable, got {fn!r}")
-        call = self.call
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return call(fn, *args, **kwargs)
-
+        wrapper = _core.BreakerCall(self, fn)
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            try:
+                setattr(wrapper, attr, getattr(fn, attr))
+            except AttributeError:
+                pass
+        wrapper.__dict__.update(getattr(fn, "__dict__", {}))
         return wrapper  # type: ignore[return-value]
 
     async def __aenter__(self) -> CircuitBreaker:  # noqa: PYI034 - py39: no typing.Self
