@@ -24,8 +24,7 @@ __extension__ typedef unsigned __int128 u128;
 #define MS 1000000ULL
 #define M24 0xffffffULL
 #define M40 ((1ULL << 40) - 1)
-#define M20 0xfffffULL
-#define BK_MAX_COUNT 0xffffffffULL
+#define BK_MAX_COUNT ((1ULL << 28) - 1)
 
 #define INC_ISSUED (1ULL << 27)
 #define INC_SUCC (1ULL << 35)
@@ -185,19 +184,26 @@ uint64_t sg_br_poll(sg_breaker *b, uint64_t now) { return poll(b, &now); }
 /* ---- rolling buckets ------------------------------------------------------- */
 
 #define BK_GEN(v) ((v) >> 52)
-#define BK_EPOCH(v) (((v) >> 32) & M20)
+#define BK_EPOCH(v) (((v) >> 28) & M24)
 #define BK_COUNT(v) ((v)&BK_MAX_COUNT)
+
+/* A bucket word's epoch is "ahead" of ours by less than a window: another process
+ * read its clock after us (or ours is the coarse one).  Anything else that is not
+ * our epoch is stale and rolled over (24-bit epochs compare modulo 2^24). */
+static inline int bk_ahead(uint64_t bucket_epoch, uint64_t e24, uint64_t nb) {
+    uint64_t a = (bucket_epoch - e24) & M24;
+    return a != 0 && a < nb;
+}
 
 /* Add 1 to a bucket word for generation g at epoch e.  Returns 0 if g is stale. */
 static int bk_add(sg_breaker *b, uint64_t *w, uint64_t g, uint64_t e) {
-    uint64_t g12 = g & 0xfff, e20 = e & M20;
-    uint64_t fresh = (g12 << 52) | (e20 << 32) | 1;
+    uint64_t g12 = g & 0xfff, e24 = e & M24;
+    uint64_t fresh = (g12 << 52) | (e24 << 28) | 1;
     uint64_t v = sg_load(w);
     for (;;) {
         uint64_t nv;
         if (BK_GEN(v) == g12) {
-            uint64_t d = (e20 - BK_EPOCH(v)) & M20;
-            if (d == 0 || d >= (1ULL << 19)) { /* this bucket, or a later one (a clock ahead of ours) */
+            if (BK_EPOCH(v) == e24 || bk_ahead(BK_EPOCH(v), e24, b->c.nbuckets)) {
                 if (BK_COUNT(v) == BK_MAX_COUNT) return 1;
                 nv = v + 1;
             } else {
@@ -213,13 +219,13 @@ static int bk_add(sg_breaker *b, uint64_t *w, uint64_t g, uint64_t e) {
 
 static void window_sums(sg_breaker *b, uint64_t g, uint64_t now, sg_br_window *out) {
     uint64_t acc[4] = {0, 0, 0, 0};
-    uint64_t g12 = g & 0xfff, e20 = (now / b->c.bucket_ns) & M20, nb = b->c.nbuckets;
+    uint64_t g12 = g & 0xfff, e24 = (now / b->c.bucket_ns) & M24, nb = b->c.nbuckets;
     for (uint32_t i = 0; i < b->c.nbuckets; i++) {
         for (int k = 0; k < 4; k++) {
             uint64_t v = sg_load(&b->bk[i][k]);
             if (BK_GEN(v) != g12) continue;
-            uint64_t d = (e20 - BK_EPOCH(v)) & M20;
-            if (d < nb || d > M20 - nb) acc[k] += BK_COUNT(v);
+            uint64_t d = (e24 - BK_EPOCH(v)) & M24;
+            if (d < nb || bk_ahead(BK_EPOCH(v), e24, nb)) acc[k] += BK_COUNT(v);
         }
     }
     out->calls = acc[0];
@@ -379,7 +385,10 @@ uint64_t sg_br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t durati
         }
         if (st == SG_BR_OPEN || st == SG_BR_FORCED_OPEN || !counted) return s;
         /* closed, degraded, disabled: record in the rolling window */
-        uint64_t at = now ? now : coarse_now(b), e = at / c->bucket_ns;
+        /* the coarse clock lags by a tick (<= 10 ms): only use it when that is a small
+         * fraction of a bucket, so a result never lands a whole bucket late */
+        uint64_t at = now ? now : c->bucket_ns >= 100000000ULL ? coarse_now(b) : sg_store_now(b->t);
+        uint64_t e = at / c->bucket_ns;
         uint64_t *bk = b->bk[e % c->nbuckets];
         if (!bk_add(b, &bk[0], g, e)) return sg_load(&b->st[0]);
         if (failed) bk_add(b, &bk[1], g, e);

@@ -13,7 +13,7 @@
  *   st[3]  configuration fingerprint (set once; mismatch is a config error)
  *   stats  [calls, failures, slow, rejections]        (totals, fetch-add)
  *   fault  [reject_p32, fail_p32, latency_p32, latency_ns]
- *   bucket [calls, failures, slow, rejected]  each [gen:12 | epoch:20 | count:32]
+ *   bucket [calls, failures, slow, rejected]  each [gen:12 | epoch:24 | count:28]
  *
  * Randomness (degraded admission, adaptive throttling, fault injection) comes from
  * the caller's xorshift state *rng, advanced only when a draw is needed, so a

@@ -25,7 +25,7 @@ T_PROBE = 1 << 24
 T_INJECT_FAIL = 1 << 25
 T_INJECT_LATENCY = 1 << 26
 T_ADMITTED = 1 << 27
-BUCKET_MAX = (1 << 32) - 1
+BUCKET_MAX = (1 << 28) - 1
 
 
 def mix(x: int) -> int:

@@ -71,6 +71,17 @@ def test_failures_outside_the_window_do_not_count(anon):
     assert br.state_at(T0 + 2 * S + 3) == "open"
 
 
+@pytest.mark.parametrize("gap_buckets", [2**19 + 5, 2**20, 3 * 2**20 + 10])
+def test_long_idle_gaps_never_revive_old_buckets(anon, gap_buckets):
+    br = mk(anon, failure_threshold=3, window=0.01, buckets=10)  # 1 ms buckets
+    fail_at(br, T0)
+    fail_at(br, T0 + 1)
+    later = T0 + gap_buckets * MS_
+    fail_at(br, later)  # same bucket slot (and, for 2**20, the same low epoch bits) as the old ones
+    assert br.window(later) == (1, 1, 0, 0)
+    assert br.state_at(later) == "closed"
+
+
 def test_failure_rate_needs_minimum_calls(anon):
     br = mk(anon, failure_threshold=None, failure_rate=0.5, minimum_calls=4)
     for _ in range(3):
