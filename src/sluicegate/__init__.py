@@ -13,10 +13,12 @@ except ImportError as exc:  # no silent slow path: the C core is the product
         "(pip install --force-reinstall --no-binary sluicegate sluicegate)."
     ) from exc
 
+from .breaker import BreakerToken, CircuitBreaker
 from .errors import (
     CircuitOpen,
     ConcurrencyLimitExceeded,
     ConfigError,
+    InjectedFault,
     InvalidKey,
     KeyTypeError,
     PoolExhausted,
@@ -61,6 +63,9 @@ __all__ = [
     "StoreFull",
     "RateLimited",
     "CircuitOpen",
+    "InjectedFault",
+    "CircuitBreaker",
+    "BreakerToken",
     "PoolExhausted",
     "PoolTimeout",
     "ConcurrencyLimitExceeded",

@@ -58,6 +58,10 @@ class CircuitOpen(SluicegateError):
         self.name = name
 
 
+class InjectedFault(SluicegateError):
+    """A failure injected by a circuit breaker's fault injection (a chaos test)."""
+
+
 class PoolExhausted(SluicegateError):
     """A non-blocking checkout found no resource free."""
 
@@ -81,6 +85,7 @@ __all__ = [
     "StoreFull",
     "RateLimited",
     "CircuitOpen",
+    "InjectedFault",
     "PoolExhausted",
     "PoolTimeout",
     "ConcurrencyLimitExceeded",

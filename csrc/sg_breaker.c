@@ -1,0 +1,418 @@
+/* Shared circuit breaker state machine (see sg_breaker.h for the word layout).
+ *
+ * Invariants that make it lock-free and crash-safe:
+ *  - every change of state, generation, probe permits or consecutive-open count
+ *    is one CAS on the state word S; a transition always bumps the generation;
+ *  - the phase word (start time of the current state) is tagged with the
+ *    generation it belongs to; the transitioner writes it right after its CAS,
+ *    and any reader that finds it missing (the transitioner died in between)
+ *    writes it itself, so it is never torn or stuck;
+ *  - results are recorded only for the generation a call was admitted in, and a
+ *    bucket word is rolled over (new epoch or generation) by CAS from the value
+ *    read, so stale buckets are simply treated as empty;
+ *  - probe permits live in S; a half-open round whose permits are all taken and
+ *    that has not finished within probe_timeout is restarted (new generation),
+ *    which is how a probe held by a killed process is released.
+ */
+#define _GNU_SOURCE /* CLOCK_MONOTONIC_COARSE */
+#include <time.h>
+
+#include "sg_breaker.h"
+
+__extension__ typedef unsigned __int128 u128;
+
+#define MS 1000000ULL
+#define M24 0xffffffULL
+#define M40 ((1ULL << 40) - 1)
+#define BK_MAX_COUNT ((1ULL << 28) - 1)
+
+#define INC_ISSUED (1ULL << 27)
+#define INC_SUCC (1ULL << 35)
+
+static inline uint64_t mk(unsigned st, uint64_t gen, unsigned issued, unsigned succ, unsigned consec) {
+    return (uint64_t)(st & 7) | ((gen & M24) << 3) | ((uint64_t)(issued & 0xff) << 27) |
+           ((uint64_t)(succ & 0xff) << 35) | ((uint64_t)(consec & 0xff) << 43);
+}
+
+static inline unsigned state_of(uint64_t s) {
+    unsigned st = SG_BR_STATE(s);
+    return st > SG_BR_DISABLED ? SG_BR_CLOSED : st; /* garbage from a corrupted file */
+}
+
+static inline uint64_t get_now(sg_breaker *b, uint64_t *now) {
+    if (!*now) *now = sg_store_now(b->t);
+    return *now;
+}
+
+/* Store time from the coarse monotonic clock (same timebase, lags by at most one
+ * tick, ~4 ms; about 5 ns instead of 25).  Used only to pick the bucket a result
+ * is recorded in on the hot exit path; every transition uses the precise clock. */
+static inline uint64_t coarse_now(sg_breaker *b) {
+#ifdef CLOCK_MONOTONIC_COARSE
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0) {
+        int64_t t = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - b->t->base_mono;
+        if (t > 0) return (uint64_t)t;
+    }
+#endif
+    return sg_store_now(b->t);
+}
+
+static inline uint64_t draw(uint64_t *rng) { /* xorshift64, upper 32 bits */
+    uint64_t x = *rng ? *rng : 0x9e3779b97f4a7c15ULL;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *rng = x;
+    return x >> 32;
+}
+
+uint64_t sg_br_mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+int sg_br_validate(const sg_br_config *c) {
+    if (c->nbuckets < 1 || c->nbuckets > SG_BR_MAX_BUCKETS) return SG_ERR_ARG;
+    if (c->bucket_ns < 1000) return SG_ERR_ARG;
+    if (c->minimum_calls < 1) return SG_ERR_ARG;
+    if (c->failure_rate_ppm > 1000000 || c->slow_rate_ppm > 1000000) return SG_ERR_ARG;
+    if (c->reset_ns < 1 || c->reset_ns > c->max_reset_ns || c->max_reset_ns > (1ULL << 53)) return SG_ERR_ARG;
+    if (c->backoff_milli < 1000 || c->backoff_milli > 100000) return SG_ERR_ARG;
+    if (c->jitter_ppm >= 1000000) return SG_ERR_ARG;
+    if (c->half_open_calls < 1 || c->half_open_calls > 255) return SG_ERR_ARG;
+    if (c->probe_timeout_ns < 1 || c->probe_timeout_ns > (1ULL << 53)) return SG_ERR_ARG;
+    if (c->nlevels > SG_BR_MAX_LEVELS) return SG_ERR_ARG;
+    if (c->nlevels && (c->level_ns < 1 || c->level_ns > (1ULL << 53))) return SG_ERR_ARG;
+    for (uint32_t i = 0; i < c->nlevels; i++)
+        if (c->level_p32[i] > SG_BR_P32_ONE) return SG_ERR_ARG;
+    if (c->adaptive_max_p32 > SG_BR_P32_ONE || c->adaptive_k_milli > 1000000) return SG_ERR_ARG;
+    return SG_OK;
+}
+
+uint64_t sg_br_open_ns(const sg_br_config *c, unsigned consec, uint64_t gen) {
+    u128 d = c->reset_ns;
+    if (c->backoff_milli > 1000) {
+        for (unsigned i = 1; i < consec; i++) {
+            d = d * c->backoff_milli / 1000;
+            if (d >= c->max_reset_ns) break;
+        }
+    }
+    if (d > c->max_reset_ns) d = c->max_reset_ns;
+    uint64_t r = (uint64_t)d;
+    if (c->jitter_ppm) {
+        uint64_t j = (uint64_t)((u128)r * c->jitter_ppm / 1000000);
+        uint64_t x = sg_br_mix(c->seed ^ (gen & M24));
+        r = r - j + x % (2 * j + 1);
+    }
+    return r;
+}
+
+/* ---- phase word: start (ms) of the state in generation gen ------------------- */
+
+static inline int gen_newer(uint64_t a, uint64_t b) { /* a strictly newer than b (24-bit, modular) */
+    uint64_t d = (a - b) & M24;
+    return d != 0 && d < (1ULL << 23);
+}
+
+/* Record that generation gen started at now (unless a newer phase is already there). */
+static void phase_write(sg_breaker *b, uint64_t gen, uint64_t now) {
+    uint64_t v = sg_load(&b->st[1]);
+    uint64_t nv = ((gen & M24) << 40) | ((now / MS) & M40);
+    for (;;) {
+        uint64_t vg = v >> 40;
+        if (vg == (gen & M24) || gen_newer(vg, gen)) return;
+        if (sg_cas(&b->st[1], &v, nv)) return;
+    }
+}
+
+static uint64_t phase_ms(sg_breaker *b, uint64_t s, uint64_t *now) {
+    uint64_t g = SG_BR_GEN(s);
+    uint64_t v = sg_load(&b->st[1]);
+    for (;;) {
+        uint64_t vg = v >> 40;
+        if (vg == g) return v & M40;
+        if (gen_newer(vg, g) || SG_BR_GEN(sg_load(&b->st[0])) != g) return get_now(b, now) / MS; /* s is stale */
+        /* the transitioner died before writing it: the first reader does */
+        uint64_t nv = (g << 40) | ((get_now(b, now) / MS) & M40);
+        if (sg_cas(&b->st[1], &v, nv)) return nv & M40;
+    }
+}
+
+uint64_t sg_br_phase_ns(sg_breaker *b, uint64_t s, uint64_t now) { return phase_ms(b, s, &now) * MS; }
+
+/* CAS S from *s to ns; on success record the phase and count a state change. */
+static int transition(sg_breaker *b, uint64_t *s, uint64_t ns, uint64_t *now) {
+    uint64_t old = *s;
+    get_now(b, now);
+    if (!sg_cas(&b->st[0], s, ns)) return 0;
+    phase_write(b, SG_BR_GEN(ns), *now);
+    if (state_of(old) != state_of(ns)) sg_add(&b->st[2], 1);
+    return 1;
+}
+
+/* ---- lazy time transitions ------------------------------------------------ */
+
+static uint64_t poll(sg_breaker *b, uint64_t *now) {
+    const sg_br_config *c = &b->c;
+    uint64_t s = sg_load(&b->st[0]);
+    for (;;) {
+        unsigned st = state_of(s);
+        uint64_t g = SG_BR_GEN(s), ns;
+        if (st == SG_BR_OPEN) {
+            uint64_t until = phase_ms(b, s, now) * MS + sg_br_open_ns(c, SG_BR_CONSEC(s), g);
+            if (get_now(b, now) < until) return s;
+            ns = mk(SG_BR_HALF_OPEN, g + 1, 0, 0, SG_BR_CONSEC(s));
+        } else if (st == SG_BR_HALF_OPEN) {
+            if (SG_BR_ISSUED(s) < c->half_open_calls) return s;
+            if (get_now(b, now) < phase_ms(b, s, now) * MS + c->probe_timeout_ns) return s;
+            ns = mk(SG_BR_HALF_OPEN, g + 1, 0, 0, SG_BR_CONSEC(s)); /* restart the round */
+        } else if (st == SG_BR_DEGRADED) {
+            if (get_now(b, now) < phase_ms(b, s, now) * MS + (uint64_t)c->nlevels * c->level_ns) return s;
+            ns = mk(SG_BR_CLOSED, g + 1, 0, 0, 0);
+        } else {
+            return s;
+        }
+        if (transition(b, &s, ns, now)) s = ns; /* else s was reloaded by the CAS */
+    }
+}
+
+uint64_t sg_br_poll(sg_breaker *b, uint64_t now) { return poll(b, &now); }
+
+/* ---- rolling buckets ------------------------------------------------------- */
+
+#define BK_GEN(v) ((v) >> 52)
+#define BK_EPOCH(v) (((v) >> 28) & M24)
+#define BK_COUNT(v) ((v)&BK_MAX_COUNT)
+
+/* A bucket word's epoch is "ahead" of ours by less than a window: another process
+ * read its clock after us (or ours is the coarse one).  Anything else that is not
+ * our epoch is stale and rolled over (24-bit epochs compare modulo 2^24). */
+static inline int bk_ahead(uint64_t bucket_epoch, uint64_t e24, uint64_t nb) {
+    uint64_t a = (bucket_epoch - e24) & M24;
+    return a != 0 && a < nb;
+}
+
+/* Add 1 to a bucket word for generation g at epoch e.  Returns 0 if g is stale. */
+static int bk_add(sg_breaker *b, uint64_t *w, uint64_t g, uint64_t e) {
+    uint64_t g12 = g & 0xfff, e24 = e & M24;
+    uint64_t fresh = (g12 << 52) | (e24 << 28) | 1;
+    uint64_t v = sg_load(w);
+    for (;;) {
+        uint64_t nv;
+        if (BK_GEN(v) == g12) {
+            if (BK_EPOCH(v) == e24 || bk_ahead(BK_EPOCH(v), e24, b->c.nbuckets)) {
+                if (BK_COUNT(v) == BK_MAX_COUNT) return 1;
+                nv = v + 1;
+            } else {
+                nv = fresh; /* stale epoch: roll over */
+            }
+        } else {
+            if (SG_BR_GEN(sg_load(&b->st[0])) != g) return 0; /* we are the stale one */
+            nv = fresh; /* an older generation's bucket */
+        }
+        if (sg_cas(w, &v, nv)) return 1;
+    }
+}
+
+static void window_sums(sg_breaker *b, uint64_t g, uint64_t now, sg_br_window *out) {
+    uint64_t acc[4] = {0, 0, 0, 0};
+    uint64_t g12 = g & 0xfff, e24 = (now / b->c.bucket_ns) & M24, nb = b->c.nbuckets;
+    for (uint32_t i = 0; i < b->c.nbuckets; i++) {
+        for (int k = 0; k < 4; k++) {
+            uint64_t v = sg_load(&b->bk[i][k]);
+            if (BK_GEN(v) != g12) continue;
+            uint64_t d = (e24 - BK_EPOCH(v)) & M24;
+            if (d < nb || bk_ahead(BK_EPOCH(v), e24, nb)) acc[k] += BK_COUNT(v);
+        }
+    }
+    out->calls = acc[0];
+    out->failures = acc[1];
+    out->slow = acc[2];
+    out->rejected = acc[3];
+}
+
+void sg_br_window_sums(sg_breaker *b, uint64_t s, uint64_t now, sg_br_window *w) {
+    window_sums(b, SG_BR_GEN(s), get_now(b, &now), w);
+}
+
+/* ---- enter ----------------------------------------------------------------- */
+
+uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *out) {
+    const sg_br_config *c = &b->c;
+    uint64_t s = poll(b, &now), ticket, p;
+    out->retry_ns = 0;
+    out->reason = SG_BR_ADMIT;
+    if (state_of(s) == SG_BR_DISABLED) { /* admin disable beats everything */
+        out->s = s;
+        return SG_BR_T_ADMITTED | SG_BR_GEN(s);
+    }
+    p = sg_load(&b->fault[0]);
+    if (p && draw(rng) < p) {
+        out->reason = SG_BR_REJ_INJECTED;
+        goto reject;
+    }
+    for (;;) {
+        uint64_t g = SG_BR_GEN(s);
+        switch (state_of(s)) {
+        case SG_BR_DISABLED:
+            out->s = s;
+            return SG_BR_T_ADMITTED | g;
+        case SG_BR_OPEN: {
+            uint64_t until = phase_ms(b, s, &now) * MS + sg_br_open_ns(c, SG_BR_CONSEC(s), g);
+            out->retry_ns = until > get_now(b, &now) ? until - now : 0;
+            out->reason = SG_BR_REJ_OPEN;
+            goto reject;
+        }
+        case SG_BR_FORCED_OPEN:
+            out->retry_ns = c->reset_ns;
+            out->reason = SG_BR_REJ_FORCED;
+            goto reject;
+        case SG_BR_HALF_OPEN:
+            if (SG_BR_ISSUED(s) < c->half_open_calls) {
+                uint64_t ns = s + INC_ISSUED;
+                if (sg_cas(&b->st[0], &s, ns)) {
+                    s = ns;
+                    ticket = SG_BR_T_ADMITTED | SG_BR_T_PROBE | g;
+                    goto admitted;
+                }
+                s = poll(b, &now);
+                continue;
+            } else {
+                uint64_t end = phase_ms(b, s, &now) * MS + c->probe_timeout_ns;
+                out->retry_ns = end > get_now(b, &now) ? end - now : 0;
+                out->reason = SG_BR_REJ_HALF_OPEN;
+                goto reject;
+            }
+        case SG_BR_DEGRADED: {
+            uint64_t t0 = phase_ms(b, s, &now) * MS, el = get_now(b, &now) > t0 ? now - t0 : 0;
+            uint64_t lvl = el / c->level_ns;
+            if (lvl >= c->nlevels) lvl = c->nlevels ? c->nlevels - 1 : 0;
+            if (c->nlevels && draw(rng) < c->level_p32[lvl]) {
+                ticket = SG_BR_T_ADMITTED | g;
+                goto admitted;
+            }
+            uint64_t end = t0 + (lvl + 1) * c->level_ns;
+            out->retry_ns = end > now ? end - now : 0;
+            out->reason = SG_BR_REJ_DEGRADED;
+            goto reject;
+        }
+        default: /* closed */
+            if (c->adaptive) {
+                sg_br_window w;
+                window_sums(b, g, get_now(b, &now), &w);
+                uint64_t n = w.calls + w.rejected, acc = w.calls - (w.failures < w.calls ? w.failures : w.calls);
+                u128 num = (u128)n * 1000, kacc = (u128)acc * c->adaptive_k_milli;
+                if (num > kacc) {
+                    uint64_t pr = (uint64_t)(((num - kacc) << 32) / ((u128)(n + 1) * 1000));
+                    if (pr > c->adaptive_max_p32) pr = c->adaptive_max_p32;
+                    if (pr && draw(rng) < pr) {
+                        bk_add(b, &b->bk[(now / c->bucket_ns) % c->nbuckets][3], g, now / c->bucket_ns);
+                        out->retry_ns = c->bucket_ns - now % c->bucket_ns;
+                        out->reason = SG_BR_REJ_ADAPTIVE;
+                        goto reject;
+                    }
+                }
+            }
+            ticket = SG_BR_T_ADMITTED | g;
+            goto admitted;
+        }
+    }
+admitted:
+    p = sg_load(&b->fault[1]);
+    if (p && draw(rng) < p) ticket |= SG_BR_T_INJECT_FAIL;
+    p = sg_load(&b->fault[2]);
+    if (p && draw(rng) < p) ticket |= SG_BR_T_INJECT_LATENCY;
+    out->s = s;
+    return ticket;
+reject:
+    sg_add(&b->stats[3], 1);
+    out->s = s;
+    return 0;
+}
+
+/* ---- exit ------------------------------------------------------------------ */
+
+static int should_trip(sg_breaker *b, uint64_t g, uint64_t now, int failed) {
+    const sg_br_config *c = &b->c;
+    int rates = c->failure_rate_ppm || c->slow_rate_ppm;
+    if (!rates && !(failed && c->failure_threshold)) return 0;
+    sg_br_window w;
+    window_sums(b, g, now, &w);
+    if (failed && c->failure_threshold && w.failures >= c->failure_threshold) return 1;
+    if (!rates || w.calls < c->minimum_calls) return 0;
+    if (c->failure_rate_ppm && (u128)w.failures * 1000000 >= (u128)c->failure_rate_ppm * w.calls) return 1;
+    if (c->slow_rate_ppm && (u128)w.slow * 1000000 >= (u128)c->slow_rate_ppm * w.calls) return 1;
+    return 0;
+}
+
+uint64_t sg_br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t duration_ns, uint64_t now) {
+    const sg_br_config *c = &b->c;
+    if (!(ticket & SG_BR_T_ADMITTED)) return sg_load(&b->st[0]);
+    uint64_t g = ticket & SG_BR_T_GEN_MASK;
+    int failed = outcome == SG_BR_FAILURE, counted = outcome != SG_BR_IGNORE;
+    int slow = counted && c->slow_ns && duration_ns >= c->slow_ns;
+    if (counted) { /* totals count in every state, disabled included */
+        sg_add(&b->stats[0], 1);
+        if (failed) sg_add(&b->stats[1], 1);
+        if (slow) sg_add(&b->stats[2], 1);
+    }
+    uint64_t s = sg_load(&b->st[0]);
+    for (;;) {
+        if (SG_BR_GEN(s) != g) return s; /* admitted before the last transition: discarded */
+        unsigned st = state_of(s);
+        uint64_t ns;
+        if (st == SG_BR_HALF_OPEN) {
+            if (!(ticket & SG_BR_T_PROBE)) return s;
+            if (!counted) {
+                if (!SG_BR_ISSUED(s)) return s;
+                ns = s - INC_ISSUED; /* give the permit back */
+            } else if (failed || slow) {
+                ns = mk(SG_BR_OPEN, g + 1, 0, 0, SG_BR_CONSEC(s) < 255 ? SG_BR_CONSEC(s) + 1 : 255);
+            } else if (SG_BR_SUCC(s) + 1 >= c->half_open_calls) {
+                ns = c->nlevels ? mk(SG_BR_DEGRADED, g + 1, 0, 0, SG_BR_CONSEC(s)) : mk(SG_BR_CLOSED, g + 1, 0, 0, 0);
+            } else {
+                ns = s + INC_SUCC;
+            }
+            if (SG_BR_GEN(ns) == g) {
+                if (sg_cas(&b->st[0], &s, ns)) return ns;
+            } else if (transition(b, &s, ns, &now)) {
+                return ns;
+            }
+            continue; /* s reloaded */
+        }
+        if (st == SG_BR_OPEN || st == SG_BR_FORCED_OPEN || !counted) return s;
+        /* closed, degraded, disabled: record in the rolling window */
+        /* the coarse clock lags by a tick (<= 10 ms): only use it when that is a small
+         * fraction of a bucket, so a result never lands a whole bucket late */
+        uint64_t at = now ? now : c->bucket_ns >= 100000000ULL ? coarse_now(b) : sg_store_now(b->t);
+        uint64_t e = at / c->bucket_ns;
+        uint64_t *bk = b->bk[e % c->nbuckets];
+        if (!bk_add(b, &bk[0], g, e)) return sg_load(&b->st[0]);
+        if (failed) bk_add(b, &bk[1], g, e);
+        if (slow) bk_add(b, &bk[2], g, e);
+        if (st == SG_BR_DISABLED || !should_trip(b, g, at, failed)) return s;
+        ns = mk(SG_BR_OPEN, g + 1, 0, 0, SG_BR_CONSEC(s) < 255 ? SG_BR_CONSEC(s) + 1 : 255);
+        if (transition(b, &s, ns, &now)) return ns;
+        return s; /* someone else moved it (gen changed): our trip is moot */
+    }
+}
+
+/* ---- admin ------------------------------------------------------------------- */
+
+uint64_t sg_br_set_state(sg_breaker *b, unsigned state, int clear, uint64_t now) {
+    uint64_t s = sg_load(&b->st[0]);
+    if (state > SG_BR_DISABLED) state = SG_BR_CLOSED;
+    for (;;) {
+        if (state_of(s) == state && !clear) return s;
+        unsigned consec = state == SG_BR_CLOSED ? 0 : SG_BR_CONSEC(s);
+        uint64_t ns = mk(state, SG_BR_GEN(s) + 1, 0, 0, consec);
+        if (transition(b, &s, ns, &now)) {
+            if (clear)
+                for (int k = 0; k < 4; k++) sg_store(&b->stats[k], 0);
+            return ns;
+        }
+    }
+}

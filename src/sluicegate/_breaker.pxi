@@ -1,0 +1,576 @@
+# Shared circuit breaker: bindings over csrc/sg_breaker.c.
+#
+# BreakerCore holds the C breaker (pointers into the store's permanent slots and
+# the configuration) and the hot paths: __enter__/__exit__, call(), and the raw
+# enter/exit used by begin() and by the model tests (with a fake clock `now`).
+# The Python policy class sluicegate.breaker.CircuitBreaker subclasses it.
+import contextvars as _contextvars
+import time as _time
+from types import MethodType as _MethodType
+
+from sluicegate.errors import CircuitOpen as _CircuitOpenCls, InjectedFault as _InjectedFaultCls, ConfigError as _ConfigErrorCls
+
+cdef extern from "sg_breaker.h" nogil:
+    enum:
+        SG_BR_CLOSED
+        SG_BR_OPEN
+        SG_BR_HALF_OPEN
+        SG_BR_DEGRADED
+        SG_BR_FORCED_OPEN
+        SG_BR_DISABLED
+        SG_BR_SUCCESS
+        SG_BR_FAILURE
+        SG_BR_IGNORE
+        SG_BR_ADMIT
+        SG_BR_REJ_OPEN
+        SG_BR_REJ_FORCED
+        SG_BR_REJ_HALF_OPEN
+        SG_BR_REJ_DEGRADED
+        SG_BR_REJ_ADAPTIVE
+        SG_BR_REJ_INJECTED
+        SG_BR_MAX_BUCKETS
+        SG_BR_MAX_LEVELS
+
+    uint64_t SG_BR_T_GEN_MASK
+    uint64_t SG_BR_T_PROBE
+    uint64_t SG_BR_T_INJECT_FAIL
+    uint64_t SG_BR_T_INJECT_LATENCY
+    uint64_t SG_BR_T_ADMITTED
+
+    ctypedef struct sg_br_config:
+        uint32_t nbuckets
+        uint64_t bucket_ns
+        uint32_t failure_threshold
+        uint32_t minimum_calls
+        uint64_t failure_rate_ppm
+        uint64_t slow_rate_ppm
+        uint64_t slow_ns
+        uint64_t reset_ns
+        uint64_t max_reset_ns
+        uint64_t backoff_milli
+        uint64_t jitter_ppm
+        uint32_t half_open_calls
+        uint64_t probe_timeout_ns
+        uint32_t nlevels
+        uint64_t level_p32[3]
+        uint64_t level_ns
+        int adaptive
+        uint64_t adaptive_k_milli
+        uint64_t adaptive_max_p32
+        uint64_t seed
+
+    ctypedef struct sg_breaker:
+        sg_table *t
+        uint64_t *st
+        uint64_t *stats
+        uint64_t *fault
+        uint64_t *bk[64]
+        sg_br_config c
+
+    ctypedef struct sg_br_result:
+        uint64_t s
+        uint64_t retry_ns
+        int reason
+
+    ctypedef struct sg_br_window:
+        uint64_t calls, failures, slow, rejected
+
+    int sg_br_validate(const sg_br_config *c)
+    uint64_t sg_br_poll(sg_breaker *b, uint64_t now)
+    uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *out)
+    uint64_t sg_br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t duration_ns, uint64_t now)
+    uint64_t sg_br_set_state(sg_breaker *b, unsigned state, int clear, uint64_t now)
+    void sg_br_window_sums(sg_breaker *b, uint64_t s, uint64_t now, sg_br_window *w)
+    uint64_t sg_br_open_ns(const sg_br_config *c, unsigned consec, uint64_t gen)
+    uint64_t sg_br_phase_ns(sg_breaker *b, uint64_t s, uint64_t now)
+    uint64_t sg_br_mix(uint64_t x)
+
+
+BREAKER_STATES = ("closed", "open", "half_open", "degraded", "forced_open", "disabled")
+BR_SUCCESS = SG_BR_SUCCESS
+BR_FAILURE = SG_BR_FAILURE
+BR_IGNORE = SG_BR_IGNORE
+BR_TICKET_PROBE = SG_BR_T_PROBE
+BR_TICKET_INJECT_FAIL = SG_BR_T_INJECT_FAIL
+BR_TICKET_INJECT_LATENCY = SG_BR_T_INJECT_LATENCY
+BR_REJECT_REASONS = ("", "open", "forced_open", "half_open", "degraded", "adaptive", "injected")
+
+cdef object _CircuitOpen = _CircuitOpenCls
+cdef object _exc_new = BaseException.__new__
+cdef object _InjectedFault = _InjectedFaultCls
+cdef uint64_t _SEEN_MASK = (1ULL << 27) - 1  # state + generation
+
+
+def _log_predicate_error(name):
+    import logging
+    logging.getLogger("sluicegate.breaker").exception(
+        "circuit breaker %r: is_failure predicate failed; counting the call as a failure", name)
+
+
+def breaker_mix(uint64_t x):
+    """The splitmix64 finaliser the C core uses for jitter (for the reference model)."""
+    return sg_br_mix(x)
+
+
+cdef inline str _state_name(uint64_t s):
+    cdef unsigned st = <unsigned>(s & 7)
+    if st > SG_BR_DISABLED:
+        st = SG_BR_CLOSED
+    return BREAKER_STATES[st]
+
+
+cdef class BreakerCore:
+    """Compiled half of CircuitBreaker (use sluicegate.CircuitBreaker)."""
+    cdef sg_breaker b
+    cdef Table tbl
+    cdef uint64_t rng
+    cdef uint64_t seen
+    cdef readonly str name
+    cdef bint timed
+    # the `with br:` ticket: one fast slot, and a per-context stack for overlap
+    cdef bint slot_busy
+    cdef uint64_t slot_ticket
+    cdef uint64_t slot_start
+    cdef Py_ssize_t cv_users
+    cdef object cv
+    # outcome classification
+    cdef object record_types
+    cdef object ignore_types
+    cdef object failure_pred
+    cdef object result_pred
+    cdef tuple messages
+    cdef bint has_listeners
+    cdef int _last_reason
+    cdef uint64_t _last_retry_ns
+
+    def __cinit__(self, *args, **kwargs):
+        self.tbl = None
+        self.seen = 0
+
+    def _configure(self, Table tbl, str name, dict cfg, uint64_t rng_seed):
+        """Resolve the shared words and load the configuration (all durations in ns)."""
+        cdef sg_br_config c
+        cdef Py_ssize_t i
+        cdef list levels = list(cfg["levels_p32"])
+        c.nbuckets = cfg["nbuckets"]
+        c.bucket_ns = cfg["bucket_ns"]
+        c.failure_threshold = cfg["failure_threshold"]
+        c.minimum_calls = cfg["minimum_calls"]
+        c.failure_rate_ppm = cfg["failure_rate_ppm"]
+        c.slow_rate_ppm = cfg["slow_rate_ppm"]
+        c.slow_ns = cfg["slow_ns"]
+        c.reset_ns = cfg["reset_ns"]
+        c.max_reset_ns = cfg["max_reset_ns"]
+        c.backoff_milli = cfg["backoff_milli"]
+        c.jitter_ppm = cfg["jitter_ppm"]
+        c.half_open_calls = cfg["half_open_calls"]
+        c.probe_timeout_ns = cfg["probe_timeout_ns"]
+        if len(levels) > SG_BR_MAX_LEVELS:
+            raise _ConfigErrorCls(f"degraded accepts at most {SG_BR_MAX_LEVELS} levels, got {len(levels)}")
+        c.nlevels = len(levels)
+        for i in range(SG_BR_MAX_LEVELS):
+            c.level_p32[i] = levels[i] if i < len(levels) else 0
+        c.level_ns = cfg["level_ns"]
+        c.adaptive = 1 if cfg["adaptive"] else 0
+        c.adaptive_k_milli = cfg["adaptive_k_milli"]
+        c.adaptive_max_p32 = cfg["adaptive_max_p32"]
+        c.seed = cfg["seed"]
+        if sg_br_validate(&c) != SG_OK:
+            raise _ConfigErrorCls(f"circuit breaker {name!r}: invalid configuration {cfg!r}")
+        tbl.check()
+        self.tbl = tbl
+        self.name = name
+        self.b.t = &tbl.t
+        self.b.st = tbl.permanent_words(SG_NS_BREAKER, name, "state")
+        self.b.stats = tbl.permanent_words(SG_NS_BREAKER, name, "stats")
+        self.b.fault = tbl.permanent_words(SG_NS_BREAKER, name, "fault")
+        for i in range(<Py_ssize_t>c.nbuckets):
+            self.b.bk[i] = tbl.permanent_words(SG_NS_BREAKER, name, f"bucket{i}")
+        self.b.c = c
+        self.timed = c.slow_ns != 0
+        self.rng = rng_seed if rng_seed else 0x9E3779B97F4A7C15
+        self.cv = _contextvars.ContextVar(f"sluicegate.breaker.{name}", default=None)
+        self.messages = tuple(
+            f"circuit breaker {name!r} rejected the call ({r})" if r else "" for r in BR_REJECT_REASONS)
+        self.seen = sg_load(self.b.st) & _SEEN_MASK
+
+    def _set_outcomes(self, record, ignore, is_failure, result_is_failure):
+        self.record_types = record
+        self.ignore_types = ignore if ignore else None
+        self.failure_pred = is_failure
+        self.result_pred = result_is_failure
+
+    def _set_has_listeners(self, bint v):
+        self.has_listeners = v
+
+    # ---- internals -----------------------------------------------------------
+    cdef inline int _live(self) except -1:
+        if self.tbl is None:
+            raise _ConfigErrorCls("circuit breaker is not configured")
+        if self.tbl.t.hdr == NULL:
+            self.tbl.check()
+        return 0
+
+    cdef int _notice(self, uint64_t s) except -1:
+        cdef uint64_t old = self.seen
+        self.seen = s & _SEEN_MASK
+        if (old & 7) != (s & 7) and self.has_listeners:
+            self._state_changed(_state_name(old), _state_name(s))
+        return 0
+
+    cdef object _rejection(self, sg_br_result *res):
+        # Same object CircuitOpen(msg, retry_after=..., name=...) builds, without
+        # running its Python-level __init__ (the rejection path is a hot path too).
+        exc = _exc_new(_CircuitOpen, self.messages[res.reason])
+        exc.retry_after = res.retry_ns / 1e9
+        exc.name = self.name
+        return exc
+
+    cdef uint64_t _acquire(self, uint64_t now, bint sleep) except 0:
+        """Admit or raise CircuitOpen; applies injected latency (if sleep) and failure."""
+        cdef sg_br_result res
+        cdef uint64_t ticket = self._try(now, &res)
+        if ticket == 0:
+            raise self._rejection(&res)
+        return self._effects(ticket, now, sleep)
+
+    cdef inline uint64_t _try(self, uint64_t now, sg_br_result *res) except? 0:
+        """Ticket, or 0 with res filled in for a rejection (nothing raised)."""
+        cdef uint64_t ticket
+        self._live()
+        ticket = sg_br_enter(&self.b, now, &self.rng, res)
+        if (res.s & _SEEN_MASK) != self.seen:
+            self._notice(res.s)
+        return ticket
+
+    cdef uint64_t _effects(self, uint64_t ticket, uint64_t now, bint sleep) except 0:
+        if ticket & (SG_BR_T_INJECT_FAIL | SG_BR_T_INJECT_LATENCY):
+            if sleep and (ticket & SG_BR_T_INJECT_LATENCY):
+                _time.sleep(sg_load(&self.b.fault[3]) / 1e9)
+            if ticket & SG_BR_T_INJECT_FAIL:
+                self._finish(ticket, SG_BR_FAILURE, 0, now)
+                raise _InjectedFault(f"circuit breaker {self.name!r}: injected failure")
+        return ticket
+
+    cdef int _finish(self, uint64_t ticket, int outcome, uint64_t start, uint64_t now) except -1:
+        cdef uint64_t dur = 0, s
+        if self.tbl.t.hdr == NULL:
+            return 0  # the store was closed while the call ran: nothing to record
+        if self.timed and start:
+            if not now:
+                now = sg_store_now(&self.tbl.t)
+            dur = now - start if now > start else 0
+        s = sg_br_exit(&self.b, ticket, outcome, dur, now)
+        if (s & _SEEN_MASK) != self.seen:
+            self._notice(s)
+        return 0
+
+    cdef int _classify(self, object exc_type, object exc) except -1:
+        if exc_type is None:
+            return SG_BR_SUCCESS
+        if self.ignore_types is not None and issubclass(exc_type, self.ignore_types):
+            return SG_BR_IGNORE
+        if not issubclass(exc_type, self.record_types):
+            return SG_BR_SUCCESS if issubclass(exc_type, Exception) else SG_BR_IGNORE
+        if self.failure_pred is not None:
+            try:
+                if not self.failure_pred(exc):
+                    return SG_BR_SUCCESS
+            except Exception:  # a broken predicate must not lose the call's permit
+                _log_predicate_error(self.name)
+        return SG_BR_FAILURE
+
+    cdef inline uint64_t _start(self):
+        return sg_store_now(&self.tbl.t) if self.timed else 0
+
+    # ---- context manager -----------------------------------------------------
+    def __enter__(self):
+        cdef sg_br_result res
+        cdef uint64_t ticket = self._try(0, &res)
+        cdef uint64_t start
+        if ticket == 0:  # raised here, not in a helper: one traceback entry, not two
+            raise self._rejection(&res)
+        ticket = self._effects(ticket, 0, True)
+        start = self._start()
+        if not self.slot_busy and self.cv_users == 0:
+            self.slot_busy = True
+            self.slot_ticket = ticket
+            self.slot_start = start
+            return self
+        self._push(ticket, start)
+        return self
+
+    cdef int _push(self, uint64_t ticket, uint64_t start) except -1:
+        """Keep a `with` ticket for __exit__: in the one fast slot if it is free and this
+        context has nothing stacked, else on this context's (thread's / task's) stack."""
+        stack = self.cv.get()
+        if stack is None and not self.slot_busy:
+            self.slot_busy = True
+            self.slot_ticket = ticket
+            self.slot_start = start
+            return 0
+        self.cv.set((ticket, start, stack))
+        self.cv_users += 1
+        return 0
+
+    def _push_ticket(self, uint64_t ticket, uint64_t start):
+        self._push(ticket, start)
+
+    def __exit__(self, exc_type, exc, tb):
+        cdef uint64_t ticket, start
+        if self.cv_users == 0:
+            if not self.slot_busy:
+                return False
+            ticket = self.slot_ticket
+            start = self.slot_start
+            self.slot_busy = False
+        else:
+            stack = self.cv.get()
+            if stack is None:
+                if not self.slot_busy:
+                    return False
+                ticket = self.slot_ticket
+                start = self.slot_start
+                self.slot_busy = False
+            else:
+                ticket = stack[0]
+                start = stack[1]
+                self.cv.set(stack[2])
+                self.cv_users -= 1
+        self._finish(ticket, self._classify(exc_type, exc), start, 0)
+        return False
+
+    # ---- call through ----------------------------------------------------------
+    def call(self, fn, *args, **kwargs):
+        """Call fn(*args, **kwargs) through the breaker."""
+        return self._call(fn, args, kwargs)
+
+    cdef object _call(self, object fn, tuple args, dict kwargs):
+        cdef uint64_t ticket = self._acquire(0, True)
+        cdef uint64_t start = self._start()
+        cdef int outcome
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            self._finish(ticket, self._classify(type(e), e), start, 0)
+            raise
+        outcome = SG_BR_SUCCESS
+        if self.result_pred is not None:
+            try:
+                if self.result_pred(result):
+                    outcome = SG_BR_FAILURE
+            except BaseException:
+                self._finish(ticket, SG_BR_IGNORE, start, 0)
+                raise
+        self._finish(ticket, outcome, start, 0)
+        return result
+
+    # ---- pieces for begin(), async wrappers and tests -------------------------
+    def _admit(self, bint sleep=True):
+        """(ticket, start) or raise CircuitOpen / InjectedFault."""
+        cdef uint64_t ticket = self._acquire(0, sleep)
+        return ticket, self._start()
+
+    def _report(self, uint64_t ticket, int outcome, uint64_t start):
+        self._finish(ticket, outcome, start, 0)
+
+    def _classify_exc(self, exc):
+        return self._classify(type(exc), exc)
+
+    def _result_outcome(self, result):
+        if self.result_pred is not None and self.result_pred(result):
+            return SG_BR_FAILURE
+        return SG_BR_SUCCESS
+
+    def _injected_latency(self):
+        self._live()
+        return sg_load(&self.b.fault[3]) / 1e9
+
+    def try_enter(self, uint64_t now=0):
+        """Raw admission at store time now (ns; 0 = the store clock): a ticket, or 0
+        when rejected (see last_rejection). No exceptions, no injected effects."""
+        cdef sg_br_result res
+        cdef uint64_t ticket
+        self._live()
+        ticket = sg_br_enter(&self.b, now, &self.rng, &res)
+        if (res.s & _SEEN_MASK) != self.seen:
+            self._notice(res.s)
+        self._last_reason = res.reason
+        self._last_retry_ns = res.retry_ns
+        return ticket
+
+    @property
+    def last_rejection(self):
+        """(reason, retry_after_ns) of the last try_enter."""
+        return BR_REJECT_REASONS[self._last_reason], self._last_retry_ns
+
+    def report(self, uint64_t ticket, int outcome, uint64_t duration_ns=0, uint64_t now=0):
+        """Raw outcome for a ticket from try_enter (outcome: 0 success, 1 failure, 2 ignore)."""
+        cdef uint64_t s
+        self._live()
+        if outcome < 0 or outcome > 2:
+            raise _ConfigErrorCls(f"outcome must be 0, 1 or 2, got {outcome}")
+        s = sg_br_exit(&self.b, ticket, outcome, duration_ns, now)
+        if (s & _SEEN_MASK) != self.seen:
+            self._notice(s)
+
+    def state_at(self, uint64_t now=0):
+        """The state name after applying due time transitions at now (0 = the store clock)."""
+        cdef uint64_t s
+        self._live()
+        s = sg_br_poll(&self.b, now)
+        if (s & _SEEN_MASK) != self.seen:
+            self._notice(s)
+        return _state_name(s)
+
+    def state_word(self):
+        """(state, generation, probes issued, probe successes, consecutive opens) as stored."""
+        cdef uint64_t s
+        self._live()
+        s = sg_load(self.b.st)
+        return (_state_name(s), (s >> 3) & 0xffffff, (s >> 27) & 0xff, (s >> 35) & 0xff, (s >> 43) & 0xff)
+
+    def set_state(self, str state, bint clear=False, uint64_t now=0):
+        """Admin transition to 'closed', 'forced_open' or 'disabled'."""
+        cdef unsigned target
+        cdef uint64_t s
+        self._live()
+        if state == "closed":
+            target = SG_BR_CLOSED
+        elif state == "forced_open":
+            target = SG_BR_FORCED_OPEN
+        elif state == "disabled":
+            target = SG_BR_DISABLED
+        else:
+            raise _ConfigErrorCls(f"state must be 'closed', 'forced_open' or 'disabled', got {state!r}")
+        s = sg_br_set_state(&self.b, target, clear, now)
+        if (s & _SEEN_MASK) != self.seen:
+            self._notice(s)
+
+    def window(self, uint64_t now=0):
+        """(calls, failures, slow, throttled) in the rolling window of the current generation."""
+        cdef sg_br_window w
+        cdef uint64_t s
+        self._live()
+        s = sg_br_poll(&self.b, now)
+        sg_br_window_sums(&self.b, s, now, &w)
+        return (w.calls, w.failures, w.slow, w.rejected)
+
+    def totals(self):
+        """(calls, failures, slow, rejections, transitions) since creation or reset()."""
+        self._live()
+        return (sg_load(&self.b.stats[0]), sg_load(&self.b.stats[1]), sg_load(&self.b.stats[2]),
+                sg_load(&self.b.stats[3]), sg_load(&self.b.st[2]))
+
+    def open_ns(self, unsigned consec, uint64_t gen):
+        """The open duration after `consec` consecutive opens in generation gen."""
+        return sg_br_open_ns(&self.b.c, consec, gen)
+
+    def retry_after_ns(self, uint64_t now=0):
+        """Time until an open breaker turns half-open (0 if not open)."""
+        cdef uint64_t s, until
+        self._live()
+        if now == 0:
+            now = sg_store_now(&self.tbl.t)
+        s = sg_br_poll(&self.b, now)
+        if (s & 7) != SG_BR_OPEN:
+            return 0
+        until = sg_br_phase_ns(&self.b, s, now) + sg_br_open_ns(&self.b.c, (s >> 43) & 0xff, (s >> 3) & 0xffffff)
+        return until - now if until > now else 0
+
+    def _set_faults(self, uint64_t reject_p32, uint64_t fail_p32, uint64_t latency_p32, uint64_t latency_ns):
+        self._live()
+        sg_store(&self.b.fault[3], latency_ns)
+        sg_store(&self.b.fault[0], reject_p32)
+        sg_store(&self.b.fault[1], fail_p32)
+        sg_store(&self.b.fault[2], latency_p32)
+
+    def _get_faults(self):
+        self._live()
+        return (sg_load(&self.b.fault[0]), sg_load(&self.b.fault[1]), sg_load(&self.b.fault[2]),
+                sg_load(&self.b.fault[3]))
+
+    @property
+    def rng_state(self):
+        return self.rng
+
+    @rng_state.setter
+    def rng_state(self, uint64_t v):
+        self.rng = v if v else 0x9E3779B97F4A7C15
+
+
+cdef class BreakerCall:
+    """A (sync) function decorated with a breaker: calling it calls through the breaker.
+    Binds like a function when used as a method."""
+    cdef BreakerCore br
+    cdef readonly object __wrapped__
+    cdef dict __dict__
+
+    def __cinit__(self, BreakerCore br, fn):
+        self.br = br
+        self.__wrapped__ = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.br._call(self.__wrapped__, args, kwargs)
+
+    def __get__(self, obj, objtype):
+        if obj is None:
+            return self
+        return _MethodType(self, obj)
+
+    def __reduce__(self):
+        return self.__qualname__  # pickled by reference, like the function it replaces
+
+    def __repr__(self):
+        return f"<function {getattr(self, '__qualname__', '?')} through circuit breaker {self.br.name!r}>"
+
+
+cdef class BreakerToken:
+    """A call admitted by CircuitBreaker.begin(): report it once with success(),
+    failure() or ignore(). An unreported token gives its permit back when freed."""
+    cdef BreakerCore br
+    cdef uint64_t ticket
+    cdef uint64_t start
+    cdef readonly bint done
+
+    def __cinit__(self, BreakerCore br, uint64_t ticket, uint64_t start):
+        self.br = br
+        self.ticket = ticket
+        self.start = start
+        self.done = False
+
+    cdef bint _report(self, int outcome) except -1:
+        if self.done:
+            return False
+        self.done = True
+        self.br._finish(self.ticket, outcome, self.start, 0)
+        return True
+
+    def success(self):
+        """The call succeeded. Returns False if the token was already reported."""
+        return self._report(SG_BR_SUCCESS)
+
+    def failure(self):
+        """The call failed. Returns False if the token was already reported."""
+        return self._report(SG_BR_FAILURE)
+
+    def ignore(self):
+        """Forget the call (neither success nor failure); a probe's permit is given back."""
+        return self._report(SG_BR_IGNORE)
+
+    @property
+    def probe(self):
+        """True if this call is a half-open probe."""
+        return bool(self.ticket & SG_BR_T_PROBE)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self.done:
+            self._report(self.br._classify(exc_type, exc))
+        return False
+
+    def __dealloc__(self):
+        if not self.done and self.br is not None and self.br.tbl is not None and self.br.tbl.t.hdr != NULL:
+            sg_br_exit(&self.br.b, self.ticket, SG_BR_IGNORE, 0, 0)

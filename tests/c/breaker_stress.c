@@ -1,0 +1,181 @@
+/* Multi-threaded stress of csrc/sg_breaker.c (built with -fsanitize=thread or
+ * address by tests/test_breaker_c.py).  Exits non-zero on any violated invariant.
+ *
+ *  1. half-open permits: T threads race for probes; exactly half_open_calls are admitted.
+ *  2. exact totals: T threads each report N results; calls/failures totals are exact and
+ *     the window holds them all (no lost bucket updates under CAS rollover contention).
+ *  3. churn: threads trip, probe and recover concurrently; the state word stays well-formed
+ *     and the breaker ends closed after successes.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sg_breaker.h"
+
+#define T 4
+#define CHECK(c)                                                                  \
+    do {                                                                          \
+        if (!(c)) {                                                               \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
+            exit(1);                                                              \
+        }                                                                         \
+    } while (0)
+
+static sg_table tb;
+static uint64_t words[3 + SG_BR_MAX_BUCKETS][4];
+
+static void mkbr(sg_breaker *b, uint32_t hoc, uint32_t threshold) {
+    memset(b, 0, sizeof *b);
+    memset(words, 0, sizeof words);
+    b->t = &tb;
+    b->st = words[0];
+    b->stats = words[1];
+    b->fault = words[2];
+    b->c.nbuckets = 10;
+    for (int i = 0; i < 10; i++) b->bk[i] = words[3 + i];
+    b->c.bucket_ns = 1000000000ULL;
+    b->c.failure_threshold = threshold;
+    b->c.minimum_calls = 1;
+    b->c.reset_ns = 1000000ULL; /* 1 ms */
+    b->c.max_reset_ns = 1000000ULL;
+    b->c.backoff_milli = 1000;
+    b->c.half_open_calls = hoc;
+    b->c.probe_timeout_ns = 60000000000ULL;
+    CHECK(sg_br_validate(&b->c) == SG_OK);
+}
+
+static sg_breaker B;
+static pthread_barrier_t bar;
+
+#define ROUNDS 3000
+#include <sched.h>
+static unsigned spin_count, spin_sense;
+
+/* A spinning barrier: threads leave it within nanoseconds of each other, which
+ * is what makes the permit race real (a futex barrier wakes them one by one). */
+static void spin_wait(void) {
+    unsigned sense = __atomic_load_n(&spin_sense, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&spin_count, 1, __ATOMIC_ACQ_REL) == T) {
+        __atomic_store_n(&spin_count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&spin_sense, sense + 1, __ATOMIC_RELEASE);
+        return;
+    }
+    for (unsigned i = 0; __atomic_load_n(&spin_sense, __ATOMIC_ACQUIRE) == sense; i++)
+        if (i > 200) sched_yield();
+}
+static uint64_t round_admitted[ROUNDS];
+
+/* Many short half-open rounds in lockstep: each thread tries 2 enters per round,
+ * then thread 0 checks the round's count and opens a fresh round. */
+static void *probe_racer(void *arg) {
+    uintptr_t me = (uintptr_t)arg;
+    uint64_t rng = me + 1;
+    sg_br_result r;
+    for (int k = 0; k < ROUNDS; k++) {
+        spin_wait();
+        uint64_t n = 0;
+        for (int i = 0; i < 2; i++)
+            if (sg_br_enter(&B, 0, &rng, &r)) n++;
+        __atomic_add_fetch(&round_admitted[k], n, __ATOMIC_SEQ_CST);
+        spin_wait();
+        if (me == 0) {
+            uint64_t s = __atomic_load_n(&B.st[0], __ATOMIC_ACQUIRE);
+            __atomic_store_n(&B.st[0], (uint64_t)SG_BR_HALF_OPEN | (((SG_BR_GEN(s) + 1) & 0xffffff) << 3),
+                             __ATOMIC_RELEASE);
+        }
+    }
+    return NULL;
+}
+
+#define N 50000
+static void *reporter(void *arg) {
+    uint64_t rng = (uintptr_t)arg + 1;
+    sg_br_result r;
+    pthread_barrier_wait(&bar);
+    for (int i = 0; i < N; i++) {
+        uint64_t t = sg_br_enter(&B, 0, &rng, &r);
+        CHECK(t);
+        sg_br_exit(&B, t, i % 4 == 0 ? SG_BR_FAILURE : SG_BR_SUCCESS, 0, 0);
+    }
+    return NULL;
+}
+
+static void *churner(void *arg) {
+    uint64_t rng = (uintptr_t)arg + 1;
+    sg_br_result r;
+    pthread_barrier_wait(&bar);
+    for (int i = 0; i < 200000; i++) {
+        uint64_t t = sg_br_enter(&B, 0, &rng, &r);
+        if (t) sg_br_exit(&B, t, (rng >> 20) % 3 == 0 ? SG_BR_FAILURE : SG_BR_SUCCESS, 0, 0);
+        uint64_t s = __atomic_load_n(&B.st[0], __ATOMIC_ACQUIRE);
+        CHECK(SG_BR_STATE(s) <= SG_BR_HALF_OPEN);
+        CHECK(SG_BR_ISSUED(s) <= B.c.half_open_calls && SG_BR_SUCC(s) < B.c.half_open_calls);
+    }
+    return NULL;
+}
+
+static void run(void *(*fn)(void *)) {
+    pthread_t th[T];
+    pthread_barrier_init(&bar, NULL, T);
+    for (uintptr_t i = 0; i < T; i++) CHECK(pthread_create(&th[i], NULL, fn, (void *)i) == 0);
+    for (int i = 0; i < T; i++) pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&bar);
+}
+
+int main(void) {
+    uint64_t cap = 64, size = sg_store_size(cap);
+    void *mem = calloc(1, size);
+    CHECK(mem && sg_store_init(mem, size, cap) == SG_OK && sg_store_attach(&tb, mem, size) == SG_OK);
+    uint64_t rng = 1;
+    sg_br_result r;
+
+    /* 1. exact probe count */
+    for (uint32_t hoc = 1; hoc <= 5; hoc += 2) {
+        mkbr(&B, hoc, 1);
+        uint64_t t = sg_br_enter(&B, 0, &rng, &r);
+        sg_br_exit(&B, t, SG_BR_FAILURE, 0, 0);
+        CHECK(SG_BR_STATE(sg_br_poll(&B, 0)) == SG_BR_OPEN);
+        uint64_t now = sg_store_now(&tb) + 2000000ULL; /* past reset: half-open on next enter */
+        CHECK(SG_BR_STATE(sg_br_poll(&B, now)) == SG_BR_HALF_OPEN);
+        memset(round_admitted, 0, sizeof round_admitted);
+        run(probe_racer);
+        for (int k = 0; k < ROUNDS; k++) CHECK(round_admitted[k] == hoc);
+    }
+
+    /* 2. exact totals and window */
+    mkbr(&B, 1, 0); /* never trips */
+    run(reporter);
+    CHECK(B.stats[0] == (uint64_t)T * N);
+    CHECK(B.stats[1] == (uint64_t)T * (N / 4 + (N % 4 != 0)));
+    sg_br_window w;
+    sg_br_window_sums(&B, B.st[0], 0, &w);
+    CHECK(w.calls == (uint64_t)T * N && w.failures == B.stats[1]);
+
+    /* 3. churn through trips and probes, then recover */
+    mkbr(&B, 2, 3);
+    run(churner);
+    for (int i = 0; i < 100000 && SG_BR_STATE(sg_br_poll(&B, 0)) != SG_BR_CLOSED; i++) {
+        uint64_t t = sg_br_enter(&B, 0, &rng, &r);
+        if (t) sg_br_exit(&B, t, SG_BR_SUCCESS, 0, 0);
+    }
+    CHECK(SG_BR_STATE(sg_br_poll(&B, 0)) == SG_BR_CLOSED);
+    /* 4. a transitioner killed between its CAS and the phase write: the next reader
+     *    writes the phase itself, so the open period still ends. */
+    mkbr(&B, 1, 1);
+    {
+        uint64_t s = B.st[0], g = SG_BR_GEN(s) + 1;
+        B.st[0] = (uint64_t)SG_BR_OPEN | (g << 3) | (1ULL << 43); /* open, consec 1, no phase */
+        uint64_t t0 = sg_store_now(&tb);
+        CHECK(sg_br_enter(&B, t0, &rng, &r) == 0 && r.reason == SG_BR_REJ_OPEN);
+        CHECK((B.st[1] >> 40) == g); /* phase now written for this generation */
+        CHECK(r.retry_ns <= B.c.reset_ns && r.retry_ns + 1000000ULL >= B.c.reset_ns);
+        CHECK(SG_BR_STATE(sg_br_poll(&B, t0 + B.c.reset_ns + 1000000ULL)) == SG_BR_HALF_OPEN);
+    }
+
+    printf("ok transitions=%llu\n", (unsigned long long)B.st[2]);
+    free(mem);
+    return 0;
+}
