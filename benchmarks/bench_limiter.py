@@ -224,8 +224,11 @@ def test_zz_summary(capsys):
         p = {k[1]: v for k, v in r.items() if k[0] == f"paired {scenario}"}
         if "sluicegate" in p:
             sgv = p["sluicegate"]
-            tbv = f", token-bucket {p['token-bucket']:.0f} ns ({p['token-bucket'] / sgv:.1f}x)" if "token-bucket" in p else ""
-            lines.append(f"\n  paired (alternating rounds), {scenario}: sluicegate {sgv:.0f} ns, no-op {p['noop']:.0f} ns "
+            tbv = ""
+            if "token-bucket" in p:
+                tbv = f", token-bucket {p['token-bucket']:.0f} ns ({p['token-bucket'] / sgv:.1f}x)"
+            lines.append(f"\n  paired (alternating rounds), {scenario}: sluicegate {sgv:.0f} ns, "
+                         f"no-op {p['noop']:.0f} ns "
                          f"({sgv / p['noop']:.2f}x), allow_many {p['allow_many']:.1f} ns "
                          f"({sgv / p['allow_many']:.1f}x cheaper){tbv}")
     one, two = r.get(("procs", "1 process decisions/s")), r.get(("procs", "2 processes decisions/s"))

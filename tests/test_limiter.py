@@ -386,10 +386,11 @@ def test_cli_help():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "sluicegate", "--help"], capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run([sys.executable, "-m", "sluicegate", "--help"],
+                       capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0 and "demo" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "sluicegate", "demo", "--help"], capture_output=True, text=True, check=False,
-                       timeout=60)
+    r = subprocess.run([sys.executable, "-m", "sluicegate", "demo", "--help"],
+                       capture_output=True, text=True, check=False, timeout=60)
     assert r.returncode == 0 and "--workers" in r.stdout
     r = subprocess.run([sys.executable, "-m", "sluicegate", "demo", "--rate", "lots"], capture_output=True,
                        text=True, timeout=60, check=False)

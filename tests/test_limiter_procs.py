@@ -123,7 +123,7 @@ def test_sigkilled_racer_leaves_key_usable(mp_ctx, store_name, algorithm):
 def stats_worker(store_name: str, lim_name: str, idx: int) -> None:
     store = sg.SharedStore(store_name)
     lim = sg.RateLimiter(lim_name, "5/day", store=store)
-    for i in range(10):
+    for _ in range(10):
         lim.allow(f"user:{idx}")  # 5 admitted, 5 denied per process
 
 

@@ -5,7 +5,7 @@ process on a host shares one limit and one breaker."""
 from __future__ import annotations
 
 try:
-    from . import _core
+    from . import _core  # noqa: F401  (import it first: fail loudly if it is missing)
 except ImportError as exc:  # no silent slow path: the C core is the product
     raise ImportError(
         "sluicegate's compiled core (sluicegate._core) is missing or failed to load: "
@@ -13,7 +13,9 @@ except ImportError as exc:  # no silent slow path: the C core is the product
         "(pip install --force-reinstall --no-binary sluicegate sluicegate)."
     ) from exc
 
+from .async_pool import AsyncLease, AsyncPool
 from .breaker import BreakerToken, CircuitBreaker
+from .concurrency import ConcurrencyLimiter, Permit
 from .errors import (
     CircuitOpen,
     ConcurrencyLimitExceeded,
@@ -31,11 +33,9 @@ from .errors import (
     StoreNotFound,
 )
 from .limiter import Decision, LimiterChain, RateLimiter
+from .pool import Lease, Pool, ResourceLeakWarning
 from .rates import Rate
 from .store import SharedStore, default_store
-from .concurrency import ConcurrencyLimiter, Permit
-from .pool import Lease, Pool, ResourceLeakWarning
-from .async_pool import AsyncLease, AsyncPool
 
 __version__ = "0.1.0"
 

@@ -1,10 +1,11 @@
 """Type stubs for the compiled core (sluicegate._core)."""
 
-from typing import Any, Callable, Iterable, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, Union
 
 import numpy as np
 import numpy.typing as npt
-
+from typing_extensions import TypeAlias
 
 MAX_KEY_BYTES: int
 LAYOUT_VERSION: int
@@ -71,41 +72,8 @@ class CapCore:
     def stat_words(self, part: str) -> tuple[int, int, int, int]: ...
     def stat_add(self, part: str, i: int, n: int = 1) -> None: ...
 
-# -- concurrency (_concurrency.pxi) ---------------------------------------------------------
-CAP_MAX_LIMIT: int
-
-class CapCore:
-    name: str
-    nrec: int
-    def __init__(
-        self,
-        tbl: Any,
-        name: str,
-        nrec: int,
-        fingerprint: int,
-        initial_limit: int,
-        min_limit: int,
-        strict: bool,
-    ) -> None: ...
-    def fingerprint(self) -> int: ...
-    def try_acquire(self, owner: int, hint: int) -> int: ...
-    def release(self, idx: int, owner: int) -> bool: ...
-    def holders(self) -> list[tuple[int, int, int]]: ...
-    def owner_at(self, idx: int) -> int: ...
-    @property
-    def in_use(self) -> int: ...
-    @property
-    def limit(self) -> int: ...
-    def set_limit(self, limit: int) -> None: ...
-    def granted(self) -> int: ...
-    def contended(self, window_ns: int) -> bool: ...
-    def on_success(self, inflight: int, max_limit: int) -> int: ...
-    def on_drop(self, backoff_1024: int, min_limit: int) -> int: ...
-    def stat_words(self, part: str) -> tuple[int, int, int, int]: ...
-    def stat_add(self, part: str, i: int, n: int = 1) -> None: ...
-
 # ---- rate limiter (_limiter.pxi) ---------------------------------------------------------
-_Key = Union[str, bytes]
+_Key: TypeAlias = Union[str, bytes]
 
 ALGO_GCRA: int
 ALGO_FIXED: int

@@ -17,7 +17,7 @@ import warnings
 import weakref
 from collections import deque
 from types import TracebackType
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar, cast
 
 from .concurrency import ConcurrencyLimiter, Permit
 from .errors import ConfigError, PoolExhausted, PoolTimeout, StoreClosed
@@ -119,8 +119,8 @@ class _PoolConfig:
         self.min_size = _count("min_size", min_size, 0)
         if self.min_size > self.size:
             raise ConfigError(f"min_size ({min_size}) must not exceed size ({size})")
-        self.overflow_ttl = _seconds("overflow_ttl", overflow_ttl, none_ok=False)
-        self.check_window = _seconds("check_window", check_window, none_ok=False)
+        self.overflow_ttl = cast(float, _seconds("overflow_ttl", overflow_ttl, none_ok=False))
+        self.check_window = cast(float, _seconds("check_window", check_window, none_ok=False))
         if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter < 1.0:
             raise ConfigError(f"jitter must be a fraction in [0, 1), got {jitter!r}")
         if not callable(clock):
@@ -512,7 +512,7 @@ class Pool(_PoolConfig, Generic[T]):
             return e
         return self._get_slow(timeout, block, where)
 
-    def _get_slow(self, timeout: float | None, block: bool, where: tuple[str, int]) -> _Entry:
+    def _get_slow(self, timeout: float | None, block: bool, where: tuple[Any, int]) -> _Entry:
         if timeout is not None:
             timeout = _seconds("timeout", timeout)
         clock = self._clock
@@ -729,10 +729,10 @@ class Pool(_PoolConfig, Generic[T]):
                     self._drop_locked(e, to_close)
             else:
                 while self._waiters and self._idle:
-                    e = self._pop_idle()
-                    if e is None:
+                    nxt = self._pop_idle()
+                    if nxt is None:
                         break
-                    self._give_locked(e)
+                    self._give_locked(nxt)
         if to_close:
             self._close_entries(to_close)
 
