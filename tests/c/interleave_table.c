@@ -1,0 +1,143 @@
+/* Deterministic interleavings of the key table (review findings).
+ *
+ * This file includes csrc/sg_table.c so that it can run the table's own steps
+ * (try_claim, take_over, write_identity, abort_claim ...) one at a time, in the
+ * order that a process stalled for more than SG_CLAIM_STALE_NS (SIGSTOP, swap, a
+ * paused VM) and then resumed would run them.  Built by tests/c/run.sh with every
+ * the other csrc sources (all but sg_table.c). */
+#include "sg_table.c"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "sg_limiter.h"
+
+static sg_table T;
+static void *region;
+static int failures;
+
+#define CHECK(cond, ...)                                                                                       \
+    do {                                                                                                       \
+        if (!(cond)) {                                                                                         \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                               \
+            fprintf(stderr, __VA_ARGS__);                                                                      \
+            fprintf(stderr, "\n");                                                                             \
+            failures++;                                                                                        \
+        }                                                                                                      \
+    } while (0)
+
+static void make_store(uint64_t capacity) {
+    uint64_t size = sg_store_size(capacity);
+    free(region);
+    region = calloc(1, size);
+    if (!region || sg_store_init(region, size, capacity) != SG_OK || sg_store_attach(&T, region, size) != SG_OK) {
+        fprintf(stderr, "cannot make store\n");
+        exit(2);
+    }
+}
+
+static sg_hash128 key(uint64_t seed, unsigned k) {
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "key:%u", k);
+    return sg_hash(buf, (size_t)n, seed);
+}
+
+static const sg_rate HOT = {SG_ALGO_GCRA, 100, 0, 86400000000000ULL / 100}; /* no refill within the test */
+
+/* a claim made 300 ms ago: what a stalled (or dead) claimer leaves behind */
+static uint64_t stale_claim_on_empty(sg_slot *s, int perm) {
+    uint64_t mine = 0, now = sg_store_now(&T);
+    if (!try_claim(s, sg_load(&s->ctl), 0, perm, now, now - 300000000ULL, &mine)) {
+        fprintf(stderr, "setup: could not claim\n");
+        exit(2);
+    }
+    sg_add(&T.hdr->live, 1); /* the claimer's reservation */
+    return mine;
+}
+
+/* Every live slot must be found again under its own key by a lookup. */
+static void check_slot_consistent(const char *what, uint64_t i) {
+    sg_slot *s = &T.slots[i];
+    uint64_t c = s->ctl;
+    if (CTL_STATE(c) != ST_LIVE) return;
+    CHECK(SG_TAG(s->id1) == CTL_TAG(c) && SG_TAG(s->id2) == CTL_TAG(c),
+          "%s: live slot %llu (tag %u) holds an identity of tag %u/%u", what, (unsigned long long)i, CTL_TAG(c),
+          SG_TAG(s->id1), SG_TAG(s->id2));
+    if (!CTL_PERM(c))
+        CHECK(SG_TAG(s->v[0]) == CTL_TAG(c), "%s: live slot %llu (tag %u) has v[0] of tag %u", what,
+              (unsigned long long)i, CTL_TAG(c), SG_TAG(s->v[0]));
+}
+
+/* 1. A taker that saw a stale claim stalls before take_over's first load; another
+ *    taker frees the slot and key K is created in it and decided once.  The first
+ *    taker resumes: its abort_claim must not seal K's live word. */
+static void scenario_stalled_taker(void) {
+    make_store(8);
+    sg_hash128 h = key(1, 0);
+    uint64_t home = h.a & T.mask;
+    sg_slot *s = &T.slots[home];
+    uint64_t c = stale_claim_on_empty(s, 0);
+    /* taker 1 loads ctl == c and sees it stale ... and stalls here */
+    take_over(&T, s, c, sg_store_now(&T)); /* taker 2 */
+    sg_decision d;
+    uint64_t now = sg_store_now(&T);
+    CHECK(sg_rate_apply(&T, h, &HOT, 1, now, 1, &d) == SG_OK && d.allowed, "K's first decision");
+    take_over(&T, s, c, now); /* taker 1 resumes */
+    check_slot_consistent("stalled taker", home);
+    int rc = sg_rate_apply(&T, h, &HOT, 1, now, 1, &d);
+    CHECK(rc == SG_OK, "stalled taker: K's next decision failed with %d", rc);
+    CHECK(rc == SG_OK && d.remaining == 98, "stalled taker: K's state was lost (remaining %llu, want 98)",
+          (unsigned long long)d.remaining);
+    CHECK(T.hdr->live == 1, "stalled taker: live %llu, want 1", (unsigned long long)T.hdr->live);
+}
+
+/* 2. A claimer stalls right after its ctl CAS (before write_identity).  It is taken
+ *    over, and a permanent counter is created in the slot and counted to 5.  The
+ *    claimer resumes and finishes its steps: the counter must survive. */
+static void scenario_stalled_claimer(void) {
+    make_store(8);
+    sg_hash128 hc = key(2, 0);
+    uint64_t home = hc.a & T.mask;
+    sg_slot *s = &T.slots[home];
+    sg_hash128 ha = hc;
+    for (unsigned k = 1; (ha.a & T.mask) != home || (ha.a == hc.a && ha.b == hc.b); k++) ha = key(3, k);
+    uint64_t mine = stale_claim_on_empty(s, 0); /* claimer A, for key ha, stalls */
+    take_over(&T, s, mine, sg_store_now(&T));
+    uint64_t idx;
+    uint8_t tag;
+    CHECK(sg_table_get(&T, hc, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag) == SG_OK && idx == home,
+          "counter not in the freed slot");
+    sg_add(sg_words(&T, idx), 5);
+    /* A resumes where sg_table_get left it */
+    if (!write_identity(s, ha, CTL_TAG(mine), 0, SG_ALGO_GCRA, 0) || !no_rival(&T, ha, home, 0)) {
+        abort_claim(&T, s, mine);
+    } else {
+        uint64_t exp = mine;
+        cas_sc(&s->ctl, &exp, mk_ctl(ST_LIVE, 0, 0, CTL_TAG(mine), 0, sg_store_now(&T)));
+    }
+    check_slot_consistent("stalled claimer", home);
+    int rc = sg_table_get(&T, hc, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 0, &idx, &tag);
+    CHECK(rc == SG_OK, "stalled claimer: the counter's key is gone (rc %d)", rc);
+    CHECK(rc != SG_OK || sg_load(sg_words(&T, idx)) == 5, "stalled claimer: counter is %llu, want 5",
+          (unsigned long long)sg_load(sg_words(&T, idx)));
+}
+
+int main(int argc, char **argv) {
+    int only = argc > 1 ? atoi(argv[1]) : 0;
+    if (!only || only == 1) {
+        scenario_stalled_taker();
+        printf("stalled taker: %s\n", failures ? "FAILED" : "ok");
+    }
+    if (!only || only == 2) {
+        int before = failures;
+        scenario_stalled_claimer();
+        printf("stalled claimer: %s\n", failures > before ? "FAILED" : "ok");
+    }
+    free(region);
+    if (failures) {
+        fprintf(stderr, "%d failures\n", failures);
+        return 1;
+    }
+    printf("all interleavings passed\n");
+    return 0;
+}
