@@ -202,10 +202,14 @@ static inline int slot_idle(sg_slot *s, uint8_t tag, uint64_t v, uint64_t now) {
     return sg_algo_idle((uint32_t)((m >> 48) & 0xff), m & ((1ULL << 48) - 1), SG_PAYLOAD(v), now);
 }
 
-/* Give up a claim we hold (ctl == mine): seal v[0] and mark the slot empty. */
+/* Give up a claim we hold (ctl == mine): seal v[0] and mark the slot empty.
+ * Only a word carrying this claim's own tag is sealed (the claim wrote it; a claim
+ * from a live slot sealed the old key's word already).  A taker or claimer that
+ * stalls before this load and resumes after the slot was reused must not seal the
+ * word of the key that lives there now. */
 static void abort_claim(sg_table *t, sg_slot *s, uint64_t mine) {
     uint64_t v = sg_load(&s->v[0]);
-    if (v) sg_cas(&s->v[0], &v, 0);
+    if (v && SG_TAG(v) == CTL_TAG(mine)) sg_cas(&s->v[0], &v, 0);
     if (cas_sc(&s->ctl, &mine, mk_ctl(ST_EMPTY, 0, 0, CTL_TAG(mine), 0, 0)))
         live_dec(t);
 }
