@@ -288,8 +288,17 @@ static int no_rival(sg_table *t, sg_hash128 h, uint64_t home, unsigned mine_d) {
                 wait_identity(t, s, c); /* identity not yet written: wait for it, then re-read */
                 continue;
             }
+            /* A farther claim that took our key's live slot and has not sealed it yet
+               can still give the slot back (a decision landed: try_claim restores it,
+               or take_over does): our key would then be live twice.  Wait for it too.
+               Once v[0] is sealed no path restores, so a sealed one is never waited on. */
+            if (!same && CTL_FROMLIVE(c)) {
+                uint64_t v = ld_sc(&s->v[0]);
+                same = v && SG_TAG(v) == CTL_PREV(c) && ld_sc(&s->id1) == want_id1(h, CTL_PREV(c)) &&
+                       ld_sc(&s->id2) == want_id2(h, CTL_PREV(c));
+            }
             if (!same) break;
-            wait_claim(t, s, c); /* a farther claim of our key: it will yield or publish */
+            wait_claim(t, s, c); /* a farther claim of our key: it will yield, publish or restore */
         }
     }
     return 1;
