@@ -173,6 +173,31 @@ static void scenario_restore_vs_create(void) {
           "restore vs create: K1 has %llu left after 2 admissions, want 98", (unsigned long long)d.remaining);
 }
 
+/* 4. A permanent key's claim (a counter) takes idle key K1's slot and dies before
+ *    sealing it; a decision lands on K1; a taker restores K1.  K1 must come back as a
+ *    reclaimable key, not be marked permanent (never reclaimed: a slot leaked). */
+static void scenario_restore_keeps_kind(void) {
+    make_store(8);
+    sg_hash128 h1 = key(6, 0);
+    sg_decision d;
+    uint64_t now = sg_store_now(&T), idx;
+    uint8_t tag;
+    CHECK(sg_rate_apply(&T, h1, &HOT, 1, now, 1, &d) == SG_OK, "K1");
+    sg_rate_reset(&T, h1, &HOT, now);
+    CHECK(find_live(&T, h1, &idx, &tag) == SG_OK, "K1 lookup");
+    sg_slot *x = &T.slots[idx];
+    uint64_t c = sg_load(&x->ctl), mine = 0;
+    CHECK(try_claim(x, c, 1, 1, now, sg_store_now(&T) - 300000000ULL, &mine), "A's claim");
+    /* try_claim sealed v[0]; put back the moment between A's ctl CAS and its seal,
+       when D's decision landed */
+    uint64_t z = 0;
+    CHECK(sg_cas(&x->v[0], &z, SG_TAGGED(tag, now + HOT.interval_ns)), "D's decision");
+    take_over(&T, x, mine, now);
+    uint64_t c2 = sg_load(&x->ctl);
+    CHECK(CTL_STATE(c2) == ST_LIVE && CTL_TAG(c2) == tag, "K1 not restored");
+    CHECK(!CTL_PERM(c2), "restored K1 is marked permanent: never reclaimed");
+}
+
 int main(int argc, char **argv) {
     int only = argc > 1 ? atoi(argv[1]) : 0;
     if (!only || only == 1) {
@@ -189,6 +214,11 @@ int main(int argc, char **argv) {
         int before = failures;
         scenario_restore_vs_create();
         printf("restore vs create: %s\n", failures > before ? "FAILED" : "ok");
+    }
+    if (!only || only == 4) {
+        int before = failures;
+        scenario_restore_keeps_kind();
+        printf("restore keeps kind: %s\n", failures > before ? "FAILED" : "ok");
     }
     free(region);
     if (failures) {
