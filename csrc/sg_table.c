@@ -222,7 +222,8 @@ static void take_over(sg_table *t, sg_slot *s, uint64_t c, uint64_t now) {
         uint64_t v = sg_load(&s->v[0]);
         if (SG_TAG(v) == CTL_PREV(c) && v) {
             if (!slot_idle(s, CTL_PREV(c), v, now)) {
-                uint64_t back = mk_ctl(ST_LIVE, CTL_PERM(c), 0, CTL_PREV(c), 0, now);
+                /* only reclaimable keys are ever displaced: c's perm bit is the claimer's */
+                uint64_t back = mk_ctl(ST_LIVE, 0, 0, CTL_PREV(c), 0, now);
                 cas_sc(&s->ctl, &c, back);
                 return;
             }
