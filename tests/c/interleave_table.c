@@ -5,7 +5,26 @@
  * order that a process stalled for more than SG_CLAIM_STALE_NS (SIGSTOP, swap, a
  * paused VM) and then resumed would run them.  Built by tests/c/run.sh with every
  * the other csrc sources (all but sg_table.c). */
+/* sg_limiter.c (linked separately) calls sg_table_get: the wrapper below lets a test
+ * run "another process" between a decider's lookup and its use of the slot. */
+#define sg_table_get sg_table_get_real
 #include "sg_table.c"
+#undef sg_table_get
+
+static void (*after_lookup)(uint64_t idx, uint8_t tag);
+
+int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now, int create,
+                 uint64_t *idx, uint8_t *tag);
+int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now, int create,
+                 uint64_t *idx, uint8_t *tag) {
+    int rc = sg_table_get_real(t, h, kind, algo, param, now, create, idx, tag);
+    if (rc == SG_OK && after_lookup) {
+        void (*f)(uint64_t, uint8_t) = after_lookup;
+        after_lookup = NULL;
+        f(*idx, *tag);
+    }
+    return rc;
+}
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,6 +217,43 @@ static void scenario_restore_keeps_kind(void) {
     CHECK(!CTL_PERM(c2), "restored K1 is marked permanent: never reclaimed");
 }
 
+/* 5. Decider D looks key K1 up (slot X, tag P) and is preempted before loading v[0].
+ *    K1 goes idle, X is reclaimed for a permanent counter, and the counter's raw
+ *    value happens to have P in its top byte.  D resumes: its decision must not land
+ *    on the counter. */
+static sg_hash128 s5_k1, s5_counter;
+static const uint64_t S5_VALUE = (1ULL << 56) + 12345;
+
+static void s5_reuse(uint64_t idx, uint8_t tag) {
+    uint64_t now = sg_store_now(&T), cidx;
+    uint8_t ctag;
+    sg_rate_reset(&T, s5_k1, &HOT, now);
+    CHECK(sg_table_get_real(&T, s5_counter, SG_SLOT_PERMANENT, 0, 0, now, 1, &cidx, &ctag) == SG_OK && cidx == idx,
+          "counter did not reuse K1's slot");
+    sg_add(sg_words(&T, cidx), (uint64_t)tag << 56 | (S5_VALUE & SG_PAYLOAD_MASK));
+}
+
+static void scenario_decider_vs_permanent_reuse(void) {
+    make_store(8);
+    s5_k1 = key(7, 0);
+    uint64_t home = s5_k1.a & T.mask, idx;
+    s5_counter = key(8, 0);
+    for (unsigned k = 1; (s5_counter.a & T.mask) != home; k++) s5_counter = key(8, k);
+    sg_decision d;
+    uint8_t tag;
+    uint64_t now = sg_store_now(&T);
+    CHECK(sg_rate_apply(&T, s5_k1, &HOT, 1, now, 1, &d) == SG_OK, "K1");
+    CHECK(find_live(&T, s5_k1, &idx, &tag) == SG_OK && idx == home && tag == 1, "K1 not at home with tag 1");
+    after_lookup = s5_reuse;
+    CHECK(sg_rate_apply(&T, s5_k1, &HOT, 1, now, 1, &d) == SG_OK, "D's decision");
+    uint8_t ctag;
+    CHECK(sg_table_get_real(&T, s5_counter, SG_SLOT_PERMANENT, 0, 0, now, 0, &idx, &ctag) == SG_OK, "counter lost");
+    CHECK(sg_load(sg_words(&T, idx)) == S5_VALUE, "decider vs permanent reuse: counter is %#llx, want %#llx",
+          (unsigned long long)sg_load(sg_words(&T, idx)), (unsigned long long)S5_VALUE);
+    CHECK(d.allowed && d.remaining == 99, "decider vs permanent reuse: D decided on the counter's word (remaining %llu)",
+          (unsigned long long)d.remaining);
+}
+
 int main(int argc, char **argv) {
     int only = argc > 1 ? atoi(argv[1]) : 0;
     if (!only || only == 1) {
@@ -219,6 +275,11 @@ int main(int argc, char **argv) {
         int before = failures;
         scenario_restore_keeps_kind();
         printf("restore keeps kind: %s\n", failures > before ? "FAILED" : "ok");
+    }
+    if (!only || only == 5) {
+        int before = failures;
+        scenario_decider_vs_permanent_reuse();
+        printf("decider vs permanent reuse: %s\n", failures > before ? "FAILED" : "ok");
     }
     free(region);
     if (failures) {
