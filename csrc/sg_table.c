@@ -318,7 +318,9 @@ static int try_claim(sg_slot *s, uint64_t c, int from_live, int perm, uint64_t n
     }
     uint64_t exp = c;
     if (!cas_sc(&s->ctl, &exp, mine)) return 0;
-    if (from_live && !sg_cas(&s->v[0], &v, 0)) {
+    /* v was read before our ctl CAS; if we stalled and were taken over, a taker may
+       have restored the key, whose word can come back to v: seal only while ours */
+    if (from_live && (ld_sc(&s->ctl) != mine || !sg_cas(&s->v[0], &v, 0))) {
         /* a decision landed after our idle check: the key is in use, give it back */
         exp = mine;
         cas_sc(&s->ctl, &exp, c);
@@ -328,18 +330,29 @@ static int try_claim(sg_slot *s, uint64_t c, int from_live, int perm, uint64_t n
     return 1;
 }
 
-static int write_identity(sg_slot *s, sg_hash128 h, uint8_t tag, int perm, uint32_t algo, uint64_t param) {
+/* A claimer stalled past SG_CLAIM_STALE_NS may be taken over and the slot reused
+ * while it sleeps; when it resumes, a CAS from a value it reads then would succeed on
+ * the new owner's word.  So each word is read first and then the claim is checked
+ * to be still ours: the value read predates any takeover, and the new owner's write
+ * changes it (its identity and reclaimable words carry its tag), so the CAS fails.
+ * Left open: a stall of > 200 ms between the check and the CAS of v[0] just when a
+ * permanent key reused the slot and has not changed its v[0] from 0 yet. */
+static int write_identity(sg_slot *s, uint64_t mine, sg_hash128 h, uint8_t tag, int perm, uint32_t algo,
+                          uint64_t param) {
     uint64_t v = sg_load(&s->v[0]);
-    if (!sg_cas(&s->v[0], &v, perm ? 0 : SG_TAGGED(tag, 0))) return 0;
+    if (ld_sc(&s->ctl) != mine || !sg_cas(&s->v[0], &v, perm ? 0 : SG_TAGGED(tag, 0))) return 0;
     if (perm) {
-        for (int k = 1; k < 4; k++) sg_store(&s->v[k], 0);
+        for (int k = 1; k < 4; k++) {
+            uint64_t x = sg_load(&s->v[k]);
+            if (ld_sc(&s->ctl) != mine || !sg_cas(&s->v[k], &x, 0)) return 0;
+        }
     }
     uint64_t m = sg_load(&s->meta);
     uint64_t want_m = perm ? 0 : SG_TAGGED(tag, ((uint64_t)(algo & 0xff) << 48) | (param & ((1ULL << 48) - 1)));
-    if (!sg_cas(&s->meta, &m, want_m)) return 0;
+    if (ld_sc(&s->ctl) != mine || !sg_cas(&s->meta, &m, want_m)) return 0;
     uint64_t i1 = sg_load(&s->id1), i2 = sg_load(&s->id2);
-    if (!cas_sc(&s->id1, &i1, want_id1(h, tag))) return 0;
-    if (!cas_sc(&s->id2, &i2, want_id2(h, tag))) return 0;
+    if (ld_sc(&s->ctl) != mine || !cas_sc(&s->id1, &i1, want_id1(h, tag))) return 0;
+    if (ld_sc(&s->ctl) != mine || !cas_sc(&s->id2, &i2, want_id2(h, tag))) return 0;
     return 1;
 }
 
@@ -411,7 +424,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         if (CTL_FROMLIVE(mine) && reserved) live_dec(t);
 
         uint8_t mytag = CTL_TAG(mine);
-        if (!write_identity(s, h, mytag, perm, algo, param) || !no_rival(t, h, home, d)) {
+        if (!write_identity(s, mine, h, mytag, perm, algo, param) || !no_rival(t, h, home, d)) {
             abort_claim(t, s, mine);
             continue;
         }
