@@ -6,8 +6,10 @@
  * state | generation tag | claim stamp; a claim moves ctl EMPTY/LIVE -> CLAIMING
  * with one CAS, writes the identity, checks for a concurrent claim of the same key
  * and publishes with a second CAS.  Every write a claimer makes after its ctl CAS
- * is itself a CAS from a value it read after that CAS, so a claimer that was
- * presumed dead (stalled past SG_CLAIM_STALE_NS) and taken over can only fail.
+ * is a CAS from a value it read, and re-checked that ctl was still its claim, after
+ * that CAS, so a claimer that was presumed dead (stalled past SG_CLAIM_STALE_NS) and
+ * taken over fails (see write_identity for the one window left open).  Deciders
+ * also re-check ctl after loading a tagged word (sg_slot_current).
  *
  * A reclaimable slot's state is the single word v[0] = [tag | payload].  Deciders
  * CAS it expecting the tag they saw in ctl; reclaiming first seals v[0] to 0 (from
