@@ -254,6 +254,27 @@ static void scenario_decider_vs_permanent_reuse(void) {
           (unsigned long long)d.remaining);
 }
 
+/* 6. A store at capacity where one of the live reservations is a dead process's
+ *    claim: the create takes the claim over (in its probe window or in the slow-path
+ *    sweep), so the store has room; the create must succeed, not report FULL. */
+static void scenario_full_but_dead_claim(void) {
+    make_store(4);
+    uint64_t idx;
+    uint8_t tag;
+    sg_hash128 hn = key(10, 0);
+    uint64_t home = hn.a & T.mask;
+    for (unsigned k = 0; k < 3; k++) {
+        sg_hash128 h = key(11, k);
+        CHECK(sg_table_get(&T, h, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag) == SG_OK, "fill");
+    }
+    sg_slot *dead = &T.slots[home];
+    for (uint64_t i = 1; CTL_STATE(dead->ctl) != ST_EMPTY; i++) dead = &T.slots[(home + i) & T.mask];
+    stale_claim_on_empty(dead, 1);
+    CHECK(T.hdr->live == 4, "live %llu, want 4", (unsigned long long)T.hdr->live);
+    int rc = sg_table_get(&T, hn, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag);
+    CHECK(rc == SG_OK, "full but dead claim: create returned %d with a dead claim holding the last place", rc);
+}
+
 int main(int argc, char **argv) {
     int only = argc > 1 ? atoi(argv[1]) : 0;
     if (!only || only == 1) {
@@ -279,6 +300,11 @@ int main(int argc, char **argv) {
         int before = failures;
         scenario_decider_vs_permanent_reuse();
         printf("decider vs permanent reuse: %s\n", failures > before ? "FAILED" : "ok");
+    }
+    if (!only || only == 6) {
+        int before = failures;
+        scenario_full_but_dead_claim();
+        printf("full but dead claim: %s\n", failures > before ? "FAILED" : "ok");
     }
     free(region);
     if (failures) {
