@@ -361,11 +361,13 @@ static int write_identity(sg_slot *s, uint64_t mine, sg_hash128 h, uint8_t tag, 
 /* Free some idle reclaimable slots anywhere in the table (slow path when full). */
 static int sweep(sg_table *t, uint64_t start, uint64_t now) {
     uint64_t real_now = sg_store_now(t);
+    int took = 0; /* a dead claim taken over gives its reservation back: worth a retry */
     for (uint64_t k = 0; k <= t->mask; k++) {
         sg_slot *s = &t->slots[(start + k) & t->mask];
         uint64_t c = sg_load(&s->ctl), mine;
         if (CTL_STATE(c) == ST_CLAIMING && claim_is_stale(c, real_now)) {
             take_over(t, s, c, now);
+            took = 1;
             continue;
         }
         if (CTL_STATE(c) != ST_LIVE || CTL_PERM(c)) continue;
@@ -374,7 +376,7 @@ static int sweep(sg_table *t, uint64_t start, uint64_t now) {
             return 1;
         }
     }
-    return 0;
+    return took;
 }
 
 int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now, int create,
@@ -395,14 +397,17 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
             live_dec(t);
 
         uint64_t mine = 0;
-        unsigned d = 0, found = 0;
+        unsigned d = 0, found = 0, took = 0;
         sg_slot *s = NULL;
         for (d = 0; d < SG_MAX_PROBE; d++) {
             s = &t->slots[(home + d) & t->mask];
             uint64_t c = sg_load(&s->ctl);
             unsigned st = CTL_STATE(c);
             if (st == ST_CLAIMING) {
-                if (claim_is_stale(c, real_now)) take_over(t, s, c, now);
+                if (claim_is_stale(c, real_now)) {
+                    take_over(t, s, c, now);
+                    took = 1;
+                }
                 continue;
             }
             if (st > ST_LIVE) continue; /* garbage */
@@ -416,6 +421,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         }
         if (!found) {
             if (reserved) live_dec(t);
+            if (took && !reserved) continue; /* a dead claim's reservation came back: reserve again */
             if (!swept && sweep(t, h.b, now)) {
                 swept = 1;
                 continue;
