@@ -130,8 +130,9 @@ int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now);
  * kind: SG_SLOT_RECLAIMABLE (meta = [algo:8 | param:48] recorded for reclaim) or
  * SG_SLOT_PERMANENT (never reclaimed; its four words are raw).
  * On SG_OK, *idx is the slot and *tag its generation tag: a reclaimable slot's
- * v[0] must be CASed only from values carrying that tag, which is what makes a
- * decision meant for a reclaimed key fail instead of landing on the new key. */
+ * v[0] must be CASed only from values carrying that tag, read while
+ * sg_slot_current() holds, which is what makes a decision meant for a reclaimed key
+ * fail instead of landing on the new key. */
 int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now,
                  int create, uint64_t *idx, uint8_t *tag);
 
@@ -141,6 +142,15 @@ typedef struct {
 void sg_table_stats(const sg_table *t, sg_stats *out);
 
 static inline uint64_t *sg_words(sg_table *t, uint64_t idx) { return t->slots[idx].v; }
+
+/* 1 while slot idx is still the live reclaimable slot of generation `tag` (ctl top
+ * bits: state LIVE, perm 0; then the tag).  A decider checks it after each load of
+ * v[0]: once the slot is reused for a permanent key, v[0] is a raw word whose top
+ * byte may equal the old tag, and the tag alone no longer protects it. */
+static inline int sg_slot_current(const sg_table *t, uint64_t idx, uint8_t tag) {
+    uint64_t c = __atomic_load_n(&t->slots[idx].ctl, __ATOMIC_ACQUIRE);
+    return (c >> 61) == 4 && (uint8_t)(c >> 52) == tag;
+}
 
 /* ---- atomics on shared words ------------------------------------------------ */
 static inline uint64_t sg_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }

@@ -212,7 +212,7 @@ int sg_rate_apply(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, ui
         if (rc != SG_OK) return rc;
         uint64_t *w = &t->slots[idx].v[0];
         uint64_t v = sg_load(w);
-        while (SG_TAG(v) == tag) {
+        while (SG_TAG(v) == tag && sg_slot_current(t, idx, tag)) {
             uint64_t np = step(r, SG_PAYLOAD(v), cost, now, consume, out);
             if (!consume || !out->allowed) return SG_OK;
             if (sg_cas(w, &v, SG_TAGGED(tag, np))) return SG_OK;
@@ -228,7 +228,7 @@ int sg_rate_refund(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, u
     if (rc != SG_OK) return rc == SG_NOTFOUND ? SG_OK : rc;
     uint64_t *w = &t->slots[idx].v[0];
     uint64_t v = sg_load(w);
-    while (SG_TAG(v) == tag) {
+    while (SG_TAG(v) == tag && sg_slot_current(t, idx, tag)) {
         if (sg_cas(w, &v, SG_TAGGED(tag, refund_step(r, SG_PAYLOAD(v), cost, now)))) break;
     }
     return SG_OK;
@@ -241,7 +241,7 @@ int sg_rate_reset(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t now) {
     if (rc != SG_OK) return rc == SG_NOTFOUND ? SG_OK : rc;
     uint64_t *w = &t->slots[idx].v[0];
     uint64_t v = sg_load(w);
-    while (SG_TAG(v) == tag && !sg_cas(w, &v, SG_TAGGED(tag, 0))) {
+    while (SG_TAG(v) == tag && sg_slot_current(t, idx, tag) && !sg_cas(w, &v, SG_TAGGED(tag, 0))) {
     }
     return SG_OK;
 }
@@ -292,7 +292,7 @@ static int apply_run(sg_table *t, sg_hash128 h, const sg_rate *r, size_t m, uint
         if (rc != SG_OK) return rc;
         uint64_t *w = &t->slots[idx].v[0];
         uint64_t v = sg_load(w);
-        while (SG_TAG(v) == tag) {
+        while (SG_TAG(v) == tag && sg_slot_current(t, idx, tag)) {
             uint64_t p = SG_PAYLOAD(v);
             int any = 0;
             for (size_t j = 0; j < m; j++) {

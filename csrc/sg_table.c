@@ -6,8 +6,10 @@
  * state | generation tag | claim stamp; a claim moves ctl EMPTY/LIVE -> CLAIMING
  * with one CAS, writes the identity, checks for a concurrent claim of the same key
  * and publishes with a second CAS.  Every write a claimer makes after its ctl CAS
- * is itself a CAS from a value it read after that CAS, so a claimer that was
- * presumed dead (stalled past SG_CLAIM_STALE_NS) and taken over can only fail.
+ * is a CAS from a value it read, and re-checked that ctl was still its claim, after
+ * that CAS, so a claimer that was presumed dead (stalled past SG_CLAIM_STALE_NS) and
+ * taken over fails (see write_identity for the one window left open).  Deciders
+ * also re-check ctl after loading a tagged word (sg_slot_current).
  *
  * A reclaimable slot's state is the single word v[0] = [tag | payload].  Deciders
  * CAS it expecting the tag they saw in ctl; reclaiming first seals v[0] to 0 (from
@@ -202,10 +204,14 @@ static inline int slot_idle(sg_slot *s, uint8_t tag, uint64_t v, uint64_t now) {
     return sg_algo_idle((uint32_t)((m >> 48) & 0xff), m & ((1ULL << 48) - 1), SG_PAYLOAD(v), now);
 }
 
-/* Give up a claim we hold (ctl == mine): seal v[0] and mark the slot empty. */
+/* Give up a claim we hold (ctl == mine): seal v[0] and mark the slot empty.
+ * Only a word carrying this claim's own tag is sealed (the claim wrote it; a claim
+ * from a live slot sealed the old key's word already).  A taker or claimer that
+ * stalls before this load and resumes after the slot was reused must not seal the
+ * word of the key that lives there now. */
 static void abort_claim(sg_table *t, sg_slot *s, uint64_t mine) {
     uint64_t v = sg_load(&s->v[0]);
-    if (v) sg_cas(&s->v[0], &v, 0);
+    if (v && SG_TAG(v) == CTL_TAG(mine)) sg_cas(&s->v[0], &v, 0);
     if (cas_sc(&s->ctl, &mine, mk_ctl(ST_EMPTY, 0, 0, CTL_TAG(mine), 0, 0)))
         live_dec(t);
 }
@@ -218,7 +224,8 @@ static void take_over(sg_table *t, sg_slot *s, uint64_t c, uint64_t now) {
         uint64_t v = sg_load(&s->v[0]);
         if (SG_TAG(v) == CTL_PREV(c) && v) {
             if (!slot_idle(s, CTL_PREV(c), v, now)) {
-                uint64_t back = mk_ctl(ST_LIVE, CTL_PERM(c), 0, CTL_PREV(c), 0, now);
+                /* only reclaimable keys are ever displaced: c's perm bit is the claimer's */
+                uint64_t back = mk_ctl(ST_LIVE, 0, 0, CTL_PREV(c), 0, now);
                 cas_sc(&s->ctl, &c, back);
                 return;
             }
@@ -284,8 +291,17 @@ static int no_rival(sg_table *t, sg_hash128 h, uint64_t home, unsigned mine_d) {
                 wait_identity(t, s, c); /* identity not yet written: wait for it, then re-read */
                 continue;
             }
+            /* A farther claim that took our key's live slot and has not sealed it yet
+               can still give the slot back (a decision landed: try_claim restores it,
+               or take_over does): our key would then be live twice.  Wait for it too.
+               Once v[0] is sealed no path restores, so a sealed one is never waited on. */
+            if (!same && CTL_FROMLIVE(c)) {
+                uint64_t v = ld_sc(&s->v[0]);
+                same = v && SG_TAG(v) == CTL_PREV(c) && ld_sc(&s->id1) == want_id1(h, CTL_PREV(c)) &&
+                       ld_sc(&s->id2) == want_id2(h, CTL_PREV(c));
+            }
             if (!same) break;
-            wait_claim(t, s, c); /* a farther claim of our key: it will yield or publish */
+            wait_claim(t, s, c); /* a farther claim of our key: it will yield, publish or restore */
         }
     }
     return 1;
@@ -304,7 +320,9 @@ static int try_claim(sg_slot *s, uint64_t c, int from_live, int perm, uint64_t n
     }
     uint64_t exp = c;
     if (!cas_sc(&s->ctl, &exp, mine)) return 0;
-    if (from_live && !sg_cas(&s->v[0], &v, 0)) {
+    /* v was read before our ctl CAS; if we stalled and were taken over, a taker may
+       have restored the key, whose word can come back to v: seal only while ours */
+    if (from_live && (ld_sc(&s->ctl) != mine || !sg_cas(&s->v[0], &v, 0))) {
         /* a decision landed after our idle check: the key is in use, give it back */
         exp = mine;
         cas_sc(&s->ctl, &exp, c);
@@ -314,29 +332,42 @@ static int try_claim(sg_slot *s, uint64_t c, int from_live, int perm, uint64_t n
     return 1;
 }
 
-static int write_identity(sg_slot *s, sg_hash128 h, uint8_t tag, int perm, uint32_t algo, uint64_t param) {
+/* A claimer stalled past SG_CLAIM_STALE_NS may be taken over and the slot reused
+ * while it sleeps; when it resumes, a CAS from a value it reads then would succeed on
+ * the new owner's word.  So each word is read first and then the claim is checked
+ * to be still ours: the value read predates any takeover, and the new owner's write
+ * changes it (its identity and reclaimable words carry its tag), so the CAS fails.
+ * Left open: a stall of > 200 ms between the check and the CAS of v[0] just when a
+ * permanent key reused the slot and has not changed its v[0] from 0 yet. */
+static int write_identity(sg_slot *s, uint64_t mine, sg_hash128 h, uint8_t tag, int perm, uint32_t algo,
+                          uint64_t param) {
     uint64_t v = sg_load(&s->v[0]);
-    if (!sg_cas(&s->v[0], &v, perm ? 0 : SG_TAGGED(tag, 0))) return 0;
+    if (ld_sc(&s->ctl) != mine || !sg_cas(&s->v[0], &v, perm ? 0 : SG_TAGGED(tag, 0))) return 0;
     if (perm) {
-        for (int k = 1; k < 4; k++) sg_store(&s->v[k], 0);
+        for (int k = 1; k < 4; k++) {
+            uint64_t x = sg_load(&s->v[k]);
+            if (ld_sc(&s->ctl) != mine || !sg_cas(&s->v[k], &x, 0)) return 0;
+        }
     }
     uint64_t m = sg_load(&s->meta);
     uint64_t want_m = perm ? 0 : SG_TAGGED(tag, ((uint64_t)(algo & 0xff) << 48) | (param & ((1ULL << 48) - 1)));
-    if (!sg_cas(&s->meta, &m, want_m)) return 0;
+    if (ld_sc(&s->ctl) != mine || !sg_cas(&s->meta, &m, want_m)) return 0;
     uint64_t i1 = sg_load(&s->id1), i2 = sg_load(&s->id2);
-    if (!cas_sc(&s->id1, &i1, want_id1(h, tag))) return 0;
-    if (!cas_sc(&s->id2, &i2, want_id2(h, tag))) return 0;
+    if (ld_sc(&s->ctl) != mine || !cas_sc(&s->id1, &i1, want_id1(h, tag))) return 0;
+    if (ld_sc(&s->ctl) != mine || !cas_sc(&s->id2, &i2, want_id2(h, tag))) return 0;
     return 1;
 }
 
 /* Free some idle reclaimable slots anywhere in the table (slow path when full). */
 static int sweep(sg_table *t, uint64_t start, uint64_t now) {
     uint64_t real_now = sg_store_now(t);
+    int took = 0; /* a dead claim taken over gives its reservation back: worth a retry */
     for (uint64_t k = 0; k <= t->mask; k++) {
         sg_slot *s = &t->slots[(start + k) & t->mask];
         uint64_t c = sg_load(&s->ctl), mine;
         if (CTL_STATE(c) == ST_CLAIMING && claim_is_stale(c, real_now)) {
             take_over(t, s, c, now);
+            took = 1;
             continue;
         }
         if (CTL_STATE(c) != ST_LIVE || CTL_PERM(c)) continue;
@@ -345,7 +376,7 @@ static int sweep(sg_table *t, uint64_t start, uint64_t now) {
             return 1;
         }
     }
-    return 0;
+    return took;
 }
 
 int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now, int create,
@@ -366,14 +397,17 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
             live_dec(t);
 
         uint64_t mine = 0;
-        unsigned d = 0, found = 0;
+        unsigned d = 0, found = 0, took = 0;
         sg_slot *s = NULL;
         for (d = 0; d < SG_MAX_PROBE; d++) {
             s = &t->slots[(home + d) & t->mask];
             uint64_t c = sg_load(&s->ctl);
             unsigned st = CTL_STATE(c);
             if (st == ST_CLAIMING) {
-                if (claim_is_stale(c, real_now)) take_over(t, s, c, now);
+                if (claim_is_stale(c, real_now)) {
+                    take_over(t, s, c, now);
+                    took = 1;
+                }
                 continue;
             }
             if (st > ST_LIVE) continue; /* garbage */
@@ -387,6 +421,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         }
         if (!found) {
             if (reserved) live_dec(t);
+            if (took && !reserved) continue; /* a dead claim's reservation came back: reserve again */
             if (!swept && sweep(t, h.b, now)) {
                 swept = 1;
                 continue;
@@ -397,7 +432,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         if (CTL_FROMLIVE(mine) && reserved) live_dec(t);
 
         uint8_t mytag = CTL_TAG(mine);
-        if (!write_identity(s, h, mytag, perm, algo, param) || !no_rival(t, h, home, d)) {
+        if (!write_identity(s, mine, h, mytag, perm, algo, param) || !no_rival(t, h, home, d)) {
             abort_claim(t, s, mine);
             continue;
         }

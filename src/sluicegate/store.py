@@ -234,9 +234,11 @@ class SharedStore:
                 "an anonymous store is shared only with children forked after it was made; "
                 "use a named store (SharedStore('name')) with spawn or forkserver"
             )
+        # attach only, by absolute path: a store that is gone, or a relative path read
+        # from another working directory, must not become a new, empty, unshared store
         if self.kind == "named":
             return (_attach_named, (self._name,))
-        return (_attach_path, (self._path,))
+        return (_attach_path, (self._file,))
 
     def __repr__(self) -> str:
         where = {"named": f"name={self._name!r}", "file": f"path={self._path!r}", "anonymous": "anonymous"}[self.kind]
@@ -245,11 +247,11 @@ class SharedStore:
 
 
 def _attach_named(name: str) -> SharedStore:
-    return SharedStore(name)
+    return SharedStore(name, create=False)
 
 
 def _attach_path(path: str) -> SharedStore:
-    return SharedStore(path=path)
+    return SharedStore(path=path, create=False)
 
 
 # -- the process-default store --------------------------------------------------------

@@ -7,11 +7,16 @@ root=$(cd "$here/../.." && pwd)
 out=${STRESS_OUT:-$(mktemp -d)}
 CC=${CC:-gcc}
 src=("$here/stress_table.c" "$root"/csrc/*.c)
+# interleave_table.c includes sg_table.c itself, to replay stalled-process interleavings step by step
+isrc=("$here/interleave_table.c")
+for f in "$root"/csrc/*.c; do [[ $(basename "$f") == sg_table.c ]] || isrc+=("$f"); done
 common=(-std=c11 -g -Wall -Wextra -Werror -I"$root/csrc" -pthread)
 
 echo "== C core: -Wall -Wextra -Werror build"
 $CC "${common[@]}" -O2 -o "$out/stress" "${src[@]}"
 "$out/stress"
+$CC "${common[@]}" -O2 -o "$out/interleave" "${isrc[@]}"
+"$out/interleave"
 
 echo "== C core under ThreadSanitizer"
 $CC "${common[@]}" -O1 -fsanitize=thread -o "$out/stress_tsan" "${src[@]}"
@@ -21,4 +26,7 @@ echo "== C core under AddressSanitizer + UBSan"
 $CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
     -o "$out/stress_asan" "${src[@]}"
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" "$out/stress_asan"
+$CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+    -o "$out/interleave_asan" "${isrc[@]}"
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" "$out/interleave_asan"
 echo "== C core: all sanitizer runs clean"
