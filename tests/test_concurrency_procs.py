@@ -155,9 +155,10 @@ def test_aimd_limit_is_shared(mp_ctx, store, store_name):
 
 
 def _pickled_worker(cap: sg.ConcurrencyLimiter) -> None:
-    p = cap.acquire(block=False)
-    cap._store.counter("got").add(1)
-    p.release()
+    # children start together on a 1-permit cap: each waits its turn (a non-blocking
+    # acquire here would race the siblings, which is not what this test is about)
+    with cap.slot(timeout=30):
+        cap._store.counter("got").add(1)
 
 
 def test_limiter_pickles_into_spawned_children(mp_ctx, store):
