@@ -284,3 +284,26 @@ def test_package_ships_typing_markers():
 
     files = {p.name for p in ir.files("sluicegate").iterdir()}
     assert {"py.typed", "_core.pyi"} <= files
+
+
+def test_named_store_of_another_user_is_refused(store_name):
+    """/dev/shm is world-writable: a store another user planted under our name is not used."""
+    with sg.SharedStore(store_name, capacity=16) as s:
+        path = s.path
+    other = os.geteuid() + 1
+    try:
+        os.chown(path, other, -1)
+    except PermissionError:
+        # unprivileged: the kernel would not let us give the file away; plant it as 'other'
+        # is impossible too, so check the guard on the fstat path directly instead
+        import unittest.mock as um
+
+        real = os.fstat
+        with um.patch("os.fstat", lambda fd: os.stat_result((*real(fd)[:4], other, *real(fd)[5:]))):
+            with pytest.raises(sg.StoreError, match="belongs to uid"):
+                sg.SharedStore(store_name)
+        return
+    with pytest.raises(sg.StoreError, match="belongs to uid"):
+        sg.SharedStore(store_name)
+    with sg.SharedStore(path=path) as s:  # an explicit path is the caller's own choice
+        assert s.capacity == 16

@@ -64,7 +64,9 @@ def _map_fd(fd: int, label: str) -> tuple[mmap.mmap, int]:
     return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE), size
 
 
-def _open_existing(path: str, label: str) -> _core.Table:
+def _open_existing(path: str, label: str, *, own: bool = False) -> _core.Table:
+    """Attach to an existing store file.  own=True (named stores, which live in the
+    world-writable shm directory) refuses a file another user created there."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -72,6 +74,13 @@ def _open_existing(path: str, label: str) -> _core.Table:
     except OSError as e:
         raise StoreError(f"cannot open {label}: {e.strerror}") from e
     try:
+        if own and hasattr(os, "geteuid"):
+            uid = os.fstat(fd).st_uid
+            if uid != os.geteuid():
+                raise StoreError(
+                    f"{label} ({path}) belongs to uid {uid}, not to this process (uid {os.geteuid()}); "
+                    "refusing to share limits with another user's store"
+                )
         mm, _ = _map_fd(fd, label)
     finally:
         os.close(fd)
@@ -82,7 +91,7 @@ def _open_existing(path: str, label: str) -> _core.Table:
         raise
 
 
-def _create(path: str, capacity: int, label: str) -> tuple[_core.Table, bool]:
+def _create(path: str, capacity: int, label: str, *, own: bool = False) -> tuple[_core.Table, bool]:
     """Create-or-attach; returns (table, created_by_us)."""
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -112,7 +121,7 @@ def _create(path: str, capacity: int, label: str) -> tuple[_core.Table, bool]:
             pass
     if not created:
         mm.close()
-        return _open_existing(path, label), False
+        return _open_existing(path, label, own=own), False
     return _core.Table(mm, label), True
 
 
@@ -153,12 +162,13 @@ class SharedStore:
                 assert self._path is not None
                 self.kind, file, label = "file", os.path.abspath(self._path), f"store file {self._path!r}"
             self._file = file
+            own = self.kind == "named"
             try:
-                self._table = _open_existing(file, label)
+                self._table = _open_existing(file, label, own=own)
             except FileNotFoundError:
                 if not create:
                     raise StoreNotFound(f"{label} does not exist") from None
-                self._table, self.created = _create(file, capacity or DEFAULT_CAPACITY, label)
+                self._table, self.created = _create(file, capacity or DEFAULT_CAPACITY, label, own=own)
             if capacity is not None and self._table.capacity != capacity:
                 have = self._table.capacity
                 self._table.close().close()
