@@ -538,7 +538,8 @@ class Pool(_PoolConfig, Generic[T]):
                         if self._orphans:
                             self._reclaim_locked(self._collect_orphans_locked(), to_close)
                         if waiter is not None and waiter.entry is not None:
-                            entry, waiter.entry = waiter.entry, None
+                            # handed over: the giver already took us off the queue
+                            entry, waiter.entry, waiter = waiter.entry, None, None
                             break
                         head = waiter is None and not self._waiters or (
                             waiter is not None and self._waiters and self._waiters[0] is waiter)
