@@ -761,8 +761,15 @@ class Pool(_PoolConfig, Generic[T]):
                         return made
                 self._total += 1
             e = self._create_entry(permit)
+            to_close: list[_Entry] = []
             with self._lock:
-                self._give_locked(e)
+                if self._closed:  # closed while we were creating: close() already drained idle
+                    self._drop_locked(e, to_close)
+                else:
+                    self._give_locked(e)
+            if to_close:
+                self._close_entries(to_close)
+                return made
             made += 1
 
     def maintain(self) -> int:
