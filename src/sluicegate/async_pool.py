@@ -114,6 +114,7 @@ class AsyncPool(_PoolConfig, Generic[T]):
         self._configure(create, size, max_overflow, strategy, timeout, check, close, max_lifetime, max_idle,
                         host_limit, min_size, overflow_ttl, check_window, jitter, clock, name)
         self._waiters: deque[asyncio.Future[Any]] = deque()
+        self._bg: set[asyncio.Task[None]] = set()
 
     def _wake_head(self) -> None:
         if self._waiters:
@@ -154,17 +155,25 @@ class AsyncPool(_PoolConfig, Generic[T]):
                 self._give(e)
 
     async def _close_entries(self, entries: list[_Entry]) -> None:
-        for e in entries:
-            try:
-                if self._close is not None:
-                    await _call(self._close, e.resource)
-            except Exception as exc:  # noqa: BLE001
-                warnings.warn(f"pool {self.name!r}: close() of resource #{e.id} raised {exc!r}", RuntimeWarning,
-                              stacklevel=2)
-            finally:
+        i = 0
+        try:
+            for i, e in enumerate(entries):  # noqa: B007
+                try:
+                    if self._close is not None:
+                        await _call(self._close, e.resource)
+                except Exception as exc:  # noqa: BLE001
+                    warnings.warn(f"pool {self.name!r}: close() of resource #{e.id} raised {exc!r}",
+                                  RuntimeWarning, stacklevel=2)
+                finally:
+                    if e.permit is not None:
+                        e.permit.release()
+                    self._st["closed"] += 1
+        finally:
+            # cancelled midway: the remaining resources are already out of the pool and will
+            # not be closed here; at least give their host permits back
+            for e in entries[i + 1:]:
                 if e.permit is not None:
                     e.permit.release()
-                self._st["closed"] += 1
 
     # -- checkout ----------------------------------------------------------------------------
     def checkout(self, timeout: float | None = _DEFAULT, block: bool = True) -> AsyncLease[T]:
@@ -184,6 +193,10 @@ class AsyncPool(_PoolConfig, Generic[T]):
         deadline = None if timeout is None else start + timeout
         fut: asyncio.Future[Any] | None = None
         host_delay = _HOST_FIRST_DELAY
+        # held but not yet lent (undone if we are cancelled): an entry, or a create reservation
+        entry: _Entry | None = None
+        create = False
+        permit: Permit | None = None
         try:
             while True:
                 if self._closed:
@@ -234,11 +247,15 @@ class AsyncPool(_PoolConfig, Generic[T]):
                 if to_close:
                     await self._close_entries(to_close)
                 if entry is not None or create:
-                    if create:
-                        entry = await self._create_entry(permit)
+                    if create:  # _create_entry undoes the reservation itself if it fails
+                        p, permit, create = permit, None, False
+                        entry = await self._create_entry(p)
+                    elif self._vet:  # _vet_entry drops or returns the entry itself if it fails
+                        e, entry = entry, None
+                        if not await self._vet_entry(e):
+                            continue
+                        entry = e
                     assert entry is not None
-                    if self._vet and not create and not await self._vet_entry(entry):
-                        continue
                     entry.uses += 1
                     entry.borrower = asyncio.current_task()
                     entry.where = where
@@ -287,8 +304,28 @@ class AsyncPool(_PoolConfig, Generic[T]):
                     self._waiters.remove(fut)
                     self._wake_head()
                 elif fut.done() and not fut.cancelled() and fut.result() is not None:
-                    self._give(fut.result())  # handed to us just as we were cancelled: pass it on
+                    self._abandon(fut.result())  # handed to us just as we were cancelled: pass it on
+            if create:  # reserved a resource (and a host permit) but never started creating it
+                self._total -= 1
+                if permit is not None:
+                    permit.release()
+                self._wake_head()
+            elif entry is not None:  # taken but not lent (e.g. cancelled while closing expired ones)
+                self._abandon(entry)
             raise
+
+    def _abandon(self, e: _Entry) -> None:
+        """Give back an entry that a cancelled checkout held, unlent: dirty (checked before
+        reuse, if there is a check); closed in the background if the pool is closed."""
+        e.dirty = True
+        if not self._closed:
+            self._give(e)
+            return
+        to_close: list[_Entry] = []
+        self._drop_locked(e, to_close)
+        task = asyncio.get_running_loop().create_task(self._close_entries(to_close))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
 
     async def _create_entry(self, permit: Permit | None) -> _Entry:
         try:
@@ -310,6 +347,9 @@ class AsyncPool(_PoolConfig, Generic[T]):
                 ok = (await _call(self._check, e.resource)) is not False  # type: ignore[arg-type]
             except Exception:  # noqa: BLE001
                 ok = False
+            except BaseException:  # cancelled mid-check: give it back unlent (dirty)
+                self._abandon(e)
+                raise
             if not ok:
                 self._st["failed_checks"] += 1
         elif not ok:
@@ -368,6 +408,11 @@ class AsyncPool(_PoolConfig, Generic[T]):
                     break
             self._total += 1
             e = await self._create_entry(permit)
+            if self._closed:  # closed while we were creating: close() already drained idle
+                to_close: list[_Entry] = []
+                self._drop_locked(e, to_close)
+                await self._close_entries(to_close)
+                break
             self._give(e)
             made += 1
         return made
