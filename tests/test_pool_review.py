@@ -199,3 +199,39 @@ def test_cap_usable_in_a_child_forked_while_a_thread_held_its_condition(store):
         os.waitpid(pid, 0)
         pytest.fail("child hung on the condition lock inherited through fork")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_stale_lease_of_a_reclaimed_resource_does_not_return_it_from_its_new_borrower():
+    # A thread checks out and dies; its lease lives on (handed to other code).  The pool
+    # reclaims the resource (after its check) and lends it to B.  A later release of the
+    # stale lease must not take the resource back from B and lend it to a third borrower.
+    ids = itertools.count(1)
+    p = sg.Pool(lambda: next(ids), size=1, check=lambda r: True, timeout=2.0)
+    box: dict[str, object] = {}
+    t = threading.Thread(target=lambda: box.setdefault("lease", p.acquire()))
+    t.start()
+    t.join(5)
+    with pytest.warns(sg.ResourceLeakWarning):
+        b = p.acquire(timeout=2.0)
+    assert b.resource == 1
+    box["lease"].release()  # type: ignore[attr-defined]
+    with pytest.raises(sg.PoolExhausted):
+        p.acquire(block=False)  # resource 1 is still B's
+    b.release()
+    assert p.stats()["in_use"] == 0 and p.stats()["total"] == 1
+
+
+def test_async_stale_lease_of_a_reclaimed_resource_does_not_return_it_from_its_new_borrower():
+    async def main():
+        ids = itertools.count(1)
+        pool = sg.AsyncPool(lambda: next(ids), size=1, check=lambda r: True, timeout=2.0)
+        stale = await asyncio.create_task(pool.acquire())  # that task has now finished
+        with pytest.warns(sg.ResourceLeakWarning):
+            b = await pool.acquire(timeout=2.0)
+        assert b.resource == 1
+        await stale.release()
+        with pytest.raises(sg.PoolExhausted):
+            await pool.acquire(block=False)
+        await b.release()
+
+    asyncio.run(main())
