@@ -33,11 +33,12 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
 class AsyncLease(Generic[T]):
     """What AsyncPool.checkout() returns: `async with pool.checkout() as conn: ...`."""
 
-    __slots__ = ("__weakref__", "_block", "_entry", "_pool", "_timeout")
+    __slots__ = ("__weakref__", "_block", "_entry", "_gen", "_pool", "_timeout")
 
     def __init__(self, pool: AsyncPool[T], timeout: float | None, block: bool) -> None:
         self._pool = pool
         self._entry: _Entry | None = None
+        self._gen = 0  # e.uses when lent to us: tells our lending from a later one
         self._timeout = timeout
         self._block = block
 
@@ -51,7 +52,9 @@ class AsyncLease(Generic[T]):
         if self._entry is not None:
             raise RuntimeError("a lease can be entered only once")
         f = _getframe(1)
-        e = self._entry = await self._pool._get(self._timeout, self._block, (f.f_code, f.f_lasti))
+        e = await self._pool._get(self._timeout, self._block, (f.f_code, f.f_lasti))
+        self._gen = e.uses
+        self._entry = e
         return e.resource  # type: ignore[no-any-return]
 
     async def __aexit__(
@@ -60,18 +63,23 @@ class AsyncLease(Generic[T]):
         e = self._entry
         if e is not None:
             self._entry = None
+            if e.uses != self._gen:  # stale: the pool reclaimed it and may have lent it anew
+                return
             await self._pool._put(e, et is not None)
 
     async def release(self, failed: bool = False) -> None:
         e = self._entry
         if e is not None:
             self._entry = None
+            if e.uses != self._gen:  # stale: the pool reclaimed it and may have lent it anew
+                return
             await self._pool._put(e, failed)
 
     async def discard(self) -> None:
         e = self._entry
         if e is not None:
-            e.doomed = True
+            if e.uses == self._gen:
+                e.doomed = True
             await self.release()
 
     def __del__(self) -> None:
@@ -79,7 +87,7 @@ class AsyncLease(Generic[T]):
         if e is not None:
             self._entry = None
             try:
-                self._pool._orphans.append((e, "its lease was garbage-collected"))
+                self._pool._orphans.append((e, "its lease was garbage-collected", self._gen))
             except Exception:  # noqa: BLE001, S110 (interpreter shutdown)
                 pass
 
@@ -182,7 +190,9 @@ class AsyncPool(_PoolConfig, Generic[T]):
     async def acquire(self, timeout: float | None = _DEFAULT, block: bool = True) -> AsyncLease[T]:
         lease = AsyncLease(self, self.timeout if timeout is _DEFAULT else timeout, block)
         f = _getframe(1)
-        lease._entry = await self._get(lease._timeout, block, (f.f_code, f.f_lasti))
+        e = await self._get(lease._timeout, block, (f.f_code, f.f_lasti))
+        lease._gen = e.uses
+        lease._entry = e
         return lease
 
     async def _get(self, timeout: float | None, block: bool, where: Any) -> _Entry:

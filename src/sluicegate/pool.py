@@ -142,7 +142,7 @@ class _PoolConfig:
         self._vet = check is not None or self.max_lifetime is not None or self.max_idle is not None
         self._idle: deque[_Entry] = deque()
         self._out: set[_Entry] = set()
-        self._orphans: list[tuple[_Entry, str]] = []
+        self._orphans: list[tuple[_Entry, str, int]] = []
         self._total = 0
         self._ids = 0
         self._rr = 0
@@ -230,8 +230,8 @@ class _PoolConfig:
         """Entries whose borrower thread/task died or whose lease was garbage-collected."""
         found: list[tuple[_Entry, str]] = []
         while self._orphans:
-            e, why = self._orphans.pop()
-            if e in self._out:
+            e, why, gen = self._orphans.pop()
+            if e in self._out and e.uses == gen:  # not reclaimed and lent anew meanwhile
                 found.append((e, why))
         for e in list(self._out):
             b = e.borrower
@@ -309,11 +309,12 @@ class Lease(Generic[T]):
     A lease that is garbage-collected while holding its resource gives it back (with a
     ResourceLeakWarning naming where it was checked out)."""
 
-    __slots__ = ("__weakref__", "_block", "_entry", "_pool", "_timeout")
+    __slots__ = ("__weakref__", "_block", "_entry", "_gen", "_pool", "_timeout")
 
     def __init__(self, pool: Pool[T], timeout: float | None, block: bool) -> None:
         self._pool = pool
         self._entry: _Entry | None = None
+        self._gen = 0  # e.uses when lent to us: tells our lending from a later one
         self._timeout = timeout
         self._block = block
 
@@ -340,9 +341,12 @@ class Lease(Generic[T]):
                 e.uses += 1
                 e.borrower = _current_thread()
                 e.where = (f.f_code, f.f_lasti)
+                self._gen = e.uses
                 self._entry = e
                 return e.resource  # type: ignore[no-any-return]
-        e = self._entry = pool._get_slow(self._timeout, self._block, (f.f_code, f.f_lasti))
+        e = pool._get_slow(self._timeout, self._block, (f.f_code, f.f_lasti))
+        self._gen = e.uses
+        self._entry = e
         return e.resource  # type: ignore[no-any-return]
 
     def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -350,6 +354,8 @@ class Lease(Generic[T]):
         if e is None:
             return
         self._entry = None
+        if e.uses != self._gen:  # stale: the pool reclaimed it and may have lent it anew
+            return
         pool = self._pool
         if et is None and pool._plain_put and not e.doomed and not pool._waiters and not pool._closed:
             # the pool's lock-free return path, inlined (see Pool._put)
@@ -371,13 +377,16 @@ class Lease(Generic[T]):
         e = self._entry
         if e is not None:
             self._entry = None
+            if e.uses != self._gen:  # stale: the pool reclaimed it and may have lent it anew
+                return
             self._pool._put(e, failed)
 
     def discard(self) -> None:
         """Give the resource back to be closed, not reused."""
         e = self._entry
         if e is not None:
-            e.doomed = True
+            if e.uses == self._gen:
+                e.doomed = True
             self.release()
 
     def __del__(self) -> None:
@@ -385,7 +394,7 @@ class Lease(Generic[T]):
         if e is not None:
             self._entry = None
             try:
-                self._pool._orphans.append((e, "its lease was garbage-collected"))
+                self._pool._orphans.append((e, "its lease was garbage-collected", self._gen))
             except Exception:  # noqa: BLE001, S110 (interpreter shutdown)
                 pass
 
@@ -492,7 +501,9 @@ class Pool(_PoolConfig, Generic[T]):
     def acquire(self, timeout: float | None = _DEFAULT, block: bool = True) -> Lease[T]:
         """Check out now; give back with lease.release(). lease.resource is the resource."""
         lease = Lease(self, self.timeout if timeout is _DEFAULT else timeout, block)
-        lease._entry = self._get(lease._timeout, block, _where(2))
+        e = self._get(lease._timeout, block, _where(2))
+        lease._gen = e.uses
+        lease._entry = e
         return lease
 
     def _get(self, timeout: float | None, block: bool, where: Any) -> _Entry:
