@@ -235,3 +235,28 @@ def test_async_stale_lease_of_a_reclaimed_resource_does_not_return_it_from_its_n
         await b.release()
 
     asyncio.run(main())
+
+
+class _Interrupt(BaseException):
+    """Stands for KeyboardInterrupt / gevent.Timeout raised inside a check."""
+
+
+def test_check_interrupted_by_a_base_exception_does_not_leak_the_resource():
+    ids = itertools.count(1)
+    calls = []
+
+    def check(r: int) -> bool:
+        calls.append(r)
+        if len(calls) == 1:
+            raise _Interrupt
+        return True
+
+    p = sg.Pool(lambda: next(ids), size=1, check=check, check_window=0.0, timeout=0.5)
+    with p.checkout():
+        pass
+    with pytest.raises(_Interrupt), p.checkout():
+        pass
+    st = p.stats()
+    assert st["total"] == st["idle"] + st["in_use"], st
+    with p.checkout() as r:
+        assert r == 1 and calls == [1, 1]
