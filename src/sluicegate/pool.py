@@ -667,6 +667,16 @@ class Pool(_PoolConfig, Generic[T]):
                 ok = self._check(e.resource) is not False  # type: ignore[misc]
             except Exception:  # noqa: BLE001
                 ok = False
+            except BaseException:  # interrupted mid-check: give it back unlent (dirty), then re-raise
+                e.dirty = True
+                lost: list[_Entry] = []
+                with self._lock:
+                    if self._closed:
+                        self._drop_locked(e, lost)
+                    else:
+                        self._give_locked(e)
+                self._close_entries(lost)
+                raise
             if not ok:
                 with self._lock:
                     self._st["failed_checks"] += 1
