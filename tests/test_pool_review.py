@@ -260,3 +260,26 @@ def test_check_interrupted_by_a_base_exception_does_not_leak_the_resource():
     assert st["total"] == st["idle"] + st["in_use"], st
     with p.checkout() as r:
         assert r == 1 and calls == [1, 1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_async_pool_in_a_forked_child_does_not_reuse_the_parents_resources():
+    # like Pool: the child must not share the parent's connections (one socket, two processes)
+    ids = itertools.count(1)
+    pool = sg.AsyncPool(lambda: next(ids), size=2)
+
+    async def use() -> int:
+        async with pool.checkout(timeout=1.0) as r:
+            return r
+
+    assert asyncio.run(use()) == 1
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            r = asyncio.run(use())
+            code = 0 if r != 1 else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child was lent the parent's resource"
