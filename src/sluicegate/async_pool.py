@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Awaitable
 from types import TracebackType
@@ -123,6 +125,17 @@ class AsyncPool(_PoolConfig, Generic[T]):
                         host_limit, min_size, overflow_ttl, check_window, jitter, clock, name)
         self._waiters: deque[asyncio.Future[Any]] = deque()
         self._bg: set[asyncio.Task[None]] = set()
+        _live_async_pools.add(self)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child (as Pool): the inherited resources and their host permits belong
+        to the parent, and the waiters to the parent's event loop. Forget them; start empty."""
+        self._waiters.clear()
+        self._idle.clear()
+        self._out.clear()
+        self._orphans.clear()
+        self._bg = set()
+        self._total = 0
 
     def _wake_head(self) -> None:
         if self._waiters:
@@ -467,3 +480,15 @@ class AsyncPool(_PoolConfig, Generic[T]):
 
     def __repr__(self) -> str:
         return f"<AsyncPool {self.name!r} total={self._total} idle={len(self._idle)} in_use={len(self._out)}>"
+
+
+_live_async_pools: weakref.WeakSet[AsyncPool[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_live_async_pools):
+        pool._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
