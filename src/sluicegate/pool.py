@@ -336,9 +336,9 @@ class Lease(Generic[T]):
             except IndexError:
                 pass
             else:
+                e.uses += 1  # before it is in _out: a stale orphan of the last lending must not match
                 pool._out.add(e)
                 pool._n_checkouts += 1
-                e.uses += 1
                 e.borrower = _current_thread()
                 e.where = (f.f_code, f.f_lasti)
                 self._gen = e.uses
@@ -515,9 +515,9 @@ class Pool(_PoolConfig, Generic[T]):
                 e = self._popfast()
             except IndexError:
                 return self._get_slow(timeout, block, where)
+            e.uses += 1  # before it is in _out: a stale orphan of the last lending must not match
             self._out.add(e)
             self._n_checkouts += 1
-            e.uses += 1
             e.borrower = _current_thread()
             e.where = where
             return e
