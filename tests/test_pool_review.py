@@ -301,3 +301,37 @@ def test_async_lease_taken_through_wait_for_is_not_reclaimed_while_held():
         await lease.release()
 
     asyncio.run(main())
+
+
+def test_pool_garbage_collected_without_close_gives_its_host_permits_back(store):
+    import gc
+
+    cap = sg.ConcurrencyLimiter("rv-gc-pool", limit=2, store=store)
+    ids = itertools.count(1)
+
+    def make_and_drop() -> None:
+        p = sg.Pool(lambda: next(ids), size=2, host_limit=cap)
+        with p.checkout(), p.checkout():
+            pass
+        assert cap.in_use == 2
+
+    make_and_drop()
+    gc.collect()
+    assert cap.in_use == 0
+
+
+def test_async_pool_garbage_collected_without_close_gives_its_host_permits_back(store):
+    import gc
+
+    cap = sg.ConcurrencyLimiter("rv-gc-apool", limit=2, store=store)
+    ids = itertools.count(1)
+
+    async def make_and_drop() -> None:
+        p = sg.AsyncPool(lambda: next(ids), size=2, host_limit=cap)
+        async with p.checkout(), p.checkout():
+            pass
+        assert cap.in_use == 2
+
+    asyncio.run(make_and_drop())
+    gc.collect()
+    assert cap.in_use == 0
