@@ -92,6 +92,15 @@ def _count(name: str, v: object, lo: int) -> int:
     return v
 
 
+def _release_permits(idle: deque[_Entry], out: set[_Entry]) -> None:
+    for e in [*idle, *out]:
+        if e.permit is not None:
+            try:
+                e.permit.release()
+            except Exception:  # noqa: BLE001, S110 (the store may be closed already)
+                pass
+
+
 class _PoolConfig:
     """Argument validation shared by Pool and AsyncPool."""
 
@@ -148,6 +157,9 @@ class _PoolConfig:
         self._rr = 0
         self._closed = False
         self._n_checkouts = 0
+        # a pool dropped without close(): give its resources' host permits back (they would
+        # otherwise stay held, host-wide, until this process exits)
+        weakref.finalize(self, _release_permits, self._idle, self._out).atexit = False
         self._st = { "timeouts": 0, "exhausted": 0, "waited": 0, "wait_total": 0.0,
                     "created": 0, "closed": 0, "create_failures": 0, "failed_checks": 0, "reclaimed": 0,
                     "retired": 0, "shed": 0}
