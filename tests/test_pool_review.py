@@ -335,3 +335,31 @@ def test_async_pool_garbage_collected_without_close_gives_its_host_permits_back(
     asyncio.run(make_and_drop())
     gc.collect()
     assert cap.in_use == 0
+
+
+def test_close_interrupted_during_checkout_does_not_leak_the_reservation_or_permits(store):
+    cap = sg.ConcurrencyLimiter("rv-sync-close-int", limit=3, store=store)
+
+    class Clock:
+        t = 1000.0
+
+        def __call__(self) -> float:
+            return self.t
+
+    clock = Clock()
+    ids = itertools.count(1)
+
+    def close(r: int) -> None:
+        raise _Interrupt
+
+    p = sg.Pool(lambda: next(ids), size=2, close=close, max_lifetime=5.0, jitter=0.0, clock=clock,
+                host_limit=cap, timeout=1.0)
+    with p.checkout(), p.checkout():
+        pass
+    assert cap.in_use == 2
+    clock.t += 10  # both idle resources expired: the next checkout closes them, then creates
+    with pytest.raises(_Interrupt), p.checkout():
+        pass
+    st = p.stats()
+    assert st["total"] == st["idle"] + st["in_use"], st
+    assert cap.in_use == st["total"], (cap.in_use, st)
