@@ -466,20 +466,28 @@ class Pool(_PoolConfig, Generic[T]):
         return not b.is_alive()
 
     def _close_entries(self, entries: list[_Entry]) -> None:
-        for e in entries:
-            try:
-                if self._close is not None:
-                    self._close(e.resource)
-            except Exception as exc:  # noqa: BLE001 (a failing close never breaks the pool)
-                warnings.warn(f"pool {self.name!r}: close() of resource #{e.id} raised {exc!r}", RuntimeWarning,
-                              stacklevel=2)
-            finally:
+        i = 0
+        try:
+            for i, e in enumerate(entries):  # noqa: B007
+                try:
+                    if self._close is not None:
+                        self._close(e.resource)
+                except Exception as exc:  # noqa: BLE001 (a failing close never breaks the pool)
+                    warnings.warn(f"pool {self.name!r}: close() of resource #{e.id} raised {exc!r}",
+                                  RuntimeWarning, stacklevel=2)
+                finally:
+                    if e.permit is not None:
+                        e.permit.release()
+                    with self._lock:
+                        self._st["closed"] += 1
+                        if self._closed:
+                            self._drained.notify_all()
+        finally:
+            # interrupted by a BaseException: the rest are out of the pool and will not be
+            # closed here; at least give their host permits back
+            for e in entries[i + 1:]:
                 if e.permit is not None:
                     e.permit.release()
-                with self._lock:
-                    self._st["closed"] += 1
-                    if self._closed:
-                        self._drained.notify_all()
 
     def _reclaim_locked(self, found: list[tuple[_Entry, str]], to_close: list[_Entry]) -> None:
         for e, why in found:
@@ -637,7 +645,24 @@ class Pool(_PoolConfig, Generic[T]):
                 raise
             finally:
                 if to_close:
-                    self._close_entries(to_close)
+                    try:
+                        self._close_entries(to_close)
+                    except BaseException:  # interrupted: undo what we took but have not lent
+                        with self._lock:
+                            if create:
+                                self._total -= 1
+                                self._wake_head()
+                            elif entry is not None:
+                                entry.dirty = True
+                                if self._closed:  # left unclosed, like the rest of to_close
+                                    self._drop_locked(entry, [])
+                                    permit = entry.permit
+                                else:
+                                    self._give_locked(entry)
+                                    permit = None
+                        if permit is not None:
+                            permit.release()
+                        raise
             if create:
                 entry = self._create_entry(permit)
             assert entry is not None
