@@ -34,6 +34,12 @@ uint32_t sg_cap_in_use(const sg_cap *c) {
     return n;
 }
 
+static uint32_t in_use_sc(const sg_cap *c) {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < c->nrec; i++) n += __atomic_load_n(sg_cap_rec(c, i), __ATOMIC_SEQ_CST) != 0;
+    return n;
+}
+
 static void mark_full(sg_cap *c, uint64_t now) {
     if (sg_load(&c->ctl[2]) != now) sg_store(&c->ctl[2], now);
 }
@@ -51,7 +57,19 @@ int sg_cap_try_acquire(sg_cap *c, uint64_t owner, uint32_t hint, uint64_t now, u
         uint64_t *r = sg_cap_rec(c, i);
         uint64_t cur = sg_load(r);
         if (cur != 0) continue;
-        if (sg_cas(r, &cur, owner)) {
+        if (c->strict ? __atomic_compare_exchange_n(r, &cur, owner, 0, __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)
+                      : sg_cas(r, &cur, owner)) {
+            /* adaptive: the count above and this CAS are two steps, so recount now that our
+             * record is visible and back out if the limit is exceeded.  With a seq_cst CAS and
+             * seq_cst loads, of two racing acquirers at least one sees both records. */
+            if (c->strict) {
+                uint32_t now_limit = sg_cap_limit(c);
+                if (now_limit < c->nrec && in_use_sc(c) > now_limit) {
+                    sg_store(r, 0);
+                    mark_full(c, now);
+                    return SG_CAP_FULL;
+                }
+            }
             sg_store(r + 1, now);
             sg_add(&c->ctl[3], 1);
             *idx = i;

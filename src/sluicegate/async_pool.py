@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Awaitable
 from types import TracebackType
@@ -33,11 +35,12 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
 class AsyncLease(Generic[T]):
     """What AsyncPool.checkout() returns: `async with pool.checkout() as conn: ...`."""
 
-    __slots__ = ("__weakref__", "_block", "_entry", "_pool", "_timeout")
+    __slots__ = ("__weakref__", "_block", "_entry", "_gen", "_pool", "_timeout")
 
     def __init__(self, pool: AsyncPool[T], timeout: float | None, block: bool) -> None:
         self._pool = pool
         self._entry: _Entry | None = None
+        self._gen = 0  # e.uses when lent to us: tells our lending from a later one
         self._timeout = timeout
         self._block = block
 
@@ -51,7 +54,9 @@ class AsyncLease(Generic[T]):
         if self._entry is not None:
             raise RuntimeError("a lease can be entered only once")
         f = _getframe(1)
-        e = self._entry = await self._pool._get(self._timeout, self._block, (f.f_code, f.f_lasti))
+        e = await self._pool._get(self._timeout, self._block, (f.f_code, f.f_lasti))
+        self._gen = e.uses
+        self._entry = e
         return e.resource  # type: ignore[no-any-return]
 
     async def __aexit__(
@@ -60,18 +65,23 @@ class AsyncLease(Generic[T]):
         e = self._entry
         if e is not None:
             self._entry = None
+            if e.uses != self._gen:  # stale: the pool reclaimed it and may have lent it anew
+                return
             await self._pool._put(e, et is not None)
 
     async def release(self, failed: bool = False) -> None:
         e = self._entry
         if e is not None:
             self._entry = None
+            if e.uses != self._gen:  # stale: the pool reclaimed it and may have lent it anew
+                return
             await self._pool._put(e, failed)
 
     async def discard(self) -> None:
         e = self._entry
         if e is not None:
-            e.doomed = True
+            if e.uses == self._gen:
+                e.doomed = True
             await self.release()
 
     def __del__(self) -> None:
@@ -79,7 +89,7 @@ class AsyncLease(Generic[T]):
         if e is not None:
             self._entry = None
             try:
-                self._pool._orphans.append((e, "its lease was garbage-collected"))
+                self._pool._orphans.append((e, "its lease was garbage-collected", self._gen))
             except Exception:  # noqa: BLE001, S110 (interpreter shutdown)
                 pass
 
@@ -114,6 +124,18 @@ class AsyncPool(_PoolConfig, Generic[T]):
         self._configure(create, size, max_overflow, strategy, timeout, check, close, max_lifetime, max_idle,
                         host_limit, min_size, overflow_ttl, check_window, jitter, clock, name)
         self._waiters: deque[asyncio.Future[Any]] = deque()
+        self._bg: set[asyncio.Task[None]] = set()
+        _live_async_pools.add(self)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child (as Pool): the inherited resources and their host permits belong
+        to the parent, and the waiters to the parent's event loop. Forget them; start empty."""
+        self._waiters.clear()
+        self._idle.clear()
+        self._out.clear()
+        self._orphans.clear()
+        self._bg = set()
+        self._total = 0
 
     def _wake_head(self) -> None:
         if self._waiters:
@@ -154,17 +176,25 @@ class AsyncPool(_PoolConfig, Generic[T]):
                 self._give(e)
 
     async def _close_entries(self, entries: list[_Entry]) -> None:
-        for e in entries:
-            try:
-                if self._close is not None:
-                    await _call(self._close, e.resource)
-            except Exception as exc:  # noqa: BLE001
-                warnings.warn(f"pool {self.name!r}: close() of resource #{e.id} raised {exc!r}", RuntimeWarning,
-                              stacklevel=2)
-            finally:
+        i = 0
+        try:
+            for i, e in enumerate(entries):  # noqa: B007
+                try:
+                    if self._close is not None:
+                        await _call(self._close, e.resource)
+                except Exception as exc:  # noqa: BLE001
+                    warnings.warn(f"pool {self.name!r}: close() of resource #{e.id} raised {exc!r}",
+                                  RuntimeWarning, stacklevel=2)
+                finally:
+                    if e.permit is not None:
+                        e.permit.release()
+                    self._st["closed"] += 1
+        finally:
+            # cancelled midway: the remaining resources are already out of the pool and will
+            # not be closed here; at least give their host permits back
+            for e in entries[i + 1:]:
                 if e.permit is not None:
                     e.permit.release()
-                self._st["closed"] += 1
 
     # -- checkout ----------------------------------------------------------------------------
     def checkout(self, timeout: float | None = _DEFAULT, block: bool = True) -> AsyncLease[T]:
@@ -173,7 +203,9 @@ class AsyncPool(_PoolConfig, Generic[T]):
     async def acquire(self, timeout: float | None = _DEFAULT, block: bool = True) -> AsyncLease[T]:
         lease = AsyncLease(self, self.timeout if timeout is _DEFAULT else timeout, block)
         f = _getframe(1)
-        lease._entry = await self._get(lease._timeout, block, (f.f_code, f.f_lasti))
+        e = await self._get(lease._timeout, block, (f.f_code, f.f_lasti))
+        lease._gen = e.uses
+        lease._entry = e
         return lease
 
     async def _get(self, timeout: float | None, block: bool, where: Any) -> _Entry:
@@ -184,6 +216,10 @@ class AsyncPool(_PoolConfig, Generic[T]):
         deadline = None if timeout is None else start + timeout
         fut: asyncio.Future[Any] | None = None
         host_delay = _HOST_FIRST_DELAY
+        # held but not yet lent (undone if we are cancelled): an entry, or a create reservation
+        entry: _Entry | None = None
+        create = False
+        permit: Permit | None = None
         try:
             while True:
                 if self._closed:
@@ -234,11 +270,15 @@ class AsyncPool(_PoolConfig, Generic[T]):
                 if to_close:
                     await self._close_entries(to_close)
                 if entry is not None or create:
-                    if create:
-                        entry = await self._create_entry(permit)
+                    if create:  # _create_entry undoes the reservation itself if it fails
+                        p, permit, create = permit, None, False
+                        entry = await self._create_entry(p)
+                    elif self._vet:  # _vet_entry drops or returns the entry itself if it fails
+                        e, entry = entry, None
+                        if not await self._vet_entry(e):
+                            continue
+                        entry = e
                     assert entry is not None
-                    if self._vet and not create and not await self._vet_entry(entry):
-                        continue
                     entry.uses += 1
                     entry.borrower = asyncio.current_task()
                     entry.where = where
@@ -287,8 +327,28 @@ class AsyncPool(_PoolConfig, Generic[T]):
                     self._waiters.remove(fut)
                     self._wake_head()
                 elif fut.done() and not fut.cancelled() and fut.result() is not None:
-                    self._give(fut.result())  # handed to us just as we were cancelled: pass it on
+                    self._abandon(fut.result())  # handed to us just as we were cancelled: pass it on
+            if create:  # reserved a resource (and a host permit) but never started creating it
+                self._total -= 1
+                if permit is not None:
+                    permit.release()
+                self._wake_head()
+            elif entry is not None:  # taken but not lent (e.g. cancelled while closing expired ones)
+                self._abandon(entry)
             raise
+
+    def _abandon(self, e: _Entry) -> None:
+        """Give back an entry that a cancelled checkout held, unlent: dirty (checked before
+        reuse, if there is a check); closed in the background if the pool is closed."""
+        e.dirty = True
+        if not self._closed:
+            self._give(e)
+            return
+        to_close: list[_Entry] = []
+        self._drop_locked(e, to_close)
+        task = asyncio.get_running_loop().create_task(self._close_entries(to_close))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
 
     async def _create_entry(self, permit: Permit | None) -> _Entry:
         try:
@@ -310,6 +370,9 @@ class AsyncPool(_PoolConfig, Generic[T]):
                 ok = (await _call(self._check, e.resource)) is not False  # type: ignore[arg-type]
             except Exception:  # noqa: BLE001
                 ok = False
+            except BaseException:  # cancelled mid-check: give it back unlent (dirty)
+                self._abandon(e)
+                raise
             if not ok:
                 self._st["failed_checks"] += 1
         elif not ok:
@@ -368,6 +431,11 @@ class AsyncPool(_PoolConfig, Generic[T]):
                     break
             self._total += 1
             e = await self._create_entry(permit)
+            if self._closed:  # closed while we were creating: close() already drained idle
+                to_close: list[_Entry] = []
+                self._drop_locked(e, to_close)
+                await self._close_entries(to_close)
+                break
             self._give(e)
             made += 1
         return made
@@ -412,3 +480,15 @@ class AsyncPool(_PoolConfig, Generic[T]):
 
     def __repr__(self) -> str:
         return f"<AsyncPool {self.name!r} total={self._total} idle={len(self._idle)} in_use={len(self._out)}>"
+
+
+_live_async_pools: weakref.WeakSet[AsyncPool[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_live_async_pools):
+        pool._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
 import random
 import threading
 import time
+import weakref
 from types import TracebackType
 from typing import Any, Callable, TypeVar
 
@@ -230,6 +232,7 @@ class ConcurrencyLimiter:
         # other processes are seen by polling with backoff (no cross-process wakeup primitive)
         self._cond = threading.Condition(threading.Lock())
         self._nwait = 0
+        _live_caps.add(self)
 
     # -- acquiring ----------------------------------------------------------------------
     def try_acquire(self) -> Permit | None:
@@ -469,6 +472,21 @@ class ConcurrencyLimiter:
 
     def __repr__(self) -> str:
         return f"<ConcurrencyLimiter {self.name!r} in_use={self.in_use} limit={self.limit}>"
+
+
+_live_caps: weakref.WeakSet[ConcurrencyLimiter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # a parent thread may have held the condition's lock (or been counted as waiting) at the
+    # fork: only this thread exists in the child
+    for cap in list(_live_caps):
+        cap._cond = threading.Condition(threading.Lock())
+        cap._nwait = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _rebuild(name: str, limit: int, store: SharedStore, adaptive: bool, lo: int, hi: int, backoff: float,

@@ -92,6 +92,15 @@ def _count(name: str, v: object, lo: int) -> int:
     return v
 
 
+def _release_permits(idle: deque[_Entry], out: set[_Entry]) -> None:
+    for e in [*idle, *out]:
+        if e.permit is not None:
+            try:
+                e.permit.release()
+            except Exception:  # noqa: BLE001, S110 (the store may be closed already)
+                pass
+
+
 class _PoolConfig:
     """Argument validation shared by Pool and AsyncPool."""
 
@@ -142,12 +151,15 @@ class _PoolConfig:
         self._vet = check is not None or self.max_lifetime is not None or self.max_idle is not None
         self._idle: deque[_Entry] = deque()
         self._out: set[_Entry] = set()
-        self._orphans: list[tuple[_Entry, str]] = []
+        self._orphans: list[tuple[_Entry, str, int]] = []
         self._total = 0
         self._ids = 0
         self._rr = 0
         self._closed = False
         self._n_checkouts = 0
+        # a pool dropped without close(): give its resources' host permits back (they would
+        # otherwise stay held, host-wide, until this process exits)
+        weakref.finalize(self, _release_permits, self._idle, self._out).atexit = False
         self._st = { "timeouts": 0, "exhausted": 0, "waited": 0, "wait_total": 0.0,
                     "created": 0, "closed": 0, "create_failures": 0, "failed_checks": 0, "reclaimed": 0,
                     "retired": 0, "shed": 0}
@@ -230,8 +242,8 @@ class _PoolConfig:
         """Entries whose borrower thread/task died or whose lease was garbage-collected."""
         found: list[tuple[_Entry, str]] = []
         while self._orphans:
-            e, why = self._orphans.pop()
-            if e in self._out:
+            e, why, gen = self._orphans.pop()
+            if e in self._out and e.uses == gen:  # not reclaimed and lent anew meanwhile
                 found.append((e, why))
         for e in list(self._out):
             b = e.borrower
@@ -309,11 +321,12 @@ class Lease(Generic[T]):
     A lease that is garbage-collected while holding its resource gives it back (with a
     ResourceLeakWarning naming where it was checked out)."""
 
-    __slots__ = ("__weakref__", "_block", "_entry", "_pool", "_timeout")
+    __slots__ = ("__weakref__", "_block", "_entry", "_gen", "_pool", "_timeout")
 
     def __init__(self, pool: Pool[T], timeout: float | None, block: bool) -> None:
         self._pool = pool
         self._entry: _Entry | None = None
+        self._gen = 0  # e.uses when lent to us: tells our lending from a later one
         self._timeout = timeout
         self._block = block
 
@@ -335,14 +348,17 @@ class Lease(Generic[T]):
             except IndexError:
                 pass
             else:
+                e.uses += 1  # before it is in _out: a stale orphan of the last lending must not match
                 pool._out.add(e)
                 pool._n_checkouts += 1
-                e.uses += 1
                 e.borrower = _current_thread()
                 e.where = (f.f_code, f.f_lasti)
+                self._gen = e.uses
                 self._entry = e
                 return e.resource  # type: ignore[no-any-return]
-        e = self._entry = pool._get_slow(self._timeout, self._block, (f.f_code, f.f_lasti))
+        e = pool._get_slow(self._timeout, self._block, (f.f_code, f.f_lasti))
+        self._gen = e.uses
+        self._entry = e
         return e.resource  # type: ignore[no-any-return]
 
     def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -350,6 +366,8 @@ class Lease(Generic[T]):
         if e is None:
             return
         self._entry = None
+        if e.uses != self._gen:  # stale: the pool reclaimed it and may have lent it anew
+            return
         pool = self._pool
         if et is None and pool._plain_put and not e.doomed and not pool._waiters and not pool._closed:
             # the pool's lock-free return path, inlined (see Pool._put)
@@ -371,13 +389,16 @@ class Lease(Generic[T]):
         e = self._entry
         if e is not None:
             self._entry = None
+            if e.uses != self._gen:  # stale: the pool reclaimed it and may have lent it anew
+                return
             self._pool._put(e, failed)
 
     def discard(self) -> None:
         """Give the resource back to be closed, not reused."""
         e = self._entry
         if e is not None:
-            e.doomed = True
+            if e.uses == self._gen:
+                e.doomed = True
             self.release()
 
     def __del__(self) -> None:
@@ -385,7 +406,7 @@ class Lease(Generic[T]):
         if e is not None:
             self._entry = None
             try:
-                self._pool._orphans.append((e, "its lease was garbage-collected"))
+                self._pool._orphans.append((e, "its lease was garbage-collected", self._gen))
             except Exception:  # noqa: BLE001, S110 (interpreter shutdown)
                 pass
 
@@ -445,20 +466,28 @@ class Pool(_PoolConfig, Generic[T]):
         return not b.is_alive()
 
     def _close_entries(self, entries: list[_Entry]) -> None:
-        for e in entries:
-            try:
-                if self._close is not None:
-                    self._close(e.resource)
-            except Exception as exc:  # noqa: BLE001 (a failing close never breaks the pool)
-                warnings.warn(f"pool {self.name!r}: close() of resource #{e.id} raised {exc!r}", RuntimeWarning,
-                              stacklevel=2)
-            finally:
+        i = 0
+        try:
+            for i, e in enumerate(entries):  # noqa: B007
+                try:
+                    if self._close is not None:
+                        self._close(e.resource)
+                except Exception as exc:  # noqa: BLE001 (a failing close never breaks the pool)
+                    warnings.warn(f"pool {self.name!r}: close() of resource #{e.id} raised {exc!r}",
+                                  RuntimeWarning, stacklevel=2)
+                finally:
+                    if e.permit is not None:
+                        e.permit.release()
+                    with self._lock:
+                        self._st["closed"] += 1
+                        if self._closed:
+                            self._drained.notify_all()
+        finally:
+            # interrupted by a BaseException: the rest are out of the pool and will not be
+            # closed here; at least give their host permits back
+            for e in entries[i + 1:]:
                 if e.permit is not None:
                     e.permit.release()
-                with self._lock:
-                    self._st["closed"] += 1
-                    if self._closed:
-                        self._drained.notify_all()
 
     def _reclaim_locked(self, found: list[tuple[_Entry, str]], to_close: list[_Entry]) -> None:
         for e, why in found:
@@ -492,7 +521,9 @@ class Pool(_PoolConfig, Generic[T]):
     def acquire(self, timeout: float | None = _DEFAULT, block: bool = True) -> Lease[T]:
         """Check out now; give back with lease.release(). lease.resource is the resource."""
         lease = Lease(self, self.timeout if timeout is _DEFAULT else timeout, block)
-        lease._entry = self._get(lease._timeout, block, _where(2))
+        e = self._get(lease._timeout, block, _where(2))
+        lease._gen = e.uses
+        lease._entry = e
         return lease
 
     def _get(self, timeout: float | None, block: bool, where: Any) -> _Entry:
@@ -504,9 +535,9 @@ class Pool(_PoolConfig, Generic[T]):
                 e = self._popfast()
             except IndexError:
                 return self._get_slow(timeout, block, where)
+            e.uses += 1  # before it is in _out: a stale orphan of the last lending must not match
             self._out.add(e)
             self._n_checkouts += 1
-            e.uses += 1
             e.borrower = _current_thread()
             e.where = where
             return e
@@ -538,7 +569,8 @@ class Pool(_PoolConfig, Generic[T]):
                         if self._orphans:
                             self._reclaim_locked(self._collect_orphans_locked(), to_close)
                         if waiter is not None and waiter.entry is not None:
-                            entry, waiter.entry = waiter.entry, None
+                            # handed over: the giver already took us off the queue
+                            entry, waiter.entry, waiter = waiter.entry, None, None
                             break
                         head = waiter is None and not self._waiters or (
                             waiter is not None and self._waiters and self._waiters[0] is waiter)
@@ -613,7 +645,24 @@ class Pool(_PoolConfig, Generic[T]):
                 raise
             finally:
                 if to_close:
-                    self._close_entries(to_close)
+                    try:
+                        self._close_entries(to_close)
+                    except BaseException:  # interrupted: undo what we took but have not lent
+                        with self._lock:
+                            if create:
+                                self._total -= 1
+                                self._wake_head()
+                            elif entry is not None:
+                                entry.dirty = True
+                                if self._closed:  # left unclosed, like the rest of to_close
+                                    self._drop_locked(entry, [])
+                                    permit = entry.permit
+                                else:
+                                    self._give_locked(entry)
+                                    permit = None
+                        if permit is not None:
+                            permit.release()
+                        raise
             if create:
                 entry = self._create_entry(permit)
             assert entry is not None
@@ -655,6 +704,16 @@ class Pool(_PoolConfig, Generic[T]):
                 ok = self._check(e.resource) is not False  # type: ignore[misc]
             except Exception:  # noqa: BLE001
                 ok = False
+            except BaseException:  # interrupted mid-check: give it back unlent (dirty), then re-raise
+                e.dirty = True
+                lost: list[_Entry] = []
+                with self._lock:
+                    if self._closed:
+                        self._drop_locked(e, lost)
+                    else:
+                        self._give_locked(e)
+                self._close_entries(lost)
+                raise
             if not ok:
                 with self._lock:
                     self._st["failed_checks"] += 1
@@ -760,8 +819,15 @@ class Pool(_PoolConfig, Generic[T]):
                         return made
                 self._total += 1
             e = self._create_entry(permit)
+            to_close: list[_Entry] = []
             with self._lock:
-                self._give_locked(e)
+                if self._closed:  # closed while we were creating: close() already drained idle
+                    self._drop_locked(e, to_close)
+                else:
+                    self._give_locked(e)
+            if to_close:
+                self._close_entries(to_close)
+                return made
             made += 1
 
     def maintain(self) -> int:
