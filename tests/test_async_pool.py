@@ -1,5 +1,5 @@
 """AsyncPool: many concurrent tasks, FIFO waiters, timeouts and non-blocking mode, overflow,
-validation, dead-task reclaim, cancellation safety, create failures, close, host_limit."""
+validation, garbage-collected-lease reclaim, cancellation safety, create failures, close, host_limit."""
 
 from __future__ import annotations
 
@@ -185,23 +185,28 @@ def test_validation_and_failed_use():
     assert checked == [1, 2] and closed == [1]
 
 
-def test_dead_task_reclaim_warns():
+def test_lease_outliving_its_task_is_not_reclaimed():
+    """A lease handed out of the task that acquired it (wait_for, gather, a task's
+    result) is still held: only garbage collection of the lease means abandonment."""
     async def main():
         pool = sg.AsyncPool(AFactory().create, size=1, check=lambda r: True, timeout=2.0)
         keep = []
 
-        async def leaky() -> None:
+        async def acquirer() -> None:
             keep.append(await pool.acquire())
 
-        await asyncio.create_task(leaky(), name="leaky-task")
-        with pytest.warns(sg.ResourceLeakWarning, match=r"in leaky\(\).*leaky-task"):
-            async with pool.checkout() as r:
-                assert r == 1
-        await keep[0].release()  # late release of a reclaimed lease: ignored
+        await asyncio.create_task(acquirer(), name="acquirer-task")
+        with pytest.raises(sg.PoolTimeout):
+            async with pool.checkout(timeout=0.2):
+                pass
+        assert keep[0].resource == 1
+        await keep[0].release()
+        async with pool.checkout(block=False) as r:
+            assert r == 1
         return pool.stats()
 
     s = run(main())
-    assert s["reclaimed"] == 1 and s["in_use"] == 0 and s["idle"] == 1
+    assert s["reclaimed"] == 0 and s["in_use"] == 0 and s["idle"] == 1
 
 
 def test_gc_lease_reclaim():

@@ -1,8 +1,10 @@
 """AsyncPool: the asyncio twin of Pool (same options, same semantics).
 
-Waiters are futures served in FIFO order; borrower death means the task that
-checked a resource out finished without returning it.  create, check and close may
-be plain functions or coroutine functions."""
+Waiters are futures served in FIFO order.  Borrower death means the lease was
+garbage-collected without being returned.  The task that checked a resource out
+ending is not enough: in asyncio a lease routinely outlives the task that acquired
+it (asyncio.wait_for, gather, a task's result).  create, check and close may be
+plain functions or coroutine functions."""
 
 from __future__ import annotations
 
@@ -148,7 +150,7 @@ class AsyncPool(_PoolConfig, Generic[T]):
 
     @staticmethod
     def _borrower_dead(b: Any) -> bool:
-        return bool(b.done())
+        return False  # see the module docstring: only a garbage-collected lease is abandoned
 
     @staticmethod
     def _borrower_name(b: Any) -> str:
@@ -230,9 +232,9 @@ class AsyncPool(_PoolConfig, Generic[T]):
                     self._maintain_locked(now, to_close)
                 if self._orphans:
                     self._reclaim(self._collect_orphans_locked(), to_close)
-                entry: _Entry | None = None
+                entry = None
                 create = False
-                permit: Permit | None = None
+                permit = None
                 host_blocked = False
                 if fut is not None and fut.done():
                     r = fut.result()
@@ -274,10 +276,11 @@ class AsyncPool(_PoolConfig, Generic[T]):
                         p, permit, create = permit, None, False
                         entry = await self._create_entry(p)
                     elif self._vet:  # _vet_entry drops or returns the entry itself if it fails
-                        e, entry = entry, None
-                        if not await self._vet_entry(e):
+                        vetted, entry = entry, None
+                        assert vetted is not None
+                        if not await self._vet_entry(vetted):
                             continue
-                        entry = e
+                        entry = vetted
                     assert entry is not None
                     entry.uses += 1
                     entry.borrower = asyncio.current_task()
