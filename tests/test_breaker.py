@@ -723,3 +723,29 @@ def test_default_store():
     with br:
         pass
     assert br.stats()["calls"] == 1
+
+
+# ---- found in review ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["state_read", "ignored_probe"])
+def test_probe_timeout_counts_from_the_probe_not_from_the_round(anon, how):
+    """A half-open round entered long before its first probe (state read by a health
+    check, or a probe that gave its permit back) must not treat a probe admitted a
+    moment ago as lost: that admitted a second probe with half_open_calls=1."""
+    br = mk(anon, failure_threshold=1, reset_timeout=1.0, probe_timeout=1.0)
+    fail_at(br, T0)
+    t = T0 + S
+    if how == "state_read":
+        assert br.state_at(t) == "half_open"
+    else:
+        p = br.try_enter(t)
+        assert p & sg._core.BR_TICKET_PROBE
+        br.report(p, 2, 0, t)  # ignored: the permit goes back
+    t += 5 * S  # quiet traffic: the first real probe comes much later
+    probe = br.try_enter(t)
+    assert probe & sg._core.BR_TICKET_PROBE
+    assert br.try_enter(t + MS_) == 0  # the probe is 1 ms old: not lost
+    assert br.last_rejection[0] == "half_open"
+    br.report(probe, 0, 0, t + 2 * MS_)  # and its result still counts
+    assert br.state_at(t + 2 * MS_) == "closed"
