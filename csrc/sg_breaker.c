@@ -271,7 +271,19 @@ uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *o
             out->reason = SG_BR_REJ_FORCED;
             goto reject;
         case SG_BR_HALF_OPEN:
-            if (SG_BR_ISSUED(s) < c->half_open_calls) {
+            if (SG_BR_ISSUED(s) == 0) {
+                /* the round's first permit restarts it (new generation, phase = now):
+                 * probe_timeout then counts from this probe, not from whenever the
+                 * breaker turned half_open (a state read, or a permit given back) */
+                uint64_t ns = mk(SG_BR_HALF_OPEN, g + 1, 1, 0, SG_BR_CONSEC(s));
+                if (transition(b, &s, ns, &now)) {
+                    s = ns;
+                    ticket = SG_BR_T_ADMITTED | SG_BR_T_PROBE | SG_BR_GEN(ns);
+                    goto admitted;
+                }
+                s = poll(b, &now);
+                continue;
+            } else if (SG_BR_ISSUED(s) < c->half_open_calls) {
                 uint64_t ns = s + INC_ISSUED;
                 if (sg_cas(&b->st[0], &s, ns)) {
                     s = ns;
