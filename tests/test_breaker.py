@@ -749,3 +749,66 @@ def test_probe_timeout_counts_from_the_probe_not_from_the_round(anon, how):
     assert br.last_rejection[0] == "half_open"
     br.report(probe, 0, 0, t + 2 * MS_)  # and its result still counts
     assert br.state_at(t + 2 * MS_) == "closed"
+
+
+def _half_open(br):
+    fail(br)
+    time.sleep(0.06)
+    assert br.state == "half_open"
+
+
+@pytest.mark.parametrize("way", ["decorator", "call_async", "async_with"])
+def test_cancelled_during_injected_latency_gives_the_probe_back(anon, way):
+    """A task cancelled while it awaits injected latency never ran the call: its
+    half-open probe permit must come back, not wait out probe_timeout (30 s)."""
+    br = mk(anon, failure_threshold=1, reset_timeout=0.05)
+    _half_open(br)
+
+    async def body():
+        return 1
+
+    decorated = br(body)
+
+    async def run():
+        if way == "decorator":
+            await decorated()
+        elif way == "call_async":
+            await br.call_async(body)
+        else:
+            async with br:
+                pass
+
+    async def main():
+        br.inject_faults(latency=5.0)
+        task = asyncio.ensure_future(run())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        br.clear_faults()
+        await run()  # the permit is back: this probe is admitted and closes the breaker
+
+    asyncio.run(main())
+    assert br.state == "closed"
+
+
+def test_own_rejection_inside_a_call_is_not_a_failure(anon):
+    """A function through the breaker that calls another function through the same
+    breaker: in half_open the inner call is rejected (the outer holds the only probe).
+    That CircuitOpen is the breaker's own rejection and must not fail the probe."""
+    br = mk(anon, failure_threshold=1, reset_timeout=0.05)
+
+    @br
+    def inner():
+        return 1
+
+    @br
+    def outer():
+        return inner()
+
+    _half_open(br)
+    failures = br.stats()["failures"]
+    with pytest.raises(sg.CircuitOpen):
+        outer()
+    assert br.stats()["failures"] == failures
+    assert br.state == "half_open"
