@@ -246,7 +246,11 @@ cdef class BreakerCore:
     cdef uint64_t _effects(self, uint64_t ticket, uint64_t now, bint sleep) except 0:
         if ticket & (SG_BR_T_INJECT_FAIL | SG_BR_T_INJECT_LATENCY):
             if sleep and (ticket & SG_BR_T_INJECT_LATENCY):
-                _time.sleep(sg_load(&self.b.fault[3]) / 1e9)
+                try:
+                    _time.sleep(sg_load(&self.b.fault[3]) / 1e9)
+                except BaseException:  # interrupted before the call ran: give the permit back
+                    self._finish(ticket, SG_BR_IGNORE, 0, now)
+                    raise
             if ticket & SG_BR_T_INJECT_FAIL:
                 self._finish(ticket, SG_BR_FAILURE, 0, now)
                 raise _InjectedFault(f"circuit breaker {self.name!r}: injected failure")
@@ -270,6 +274,8 @@ cdef class BreakerCore:
             return SG_BR_SUCCESS
         if self.ignore_types is not None and issubclass(exc_type, self.ignore_types):
             return SG_BR_IGNORE
+        if issubclass(exc_type, _CircuitOpen) and getattr(exc, "name", None) == self.name:
+            return SG_BR_IGNORE  # this breaker's own rejection (a nested call): never a failure
         if not issubclass(exc_type, self.record_types):
             return SG_BR_SUCCESS if issubclass(exc_type, Exception) else SG_BR_IGNORE
         if self.failure_pred is not None:

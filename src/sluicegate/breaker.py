@@ -373,7 +373,7 @@ class CircuitBreaker(_core.BreakerCore):
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 ticket, start = admit(False)
                 if ticket & probe_latency:
-                    await asyncio.sleep(latency())
+                    await _injected_sleep(report, ticket, start, latency())
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as e:
@@ -398,7 +398,7 @@ class CircuitBreaker(_core.BreakerCore):
         """``async with br:`` (injected latency is awaited, not slept)."""
         ticket, start = self._admit(False)
         if ticket & _core.BR_TICKET_INJECT_LATENCY:
-            await asyncio.sleep(self._injected_latency())
+            await _injected_sleep(self._report, ticket, start, self._injected_latency())
         self._push_ticket(ticket, start)
         return self
 
@@ -411,7 +411,7 @@ class CircuitBreaker(_core.BreakerCore):
         """await fn(*args, **kwargs) through the breaker."""
         ticket, start = self._admit(False)
         if ticket & _core.BR_TICKET_INJECT_LATENCY:
-            await asyncio.sleep(self._injected_latency())
+            await _injected_sleep(self._report, ticket, start, self._injected_latency())
         try:
             result = await fn(*args, **kwargs)
         except BaseException as e:
@@ -430,6 +430,15 @@ class CircuitBreaker(_core.BreakerCore):
         except Exception:  # noqa: BLE001 - repr must not raise
             state = "closed store"
         return f"<CircuitBreaker {self.name!r} {state}>"
+
+
+async def _injected_sleep(report: Callable[[int, int, int], None], ticket: int, start: int, seconds: float) -> None:
+    """Await injected latency; if cancelled there, the call never ran: give its permit back."""
+    try:
+        await asyncio.sleep(seconds)
+    except BaseException:
+        report(ticket, _core.BR_IGNORE, start)
+        raise
 
 
 # Unseeded breakers draw fresh randomness in each forked child, so that forked workers
