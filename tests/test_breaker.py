@@ -812,3 +812,21 @@ def test_own_rejection_inside_a_call_is_not_a_failure(anon):
         outer()
     assert br.stats()["failures"] == failures
     assert br.state == "half_open"
+
+
+def test_probe_timeout_late_second_permit(anon):
+    """half_open_calls=2: the first probe is lost, the second comes long after the
+    round's deadline.  The next call must not discard that fresh probe's result."""
+    br = mk(anon, failure_threshold=1, reset_timeout=1.0, probe_timeout=1.0, half_open_calls=2)
+    fail_at(br, T0)
+    t = T0 + S
+    assert br.try_enter(t) & sg._core.BR_TICKET_PROBE  # lost: never reports
+    t += 5 * S
+    p2 = br.try_enter(t)
+    assert p2 & sg._core.BR_TICKET_PROBE
+    p3 = br.try_enter(t + MS_)
+    assert p3 & sg._core.BR_TICKET_PROBE
+    assert br.try_enter(t + MS_) == 0  # two fresh probes out: no third
+    br.report(p2, 0, 0, t + 2 * MS_)
+    br.report(p3, 0, 0, t + 2 * MS_)
+    assert br.state_at(t + 2 * MS_) == "closed"
