@@ -271,10 +271,14 @@ uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *o
             out->reason = SG_BR_REJ_FORCED;
             goto reject;
         case SG_BR_HALF_OPEN:
-            if (SG_BR_ISSUED(s) == 0) {
+            if (SG_BR_ISSUED(s) == 0 ||
+                (SG_BR_ISSUED(s) < c->half_open_calls &&
+                 get_now(b, &now) >= phase_ms(b, s, &now) * MS + c->probe_timeout_ns)) {
                 /* the round's first permit restarts it (new generation, phase = now):
                  * probe_timeout then counts from this probe, not from whenever the
-                 * breaker turned half_open (a state read, or a permit given back) */
+                 * breaker turned half_open (a state read, or a permit given back).
+                 * So does a permit taken after the round's deadline: the probes still
+                 * out are older than probe_timeout, hence lost, and this one is new. */
                 uint64_t ns = mk(SG_BR_HALF_OPEN, g + 1, 1, 0, SG_BR_CONSEC(s));
                 if (transition(b, &s, ns, &now)) {
                     s = ns;

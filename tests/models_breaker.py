@@ -160,7 +160,9 @@ class BreakerModel:
         if self.state == FORCED_OPEN:
             return self._reject("forced_open", c["reset_ns"])
         if self.state == HALF_OPEN:
-            if self.issued == 0:  # the round's first permit restarts it: phase = now
+            if self.issued == 0 or (  # the round's first permit restarts it: phase = now
+                self.issued < c["half_open_calls"] and now >= self.phase_ns() + c["probe_timeout_ns"]
+            ):
                 self.move(HALF_OPEN, self.consec, now)
                 self.issued = 1
                 return self._admitted(T_ADMITTED | T_PROBE | self.gen)
