@@ -830,3 +830,14 @@ def test_probe_timeout_late_second_permit(anon):
     br.report(p2, 0, 0, t + 2 * MS_)
     br.report(p3, 0, 0, t + 2 * MS_)
     assert br.state_at(t + 2 * MS_) == "closed"
+
+
+def test_force_close_when_closed_starts_the_window_afresh(anon):
+    """force_close() promises a fresh failure window from any state, closed included."""
+    br = mk(anon, failure_threshold=3)
+    fail(br)
+    fail(br)
+    br.force_close()
+    assert br.stats()["window_failures"] == 0
+    fail(br)
+    assert br.state == "closed"  # the 1st failure of a fresh window, not the 3rd
