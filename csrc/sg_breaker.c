@@ -422,7 +422,7 @@ uint64_t sg_br_set_state(sg_breaker *b, unsigned state, int clear, uint64_t now)
     uint64_t s = sg_load(&b->st[0]);
     if (state > SG_BR_DISABLED) state = SG_BR_CLOSED;
     for (;;) {
-        if (state_of(s) == state && !clear) return s;
+        if (state_of(s) == state && !clear && state != SG_BR_CLOSED) return s; /* closing always starts a fresh window */
         unsigned consec = state == SG_BR_CLOSED ? 0 : SG_BR_CONSEC(s);
         uint64_t ns = mk(state, SG_BR_GEN(s) + 1, 0, 0, consec);
         if (transition(b, &s, ns, &now)) {

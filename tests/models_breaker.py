@@ -257,7 +257,7 @@ class BreakerModel:
     # ---- admin ------------------------------------------------------------------------
     def set_state(self, name: str, clear: bool, now: int) -> None:
         target = STATE_NAMES.index(name)
-        if self.state == target and not clear:
+        if self.state == target and not clear and target != CLOSED:
             return
         self.move(target, 0 if target == CLOSED else self.consec, now)
         if clear:
