@@ -5,6 +5,7 @@
 # enter/exit used by begin() and by the model tests (with a fake clock `now`).
 # The Python policy class sluicegate.breaker.CircuitBreaker subclasses it.
 import contextvars as _contextvars
+import hashlib as _hashlib
 import time as _time
 from types import MethodType as _MethodType
 
@@ -178,10 +179,20 @@ cdef class BreakerCore:
         if sg_br_validate(&c) != SG_OK:
             raise _ConfigErrorCls(f"circuit breaker {name!r}: invalid configuration {cfg!r}")
         tbl.check()
+        cdef uint64_t *st = tbl.permanent_words(SG_NS_BREAKER, name, "state")
+        # st[3]: fingerprint of the configuration, set by the first process; every
+        # process must read the shared words with the same configuration
+        cdef uint64_t fp = int.from_bytes(
+            _hashlib.blake2b(repr(sorted(cfg.items())).encode(), digest_size=8).digest(), "little") or 1
+        cdef uint64_t have = 0
+        if not sg_cas(&st[3], &have, fp) and have != fp:
+            raise _ConfigErrorCls(
+                f"circuit breaker {name!r} already exists in this store with another configuration; "
+                f"got {cfg!r} (use another name, or the same configuration)")
         self.tbl = tbl
         self.name = name
         self.b.t = &tbl.t
-        self.b.st = tbl.permanent_words(SG_NS_BREAKER, name, "state")
+        self.b.st = st
         self.b.stats = tbl.permanent_words(SG_NS_BREAKER, name, "stats")
         self.b.fault = tbl.permanent_words(SG_NS_BREAKER, name, "fault")
         for i in range(<Py_ssize_t>c.nbuckets):
