@@ -853,3 +853,12 @@ def test_same_breaker_with_another_configuration_is_refused(anon):
     with pytest.raises(sg.ConfigError, match="half_open_calls"):
         sg.CircuitBreaker(name, store=anon, failure_threshold=1, half_open_calls=3)
     assert a.state == "closed"
+
+
+def test_reset_zeroes_the_transition_count_too(anon):
+    """totals() / stats() count transitions "since creation or reset()"."""
+    br = mk(anon, failure_threshold=1)
+    fail(br)
+    assert br.stats()["transitions"] == 1
+    br.reset()
+    assert br.stats()["transitions"] == 0
