@@ -426,8 +426,10 @@ uint64_t sg_br_set_state(sg_breaker *b, unsigned state, int clear, uint64_t now)
         unsigned consec = state == SG_BR_CLOSED ? 0 : SG_BR_CONSEC(s);
         uint64_t ns = mk(state, SG_BR_GEN(s) + 1, 0, 0, consec);
         if (transition(b, &s, ns, &now)) {
-            if (clear)
+            if (clear) {
                 for (int k = 0; k < 4; k++) sg_store(&b->stats[k], 0);
+                sg_store(&b->st[2], 0); /* transitions count "since creation or reset" too */
+            }
             return ns;
         }
     }

@@ -262,6 +262,7 @@ class BreakerModel:
         self.move(target, 0 if target == CLOSED else self.consec, now)
         if clear:
             self.stats = [0, 0, 0, 0]
+            self.transitions = 0
 
     def state_word(self) -> tuple[str, int, int, int, int]:
         return (STATE_NAMES[self.state], self.gen, self.issued, self.succ, self.consec)
