@@ -862,3 +862,33 @@ def test_reset_zeroes_the_transition_count_too(anon):
     assert br.stats()["transitions"] == 1
     br.reset()
     assert br.stats()["transitions"] == 0
+
+
+@pytest.mark.parametrize("way", ["decorator", "call_async"])
+def test_async_result_predicate_error_gives_the_probe_back(anon, way):
+    """As the sync call() does: a result_is_failure that raises reports the call as
+    ignored, so a half-open probe permit is not held until probe_timeout."""
+    def pred(result):
+        if result == "bad":
+            raise ValueError("predicate broke")
+        return False
+
+    br = mk(anon, failure_threshold=1, reset_timeout=0.05, result_is_failure=pred)
+
+    async def body(x):
+        return x
+
+    decorated = br(body)
+
+    async def run(x):
+        return await (decorated(x) if way == "decorator" else br.call_async(body, x))
+
+    _half_open(br)
+
+    async def main():
+        with pytest.raises(ValueError):
+            await run("bad")
+        assert await run("good") == "good"  # the permit came back: admitted, closes
+
+    asyncio.run(main())
+    assert br.state == "closed"
