@@ -868,6 +868,7 @@ def test_reset_zeroes_the_transition_count_too(anon):
 def test_async_result_predicate_error_gives_the_probe_back(anon, way):
     """As the sync call() does: a result_is_failure that raises reports the call as
     ignored, so a half-open probe permit is not held until probe_timeout."""
+
     def pred(result):
         if result == "bad":
             raise ValueError("predicate broke")
