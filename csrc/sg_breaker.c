@@ -12,7 +12,9 @@
  *    read, so stale buckets are simply treated as empty;
  *  - probe permits live in S; a half-open round whose permits are all taken and
  *    that has not finished within probe_timeout is restarted (new generation),
- *    which is how a probe held by a killed process is released.
+ *    which is how a probe held by a killed process is released; taking the
+ *    round's first permit (or one past its deadline) also restarts it, so that
+ *    the deadline counts from a probe and not from when half_open began.
  */
 #define _GNU_SOURCE /* CLOCK_MONOTONIC_COARSE */
 #include <time.h>
@@ -422,7 +424,8 @@ uint64_t sg_br_set_state(sg_breaker *b, unsigned state, int clear, uint64_t now)
     uint64_t s = sg_load(&b->st[0]);
     if (state > SG_BR_DISABLED) state = SG_BR_CLOSED;
     for (;;) {
-        if (state_of(s) == state && !clear && state != SG_BR_CLOSED) return s; /* closing always starts a fresh window */
+        /* closing always starts a fresh window, even from closed */
+        if (state_of(s) == state && !clear && state != SG_BR_CLOSED) return s;
         unsigned consec = state == SG_BR_CLOSED ? 0 : SG_BR_CONSEC(s);
         uint64_t ns = mk(state, SG_BR_GEN(s) + 1, 0, 0, consec);
         if (transition(b, &s, ns, &now)) {
