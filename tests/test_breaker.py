@@ -893,3 +893,29 @@ def test_async_result_predicate_error_gives_the_probe_back(anon, way):
 
     asyncio.run(main())
     assert br.state == "closed"
+
+
+@pytest.mark.xfail(strict=True, reason="bucket epochs are 24 bits: a gap of exactly 2**24 buckets aliases (not fixed)")
+def test_idle_gap_of_exactly_2_24_buckets_revives_old_failures(anon):
+    br = mk(anon, failure_threshold=3, window=0.01, buckets=10)  # 1 ms buckets: 2**24 ms ~ 4.7 h
+    fail_at(br, T0)
+    fail_at(br, T0 + 1)
+    later = T0 + 2**24 * MS_
+    fail_at(br, later)  # the 1st failure in 4.7 hours: counted as the 3rd, opens
+    assert br.state_at(later) == "closed"
+    assert br.window(later)[1] == 1
+
+
+@pytest.mark.xfail(strict=True, reason="a writer stalled for a window rolls a newer bucket back (not fixed)")
+def test_writer_stalled_for_a_window_does_not_wipe_newer_failures(anon):
+    """exit() reads the clock, then CASes the bucket.  A process stalled in between for
+    a whole window finds the slot rolled to a newer epoch and rolls it back to its own
+    epoch, wiping the newer counts.  Modelled with the fake clock: the stalled writer
+    reports with the `now` it read before the stall."""
+    br = mk(anon, failure_threshold=3, window=1.0, buckets=10)
+    stalled = br.try_enter(T0)
+    t = T0 + S  # same bucket slot, one window later
+    fail_at(br, t)
+    fail_at(br, t)
+    br.report(stalled, 1, 0, T0)  # the stalled writer's failure lands now
+    assert br.window(t)[1] >= 2
