@@ -12,7 +12,9 @@
  *    read, so stale buckets are simply treated as empty;
  *  - probe permits live in S; a half-open round whose permits are all taken and
  *    that has not finished within probe_timeout is restarted (new generation),
- *    which is how a probe held by a killed process is released.
+ *    which is how a probe held by a killed process is released; taking the
+ *    round's first permit (or one past its deadline) also restarts it, so that
+ *    the deadline counts from a probe and not from when half_open began.
  */
 #define _GNU_SOURCE /* CLOCK_MONOTONIC_COARSE */
 #include <time.h>
@@ -271,7 +273,23 @@ uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *o
             out->reason = SG_BR_REJ_FORCED;
             goto reject;
         case SG_BR_HALF_OPEN:
-            if (SG_BR_ISSUED(s) < c->half_open_calls) {
+            if (SG_BR_ISSUED(s) == 0 ||
+                (SG_BR_ISSUED(s) < c->half_open_calls &&
+                 get_now(b, &now) >= phase_ms(b, s, &now) * MS + c->probe_timeout_ns)) {
+                /* the round's first permit restarts it (new generation, phase = now):
+                 * probe_timeout then counts from this probe, not from whenever the
+                 * breaker turned half_open (a state read, or a permit given back).
+                 * So does a permit taken after the round's deadline: the probes still
+                 * out are older than probe_timeout, hence lost, and this one is new. */
+                uint64_t ns = mk(SG_BR_HALF_OPEN, g + 1, 1, 0, SG_BR_CONSEC(s));
+                if (transition(b, &s, ns, &now)) {
+                    s = ns;
+                    ticket = SG_BR_T_ADMITTED | SG_BR_T_PROBE | SG_BR_GEN(ns);
+                    goto admitted;
+                }
+                s = poll(b, &now);
+                continue;
+            } else if (SG_BR_ISSUED(s) < c->half_open_calls) {
                 uint64_t ns = s + INC_ISSUED;
                 if (sg_cas(&b->st[0], &s, ns)) {
                     s = ns;
@@ -406,12 +424,15 @@ uint64_t sg_br_set_state(sg_breaker *b, unsigned state, int clear, uint64_t now)
     uint64_t s = sg_load(&b->st[0]);
     if (state > SG_BR_DISABLED) state = SG_BR_CLOSED;
     for (;;) {
-        if (state_of(s) == state && !clear) return s;
+        /* closing always starts a fresh window, even from closed */
+        if (state_of(s) == state && !clear && state != SG_BR_CLOSED) return s;
         unsigned consec = state == SG_BR_CLOSED ? 0 : SG_BR_CONSEC(s);
         uint64_t ns = mk(state, SG_BR_GEN(s) + 1, 0, 0, consec);
         if (transition(b, &s, ns, &now)) {
-            if (clear)
+            if (clear) {
                 for (int k = 0; k < 4; k++) sg_store(&b->stats[k], 0);
+                sg_store(&b->st[2], 0); /* transitions count "since creation or reset" too */
+            }
             return ns;
         }
     }

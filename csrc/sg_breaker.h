@@ -121,7 +121,7 @@ uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *o
 /* Report a call's outcome; returns the state word after it. */
 uint64_t sg_br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t duration_ns, uint64_t now);
 /* Admin: move to state (closed / forced_open / disabled) from anything.
- * clear != 0 also bumps the generation when already there (reset). */
+ * Closing, or clear != 0 (reset), bumps the generation even when already there. */
 uint64_t sg_br_set_state(sg_breaker *b, unsigned state, int clear, uint64_t now);
 /* Sums over the rolling window for the current generation. */
 void sg_br_window_sums(sg_breaker *b, uint64_t s, uint64_t now, sg_br_window *w);

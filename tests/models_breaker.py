@@ -160,6 +160,12 @@ class BreakerModel:
         if self.state == FORCED_OPEN:
             return self._reject("forced_open", c["reset_ns"])
         if self.state == HALF_OPEN:
+            if self.issued == 0 or (  # the round's first permit restarts it: phase = now
+                self.issued < c["half_open_calls"] and now >= self.phase_ns() + c["probe_timeout_ns"]
+            ):
+                self.move(HALF_OPEN, self.consec, now)
+                self.issued = 1
+                return self._admitted(T_ADMITTED | T_PROBE | self.gen)
             if self.issued < c["half_open_calls"]:
                 self.issued += 1
                 return self._admitted(T_ADMITTED | T_PROBE | g)
@@ -251,11 +257,12 @@ class BreakerModel:
     # ---- admin ------------------------------------------------------------------------
     def set_state(self, name: str, clear: bool, now: int) -> None:
         target = STATE_NAMES.index(name)
-        if self.state == target and not clear:
+        if self.state == target and not clear and target != CLOSED:
             return
         self.move(target, 0 if target == CLOSED else self.consec, now)
         if clear:
             self.stats = [0, 0, 0, 0]
+            self.transitions = 0
 
     def state_word(self) -> tuple[str, int, int, int, int]:
         return (STATE_NAMES[self.state], self.gen, self.issued, self.succ, self.consec)

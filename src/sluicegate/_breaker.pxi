@@ -5,6 +5,7 @@
 # enter/exit used by begin() and by the model tests (with a fake clock `now`).
 # The Python policy class sluicegate.breaker.CircuitBreaker subclasses it.
 import contextvars as _contextvars
+import hashlib as _hashlib
 import time as _time
 from types import MethodType as _MethodType
 
@@ -178,10 +179,20 @@ cdef class BreakerCore:
         if sg_br_validate(&c) != SG_OK:
             raise _ConfigErrorCls(f"circuit breaker {name!r}: invalid configuration {cfg!r}")
         tbl.check()
+        cdef uint64_t *st = tbl.permanent_words(SG_NS_BREAKER, name, "state")
+        # st[3]: fingerprint of the configuration, set by the first process; every
+        # process must read the shared words with the same configuration
+        cdef uint64_t fp = int.from_bytes(
+            _hashlib.blake2b(repr(sorted(cfg.items())).encode(), digest_size=8).digest(), "little") or 1
+        cdef uint64_t have = 0
+        if not sg_cas(&st[3], &have, fp) and have != fp:
+            raise _ConfigErrorCls(
+                f"circuit breaker {name!r} already exists in this store with another configuration; "
+                f"got {cfg!r} (use another name, or the same configuration)")
         self.tbl = tbl
         self.name = name
         self.b.t = &tbl.t
-        self.b.st = tbl.permanent_words(SG_NS_BREAKER, name, "state")
+        self.b.st = st
         self.b.stats = tbl.permanent_words(SG_NS_BREAKER, name, "stats")
         self.b.fault = tbl.permanent_words(SG_NS_BREAKER, name, "fault")
         for i in range(<Py_ssize_t>c.nbuckets):
@@ -246,7 +257,11 @@ cdef class BreakerCore:
     cdef uint64_t _effects(self, uint64_t ticket, uint64_t now, bint sleep) except 0:
         if ticket & (SG_BR_T_INJECT_FAIL | SG_BR_T_INJECT_LATENCY):
             if sleep and (ticket & SG_BR_T_INJECT_LATENCY):
-                _time.sleep(sg_load(&self.b.fault[3]) / 1e9)
+                try:
+                    _time.sleep(sg_load(&self.b.fault[3]) / 1e9)
+                except BaseException:  # interrupted before the call ran: give the permit back
+                    self._finish(ticket, SG_BR_IGNORE, 0, now)
+                    raise
             if ticket & SG_BR_T_INJECT_FAIL:
                 self._finish(ticket, SG_BR_FAILURE, 0, now)
                 raise _InjectedFault(f"circuit breaker {self.name!r}: injected failure")
@@ -270,6 +285,8 @@ cdef class BreakerCore:
             return SG_BR_SUCCESS
         if self.ignore_types is not None and issubclass(exc_type, self.ignore_types):
             return SG_BR_IGNORE
+        if issubclass(exc_type, _CircuitOpen) and getattr(exc, "name", None) == self.name:
+            return SG_BR_IGNORE  # this breaker's own rejection (a nested call): never a failure
         if not issubclass(exc_type, self.record_types):
             return SG_BR_SUCCESS if issubclass(exc_type, Exception) else SG_BR_IGNORE
         if self.failure_pred is not None:

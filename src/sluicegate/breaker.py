@@ -373,13 +373,13 @@ class CircuitBreaker(_core.BreakerCore):
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 ticket, start = admit(False)
                 if ticket & probe_latency:
-                    await asyncio.sleep(latency())
+                    await _injected_sleep(report, ticket, start, latency())
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as e:
                     report(ticket, classify(e), start)
                     raise
-                report(ticket, outcome_of(result), start)
+                report(ticket, _outcome_or_ignore(report, outcome_of, ticket, start, result), start)
                 return result
 
             return async_wrapper  # type: ignore[return-value]
@@ -398,7 +398,7 @@ class CircuitBreaker(_core.BreakerCore):
         """``async with br:`` (injected latency is awaited, not slept)."""
         ticket, start = self._admit(False)
         if ticket & _core.BR_TICKET_INJECT_LATENCY:
-            await asyncio.sleep(self._injected_latency())
+            await _injected_sleep(self._report, ticket, start, self._injected_latency())
         self._push_ticket(ticket, start)
         return self
 
@@ -411,13 +411,13 @@ class CircuitBreaker(_core.BreakerCore):
         """await fn(*args, **kwargs) through the breaker."""
         ticket, start = self._admit(False)
         if ticket & _core.BR_TICKET_INJECT_LATENCY:
-            await asyncio.sleep(self._injected_latency())
+            await _injected_sleep(self._report, ticket, start, self._injected_latency())
         try:
             result = await fn(*args, **kwargs)
         except BaseException as e:
             self._report(ticket, self._classify_exc(e), start)
             raise
-        self._report(ticket, self._result_outcome(result), start)
+        self._report(ticket, _outcome_or_ignore(self._report, self._result_outcome, ticket, start, result), start)
         return result
 
     # ---- pickling (spawn): rebuild from the constructor arguments ----------------
@@ -430,6 +430,27 @@ class CircuitBreaker(_core.BreakerCore):
         except Exception:  # noqa: BLE001 - repr must not raise
             state = "closed store"
         return f"<CircuitBreaker {self.name!r} {state}>"
+
+
+def _outcome_or_ignore(
+    report: Callable[[int, int, int], None], outcome_of: Callable[[Any], int], ticket: int, start: int, result: Any
+) -> int:
+    """The result predicate's verdict; if it raises, report the call as ignored (as the
+    sync call() does) so that a probe permit is not held, and re-raise."""
+    try:
+        return outcome_of(result)
+    except BaseException:
+        report(ticket, _core.BR_IGNORE, start)
+        raise
+
+
+async def _injected_sleep(report: Callable[[int, int, int], None], ticket: int, start: int, seconds: float) -> None:
+    """Await injected latency; if cancelled there, the call never ran: give its permit back."""
+    try:
+        await asyncio.sleep(seconds)
+    except BaseException:
+        report(ticket, _core.BR_IGNORE, start)
+        raise
 
 
 # Unseeded breakers draw fresh randomness in each forked child, so that forked workers
