@@ -297,3 +297,17 @@ def test_fault_injection_switched_from_another_process(mp_ctx, store, store_name
         pass
     st = br.stats()
     assert (st["calls"], st["rejections"], st["failures"], st["state"]) == (1, 5, 0, "closed")
+
+
+def test_breaker_on_the_default_anonymous_store_refuses_to_pickle(monkeypatch):
+    """A spawn child cannot share an anonymous store: say so in the parent rather than
+    let the child silently run its own private breaker."""
+    import pickle
+
+    from sluicegate import store as store_mod
+
+    monkeypatch.delenv("SLUICEGATE_STORE", raising=False)
+    monkeypatch.setattr(store_mod, "_default", None)
+    br = sg.CircuitBreaker("pickled-default")
+    with pytest.raises(sg.StoreError, match="anonymous"):
+        pickle.dumps(br)

@@ -132,7 +132,6 @@ class CircuitBreaker(_core.BreakerCore):
             k: v for k, v in given.items() if k not in ("self", "name", "store", "__class__")
         }
         self._store = resolve_store(store)
-        self._store_arg = store
         cfg = self._build_config(name, **self._init_kwargs)
         self._config = cfg
         if seed is None:
@@ -422,7 +421,10 @@ class CircuitBreaker(_core.BreakerCore):
 
     # ---- pickling (spawn): rebuild from the constructor arguments ----------------
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.name, self._store_arg, self._init_kwargs))
+        # pickle the store actually in use, as RateLimiter and ConcurrencyLimiter do: a
+        # default anonymous store then refuses to pickle (StoreError, in the parent)
+        # instead of the child silently building a private breaker on its own store
+        return (_rebuild, (self.name, self._store, self._init_kwargs))
 
     def __repr__(self) -> str:
         try:
