@@ -31,35 +31,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
 
 #include "sg_limiter.h"
 
-static sg_table T;
-static void *region;
-static int failures;
-
-#define CHECK(cond, ...)                                                                                       \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                               \
-            fprintf(stderr, __VA_ARGS__);                                                                      \
-            fprintf(stderr, "\n");                                                                             \
-            failures++;                                                                                        \
-        }                                                                                                      \
-    } while (0)
-
-static void make_store(uint64_t capacity) {
-    uint64_t size = sg_store_size(capacity);
-    free(region);
-    region = calloc(1, size);
-    if (!region || sg_store_init(region, size, capacity) != SG_OK || sg_store_attach(&T, region, size) != SG_OK) {
-        fprintf(stderr, "cannot make store\n");
-        exit(2);
-    }
-}
-
-static sg_hash128 key(uint64_t seed, unsigned k) {
-    char buf[32];
-    int n = snprintf(buf, sizeof buf, "key:%u", k);
-    return sg_hash(buf, (size_t)n, seed);
-}
+#include "harness.h"
 
 static const sg_rate HOT = {SG_ALGO_GCRA, 100, 0, 86400000000000ULL / 100}; /* no refill within the test */
 

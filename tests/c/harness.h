@@ -1,0 +1,41 @@
+/* Shared by the C table tests: a fresh heap store in T, stable test keys, and a
+ * CHECK that counts failures (atomically, so worker threads may use it). */
+#ifndef SG_TEST_HARNESS_H
+#define SG_TEST_HARNESS_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "sg_core.h"
+
+static sg_table T;
+static void *region;
+static int failures;
+
+#define CHECK(cond, ...)                                                                  \
+    do {                                                                                  \
+        if (!(cond)) {                                                                    \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                          \
+            fprintf(stderr, __VA_ARGS__);                                                 \
+            fprintf(stderr, "\n");                                                        \
+            __atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);                           \
+        }                                                                                 \
+    } while (0)
+
+static void make_store(uint64_t capacity) {
+    uint64_t size = sg_store_size(capacity);
+    free(region);
+    region = calloc(1, size);
+    if (!region || sg_store_init(region, size, capacity) != SG_OK || sg_store_attach(&T, region, size) != SG_OK) {
+        fprintf(stderr, "cannot make store\n");
+        exit(2);
+    }
+}
+
+static sg_hash128 key(uint64_t seed, unsigned k) {
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "key:%u", k);
+    return sg_hash(buf, (size_t)n, seed);
+}
+
+#endif
