@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 import uuid
 
 import pytest
@@ -50,3 +51,21 @@ def run_procs(ctx, target, args_list, timeout=120.0):
             p.join()
             pytest.fail(f"worker {p.pid} did not finish within {timeout}s")
         assert p.exitcode == 0, f"worker {p.pid} exited with {p.exitcode}"
+
+
+def wait_for(pred, timeout=30.0, what="condition"):
+    """Poll pred (another process's progress) until true; fail after timeout seconds."""
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"{what} not reached within {timeout}s")
+        time.sleep(0.005)
+
+
+def note_peak(cur, peak) -> int:
+    """cur += 1 and raise the shared high-water mark peak to it; returns the new cur."""
+    now = cur.add(1)
+    while True:
+        p = peak.value
+        if now <= p or peak.compare_and_set(p, now):
+            return now

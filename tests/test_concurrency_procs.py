@@ -8,20 +8,13 @@ import signal
 import time
 
 import pytest
-from conftest import run_procs
+from conftest import note_peak, run_procs, wait_for
 
 import sluicegate as sg
 from sluicegate import _procident as pi
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def _note_peak(cur: sg._core.Counter, peak: sg._core.Counter) -> None:
-    now = cur.add(1)
-    while True:
-        p = peak.value
-        if now <= p or peak.compare_and_set(p, now):
-            return
 
 
 def _cap_worker(store_name: str, limit: int, iters: int) -> None:
@@ -30,7 +23,7 @@ def _cap_worker(store_name: str, limit: int, iters: int) -> None:
     cur, peak, done = store.counter("cur"), store.counter("peak"), store.counter("done")
     for _ in range(iters):
         with cap.slot(timeout=30):
-            _note_peak(cur, peak)
+            note_peak(cur, peak)
             time.sleep(0.0005)
             cur.add(-1)
             done.add(1)
@@ -57,13 +50,6 @@ def _hold_forever(store_name: str, limit: int, n: int) -> None:
     time.sleep(60)
 
 
-def _wait_for(pred, timeout=20.0):
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
-
 
 @pytest.mark.parametrize("reap", [True, False], ids=["reaped", "zombie"])
 def test_sigkilled_holder_permits_come_back(mp_ctx, store, store_name, reap):
@@ -71,7 +57,7 @@ def test_sigkilled_holder_permits_come_back(mp_ctx, store, store_name, reap):
     p = mp_ctx.Process(target=_hold_forever, args=(store_name, limit, 3))
     p.start()
     try:
-        _wait_for(lambda: store.counter("ready").value == 1)
+        wait_for(lambda: store.counter("ready").value == 1)
         cap = sg.ConcurrencyLimiter("db", limit, store=store)
         owner = store.counter("owner").value
         assert pi.owner_pid(owner) == p.pid and pi.owner_alive(owner)
@@ -82,7 +68,7 @@ def test_sigkilled_holder_permits_come_back(mp_ctx, store, store_name, reap):
         if reap:
             p.join(10)
         else:  # not yet waited for: the holder is a zombie, which is dead too
-            _wait_for(lambda: pi.process_start(p.pid) is None)
+            wait_for(lambda: pi.process_start(p.pid) is None)
         assert not pi.owner_alive(owner)
         got = [cap.acquire(timeout=1.0) for _ in range(3)]  # the next acquire finding it full reclaims
         assert cap.in_use == 4 and cap.stats()["reclaimed"] == 3
@@ -112,7 +98,7 @@ def test_sigkill_at_random_points_never_leaks(mp_ctx, store, store_name):
     for p in procs:
         p.start()
     try:
-        _wait_for(lambda: store.counter("loops").value > 300)
+        wait_for(lambda: store.counter("loops").value > 300)
         for p in procs:
             os.kill(p.pid, signal.SIGKILL)
         for p in procs:
@@ -172,7 +158,7 @@ def _hold_until_go(store_name: str, limit: int) -> None:
     cap = sg.ConcurrencyLimiter("db", limit, store=store)
     cur, peak, go = store.counter("cur"), store.counter("peak"), store.counter("go")
     with cap.slot(timeout=30):
-        _note_peak(cur, peak)
+        note_peak(cur, peak)
         t0 = time.monotonic()
         while go.value == 0 and time.monotonic() - t0 < 30:
             time.sleep(0.002)
@@ -186,7 +172,7 @@ def test_cap_is_reached_exactly_and_queues_the_rest(mp_ctx, store, store_name):
     for p in procs:
         p.start()
     try:
-        _wait_for(lambda: store.counter("cur").value == limit)
+        wait_for(lambda: store.counter("cur").value == limit)
         time.sleep(0.2)  # the other 3 keep polling; none of them may get in
         assert store.counter("cur").value == limit
         assert sg.ConcurrencyLimiter("db", limit, store=store).in_use == limit

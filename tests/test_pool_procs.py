@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import run_procs
+from conftest import note_peak, run_procs, wait_for
 
 import sluicegate as sg
 
@@ -24,12 +24,7 @@ class Conn:
 
     def __init__(self, store: sg.SharedStore) -> None:
         self.held = store.counter("held")
-        self.peak = store.counter("peak")
-        now = self.held.add(1)
-        while True:
-            p = self.peak.value
-            if now <= p or self.peak.compare_and_set(p, now):
-                break
+        note_peak(self.held, store.counter("peak"))
         self.open = True
 
     def close(self) -> None:
@@ -78,23 +73,17 @@ def _hog(store_name: str, n: int) -> None:
         leases[:1] = [pool.acquire()]
 
 
-def _wait_for(pred, timeout=30.0):
-    t0 = time.monotonic()
-    while not pred():
-        assert time.monotonic() - t0 < timeout, "condition not reached"
-        time.sleep(0.005)
-
 
 def test_eight_processes_never_hold_more_than_the_host_limit(mp_ctx, store, store_name):
     nproc, threads, iters = 8, 3, 25
     hog = mp_ctx.Process(target=_hog, args=(store_name, 4))
     hog.start()
     try:
-        _wait_for(lambda: store.counter("hog_ready").value == 1)
+        wait_for(lambda: store.counter("hog_ready").value == 1)
         procs = [mp_ctx.Process(target=_pool_worker, args=(store_name, threads, iters)) for _ in range(nproc)]
         for p in procs:
             p.start()
-        _wait_for(lambda: store.counter("checkouts").value > 50)
+        wait_for(lambda: store.counter("checkouts").value > 50)
         os.kill(hog.pid, signal.SIGKILL)  # its 4 permits must come back to the others
         for p in procs:
             p.join(80)
@@ -118,7 +107,7 @@ def test_sigkilled_pool_holder_permits_come_back(mp_ctx, store, store_name):
     hog = mp_ctx.Process(target=_hog, args=(store_name, 8))
     hog.start()
     try:
-        _wait_for(lambda: store.counter("hog_ready").value == 1)
+        wait_for(lambda: store.counter("hog_ready").value == 1)
         cap = sg.ConcurrencyLimiter("pg", HOST_LIMIT, store=store)
         pool = sg.Pool(object, size=HOST_LIMIT, host_limit=cap)
         mine = [pool.acquire(block=False) for _ in range(HOST_LIMIT - 8)]
@@ -183,7 +172,7 @@ def test_eight_pools_saturate_the_host_limit_exactly(mp_ctx, store, store_name):
     for p in procs:
         p.start()
     try:
-        _wait_for(lambda: store.counter("held").value == HOST_LIMIT)
+        wait_for(lambda: store.counter("held").value == HOST_LIMIT)
         time.sleep(0.3)  # 60 threads keep polling the cap; none may get a 21st resource
         assert store.counter("held").value == HOST_LIMIT
         store.counter("go").add(1)
