@@ -131,14 +131,8 @@ class RateLimiter(_core._RateCore):
             d = self.check(key, cost)
             if d.allowed:
                 return d
-            wait = d.retry_after
-            if deadline is not None and wait > deadline - time.monotonic():
-                raise RateLimited(
-                    f"rate limiter {self.name!r}: {key!r} is limited for {wait:.3f}s more "
-                    f"(timeout {t}s)",
-                    retry_after=wait,
-                )
-            time.sleep(wait)
+            self._give_up_if_late(key, d.retry_after, deadline, time.monotonic(), t)
+            time.sleep(d.retry_after)
 
     async def acquire_async(self, key: Key, cost: int = 1, timeout: float | None = None) -> Decision:
         """asyncio form of acquire: awaits asyncio.sleep(retry_after) between tries."""
@@ -149,14 +143,16 @@ class RateLimiter(_core._RateCore):
             d = self.check(key, cost)
             if d.allowed:
                 return d
-            wait = d.retry_after
-            if deadline is not None and wait > deadline - loop.time():
-                raise RateLimited(
-                    f"rate limiter {self.name!r}: {key!r} is limited for {wait:.3f}s more "
-                    f"(timeout {t}s)",
-                    retry_after=wait,
-                )
-            await asyncio.sleep(wait)
+            self._give_up_if_late(key, d.retry_after, deadline, loop.time(), t)
+            await asyncio.sleep(d.retry_after)
+
+    def _give_up_if_late(self, key: Key, wait: float, deadline: float | None, now: float, t: float | None) -> None:
+        """Raise RateLimited at once when waiting wait seconds would pass the deadline."""
+        if deadline is not None and wait > deadline - now:
+            raise RateLimited(
+                f"rate limiter {self.name!r}: {key!r} is limited for {wait:.3f}s more (timeout {t}s)",
+                retry_after=wait,
+            )
 
     # -- decorator ------------------------------------------------------------------------
     def __call__(
