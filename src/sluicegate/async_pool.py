@@ -148,14 +148,6 @@ class AsyncPool(_PoolConfig, Generic[T]):
     def _nwaiting(self) -> int:
         return len(self._waiters)
 
-    @staticmethod
-    def _borrower_dead(b: Any) -> bool:
-        return False  # see the module docstring: only a garbage-collected lease is abandoned
-
-    @staticmethod
-    def _borrower_name(b: Any) -> str:
-        return f"task {b.get_name()!r}" if hasattr(b, "get_name") else repr(b)
-
     def _give(self, e: _Entry) -> None:
         w = self._waiters
         if w and not w[0].done():
@@ -283,7 +275,6 @@ class AsyncPool(_PoolConfig, Generic[T]):
                         entry = vetted
                     assert entry is not None
                     entry.uses += 1
-                    entry.borrower = asyncio.current_task()
                     entry.where = where
                     self._out.add(entry)
                     self._n_checkouts += 1

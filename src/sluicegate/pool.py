@@ -239,7 +239,7 @@ class _PoolConfig:
             excess -= 1
 
     def _collect_orphans_locked(self) -> list[tuple[_Entry, str]]:
-        """Entries whose borrower thread/task died or whose lease was garbage-collected."""
+        """Entries whose lease was garbage-collected, or (Pool: borrowers are threads) whose borrower ended."""
         found: list[tuple[_Entry, str]] = []
         while self._orphans:
             e, why, gen = self._orphans.pop()
