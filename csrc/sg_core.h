@@ -50,8 +50,6 @@ enum { /* namespaces: limiter "api" and breaker "api" never collide */
     SG_NS_BREAKER = 3,
     SG_NS_CONCURRENCY = 4,
     SG_NS_STATS = 5,
-    SG_NS_POOL = 6,
-    SG_NS_USER = 7,
 };
 
 /* ---- store layout ---------------------------------------------------------- */

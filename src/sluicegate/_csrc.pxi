@@ -16,8 +16,6 @@ cdef extern from "sg_core.h" nogil:
         SG_NS_BREAKER
         SG_NS_CONCURRENCY
         SG_NS_STATS
-        SG_NS_POOL
-        SG_NS_USER
         SG_SLOT_RECLAIMABLE
         SG_SLOT_PERMANENT
         SG_HEADER_SIZE
