@@ -1,4 +1,5 @@
-/* Clock and boot identity.  The decision path reads only sg_mono_ns(). */
+/* Clock and boot identity.  Decisions read sg_mono_ns(), or sg_fast_mono_ns() on
+ * the rate limiter's hot path. */
 #define _POSIX_C_SOURCE 200809L
 #ifdef __APPLE__
 #define _DARWIN_C_SOURCE /* sysctlbyname is hidden under strict POSIX */
@@ -11,6 +12,14 @@
 #endif
 
 #include "sg_core.h"
+
+#if defined(__linux__) && defined(__x86_64__)
+#define SG_HAVE_TSC 1
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <x86intrin.h>
+#endif
 
 uint64_t sg_mono_ns(void) {
     struct timespec ts;
@@ -47,3 +56,123 @@ uint64_t sg_boot_key(void) {
     if (!key) key = (sg_wall_ns() - sg_mono_ns()) / 1000000000ULL; /* ~1 s: can drift under NTP */
     return key < 2 ? key + 2 : key; /* 0 and 1 are reserved in the header */
 }
+
+/* ---- the fast clock ---------------------------------------------------------
+ * CLOCK_MONOTONIC costs ~25 ns through the vDSO (an ordered rdtsc, a seqlock and a
+ * multiply); the raw TSC ~10.  Where the kernel keeps time with the TSC itself (it
+ * has checked that the TSC is invariant and synchronised across CPUs), this
+ * extrapolates CLOCK_MONOTONIC from an anchor pair (tsc0, mono0) taken at most
+ * SG_FC_ANCHOR_NS ago.  Each re-anchor re-measures the slope over the interval just
+ * ended, so NTP slewing is followed; the error is a few ppm of SG_FC_ANCHOR_NS, i.e.
+ * tens of ns (tests/test_clock.py bounds it).  Elsewhere, or with
+ * SLUICEGATE_CLOCK=precise in the environment, it is sg_mono_ns().
+ * The anchor is per process, published under a seqlock; a reader that meets a
+ * writer just reads the precise clock instead of waiting. */
+#ifdef SG_HAVE_TSC
+__extension__ typedef unsigned __int128 fc_u128;
+
+#define SG_FC_ANCHOR_NS 10000000ULL /* re-anchor every 10 ms */
+#define SG_FC_CAL_NS 2000000ULL     /* the first slope is measured over >= 2 ms */
+
+enum { FC_UNKNOWN = 0, FC_ON = 1, FC_OFF = 2 };
+
+static struct {
+    uint64_t seq; /* even: the anchor is valid (0: none yet); odd: being written */
+    uint64_t tsc0, mono0, mult, limit; /* mult: ns per tick << 32; limit: ticks per anchor */
+    uint64_t cal_tsc, cal_mono;        /* first calibration point */
+    int mode;
+} __attribute__((aligned(64))) fc;
+
+#define FC_LD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define FC_ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
+
+static void fc_after_fork(void) { /* a writer in another thread does not exist in the child */
+    if (FC_LD(fc.seq) & 1) FC_ST(fc.seq, 0);
+}
+
+static int fc_decide_mode(void) {
+    const char *env = getenv("SLUICEGATE_CLOCK");
+    int mode = FC_OFF;
+    if (!env || strcmp(env, "precise") != 0) {
+        char buf[32] = {0};
+        FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+        if (f) {
+            if (fgets(buf, sizeof buf, f) && strncmp(buf, "tsc\n", 4) == 0) mode = FC_ON;
+            fclose(f);
+        }
+    }
+    if (mode == FC_ON && pthread_atfork(NULL, NULL, fc_after_fork) != 0) mode = FC_OFF;
+    int expect = FC_UNKNOWN;
+    if (!__atomic_compare_exchange_n(&fc.mode, &expect, mode, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return expect; /* another thread decided first */
+    return mode;
+}
+
+/* A (tsc, mono) pair read close together: the TSC midpoint of a clock read that
+ * was not interrupted. */
+static int fc_pair(uint64_t *tsc, uint64_t *mono) {
+    for (int i = 0; i < 8; i++) { /* ~100 ticks when quiet; an exit to the hypervisor adds thousands */
+        uint64_t a = __rdtsc(), m = sg_mono_ns(), b = __rdtsc();
+        if (b > a && b - a < 400) {
+            *tsc = a + (b - a) / 2;
+            *mono = m;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Slow path: no valid anchor, a writer active, or the anchor is too old. */
+static uint64_t fc_slow(uint64_t s) {
+    int mode = FC_LD(fc.mode);
+    if (mode == FC_UNKNOWN) mode = fc_decide_mode();
+    if (mode != FC_ON || (s & 1)) return sg_mono_ns();
+    uint64_t cal_mono = FC_LD(fc.cal_mono);
+    if (s == 0 && cal_mono) { /* calibrating: precise time until the first interval has passed */
+        uint64_t m = sg_mono_ns();
+        if (m - cal_mono < SG_FC_CAL_NS) return m;
+    }
+    uint64_t tsc, mono;
+    if (!fc_pair(&tsc, &mono)) return sg_mono_ns();
+    if (!__atomic_compare_exchange_n(&fc.seq, &s, s + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return mono; /* another thread is re-anchoring */
+    uint64_t t0 = s ? FC_LD(fc.tsc0) : FC_LD(fc.cal_tsc), m0 = s ? FC_LD(fc.mono0) : cal_mono;
+    uint64_t next = s + 2;
+    if (!t0 || tsc <= t0 || mono <= m0) { /* first point, or the TSC went back: (re)start */
+        FC_ST(fc.cal_tsc, tsc);
+        FC_ST(fc.cal_mono, mono);
+        next = 0;
+    } else {
+        uint64_t mult = (uint64_t)(((fc_u128)(mono - m0) << 32) / (tsc - t0));
+        if (mult < (1ULL << 32) / 16 || mult > (1ULL << 32) * 16) { /* not 62 MHz..16 GHz: give up */
+            FC_ST(fc.mode, FC_OFF);
+            next = 0;
+        } else {
+            FC_ST(fc.tsc0, tsc);
+            FC_ST(fc.mono0, mono);
+            FC_ST(fc.mult, mult);
+            FC_ST(fc.limit, (uint64_t)(((fc_u128)SG_FC_ANCHOR_NS << 32) / mult));
+        }
+    }
+    FC_ST(fc.seq, next);
+    return mono;
+}
+
+uint64_t sg_fast_mono_ns(void) {
+    uint64_t s = FC_LD(fc.seq);
+    if (__builtin_expect(s == 0 || (s & 1), 0)) return fc_slow(s);
+    uint64_t tsc0 = FC_LD(fc.tsc0), mono0 = FC_LD(fc.mono0), mult = FC_LD(fc.mult), limit = FC_LD(fc.limit);
+    if (FC_LD(fc.seq) != s) return sg_mono_ns(); /* torn: a writer got in between */
+    uint64_t d = __rdtsc() - tsc0;               /* a TSC behind the anchor wraps huge */
+    if (__builtin_expect(d > limit, 0)) return fc_slow(s);
+    return mono0 + (uint64_t)(((fc_u128)d * mult) >> 32);
+}
+
+int sg_fast_clock_mode(void) {
+    int mode = FC_LD(fc.mode);
+    return mode == FC_UNKNOWN ? fc_decide_mode() : mode;
+}
+#else
+uint64_t sg_fast_mono_ns(void) { return sg_mono_ns(); }
+int sg_fast_clock_mode(void) { return 2; }
+#endif

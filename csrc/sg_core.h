@@ -32,6 +32,10 @@ enum {
 uint64_t sg_mono_ns(void);      /* CLOCK_MONOTONIC, ns */
 uint64_t sg_wall_ns(void);      /* CLOCK_REALTIME, ns: only used to rebase after reboot */
 uint64_t sg_boot_key(void);     /* identifies the current boot (0 if unknown) */
+/* CLOCK_MONOTONIC extrapolated from the TSC where the kernel uses it (within tens
+ * of ns, ~10 ns cheaper); sg_mono_ns() elsewhere.  Mode: 1 TSC, 2 precise. */
+uint64_t sg_fast_mono_ns(void);
+int sg_fast_clock_mode(void);
 
 /* ---- hash ----------------------------------------------------------------- */
 typedef struct {
@@ -107,6 +111,11 @@ int sg_store_attach(sg_table *t, void *base, uint64_t size);
 /* store time in ns (monotonic, shared by all processes attached to the store) */
 static inline uint64_t sg_store_now(const sg_table *t) {
     return (uint64_t)((int64_t)sg_mono_ns() - t->base_mono);
+}
+
+/* the same from the fast clock (the rate limiter's decision path) */
+static inline uint64_t sg_store_fast_now(const sg_table *t) {
+    return (uint64_t)((int64_t)sg_fast_mono_ns() - t->base_mono);
 }
 
 /* ---- slots ---------------------------------------------------------------- */

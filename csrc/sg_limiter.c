@@ -61,9 +61,29 @@ static uint64_t gcra_step(const sg_rate *r, uint64_t tat, uint64_t cost, uint64_
 #define FX_IDX(p) ((p) >> 32)
 #define FX_CNT(p) ((p)&0xffffffffULL)
 
+/* A payload's window may be later than now's: another process wrote it after we
+ * read the clock.  Within SG_SKEW_NS of the boundary that is clock skew (the fast
+ * clocks of two processes differ by tens of ns) and the decision moves to the
+ * payload's window.  Anything later means our `now` is stale: with a self-read
+ * clock the caller re-reads it and retries (the step reports *ahead); decided as
+ * is, it would roll the window back and hand out its budget twice.  Window indexes
+ * are kept modulo 2^24 (fixed) or 2^16 (sliding); "later" is the lower half. */
+#define SG_SKEW_NS 100000ULL
+
+static inline uint64_t window_of(uint64_t P, uint64_t now, uint64_t pidx, uint64_t mask, uint64_t *t, int *ahead) {
+    uint64_t w = now / P, a = (pidx - w) & mask;
+    if (a == 0 || a > mask / 2) return w;
+    if (a == 1 && (w + 1) * P - now <= SG_SKEW_NS) {
+        *t = (w + 1) * P;
+        return w + 1;
+    }
+    *ahead = 1;
+    return w;
+}
+
 static uint64_t fixed_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now, int consume,
-                           sg_decision *d) {
-    uint64_t w = now / r->period_ns, widx = w & 0xffffff;
+                           sg_decision *d, int *ahead) {
+    uint64_t w = window_of(r->period_ns, now, FX_IDX(p), 0xffffff, &now, ahead), widx = w & 0xffffff;
     uint64_t cnt = FX_IDX(p) == widx ? FX_CNT(p) : 0;
     uint64_t left = cnt < r->limit ? r->limit - cnt : 0;
     uint64_t to_end = (w + 1) * r->period_ns - now;
@@ -117,8 +137,9 @@ static uint64_t sliding_wait(uint64_t L, uint64_t P, uint64_t elapsed, uint64_t 
 }
 
 static uint64_t sliding_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now, int consume,
-                             sg_decision *d) {
-    uint64_t P = r->period_ns, L = r->limit, w = now / P, elapsed = now - w * P, prev, cur;
+                             sg_decision *d, int *ahead) {
+    uint64_t P = r->period_ns, L = r->limit, w = window_of(P, now, SL_IDX(p), 0xffff, &now, ahead);
+    uint64_t elapsed = now - w * P, prev, cur;
     sliding_counts(r, p, now, &prev, &cur);
     /* estimate*P = prev*(P-elapsed) + cur*P, compared exactly in 128 bits */
     u128 used = (u128)prev * (P - elapsed) + (u128)cur * P;
@@ -135,10 +156,13 @@ static uint64_t sliding_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64
     return ((w & 0xffff) << 40) | (prev << 20) | c2;
 }
 
-static uint64_t step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now, int consume, sg_decision *d) {
+/* *ahead: the payload is from a later window than now's (see window_of).  GCRA
+ * needs no such care: a stale now only makes it stricter. */
+static uint64_t step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now, int consume, sg_decision *d,
+                     int *ahead) {
     switch (r->algo) {
-    case SG_ALGO_FIXED: return fixed_step(r, p, cost, now, consume, d);
-    case SG_ALGO_SLIDING: return sliding_step(r, p, cost, now, consume, d);
+    case SG_ALGO_FIXED: return fixed_step(r, p, cost, now, consume, d, ahead);
+    case SG_ALGO_SLIDING: return sliding_step(r, p, cost, now, consume, d, ahead);
     default: return gcra_step(r, p, cost, now, consume, d);
     }
 }
@@ -165,8 +189,13 @@ int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now) 
         if (param == 0 || param > (1ULL << 40)) return payload == 0; /* garbage: only a fresh word */
         sg_rate r = {algo, 1, param * 1000000ULL, 0};
         uint64_t prev = 0, cur;
+        uint64_t w = now / r.period_ns;
+        /* a window a little later than now's is live: written after our clock read */
+        uint64_t pidx = algo == SG_ALGO_FIXED ? FX_IDX(payload) : SL_IDX(payload);
+        uint64_t a = (pidx - w) & (algo == SG_ALGO_FIXED ? 0xffffff : 0xffff);
+        if (a == 1 || a == 2) return 0;
         if (algo == SG_ALGO_FIXED) {
-            cur = FX_IDX(payload) == ((now / r.period_ns) & 0xffffff) ? FX_CNT(payload) : 0;
+            cur = FX_IDX(payload) == (w & 0xffffff) ? FX_CNT(payload) : 0;
         } else {
             sliding_counts(&r, payload, now, &prev, &cur);
         }
@@ -196,29 +225,50 @@ static inline uint64_t rate_param(const sg_rate *r) {
     return r->algo == SG_ALGO_GCRA ? 0 : r->period_ns / 1000000ULL;
 }
 
-/* CAS loop on the key's tagged word; fn computes the new payload. */
+/* CAS loop on the key's tagged word; fn computes the new payload.
+ * *now == 0: the clock is read after the word is loaded (and again after a lost
+ * CAS), so no decision uses a time older than the state it overwrites; a process
+ * that stalls between its clock read and its CAS loses the CAS.  *now then keeps
+ * the time used.  A given *now (tests, batches) is used as is, except that a
+ * batch (refresh) re-reads it when a window turns out to be later than it. */
 #define SG_RETRIES 100000
 
-int sg_rate_apply(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now, int consume,
-                  sg_decision *out) {
+static int apply1(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t *now, int refresh,
+                  int consume, sg_decision *out) {
+    int self = *now == 0, rereads = 0;
     for (int attempt = 0; attempt < SG_RETRIES; attempt++) {
         uint64_t idx;
         uint8_t tag;
-        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), now, consume, &idx, &tag);
+        int ahead = 0;
+        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), self ? 0 : *now, consume, &idx,
+                              &tag);
         if (rc == SG_NOTFOUND) {
-            step(r, 0, cost, now, 0, out);
+            if (self) *now = sg_store_fast_now(t);
+            step(r, 0, cost, *now, 0, out, &ahead);
             return SG_OK;
         }
         if (rc != SG_OK) return rc;
         uint64_t *w = &t->slots[idx].v[0];
         uint64_t v = sg_load(w);
         while (SG_TAG(v) == tag && sg_slot_current(t, idx, tag)) {
-            uint64_t np = step(r, SG_PAYLOAD(v), cost, now, consume, out);
+            if (self) *now = sg_store_fast_now(t);
+            uint64_t np = step(r, SG_PAYLOAD(v), cost, *now, consume, out, &ahead);
+            if (ahead && (self || refresh) && rereads++ < 3) { /* a stale time: read it again */
+                if (!self) *now = sg_store_fast_now(t);
+                ahead = 0;
+                v = sg_load(w);
+                continue;
+            }
             if (!consume || !out->allowed) return SG_OK;
             if (sg_cas(w, &v, SG_TAGGED(tag, np))) return SG_OK;
         }
     }
     return SG_ERR_FULL;
+}
+
+int sg_rate_apply(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now, int consume,
+                  sg_decision *out) {
+    return apply1(t, h, r, cost, &now, 0, consume, out);
 }
 
 int sg_rate_refund(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now) {
@@ -228,7 +278,9 @@ int sg_rate_refund(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, u
     if (rc != SG_OK) return rc == SG_NOTFOUND ? SG_OK : rc;
     uint64_t *w = &t->slots[idx].v[0];
     uint64_t v = sg_load(w);
+    int self = now == 0;
     while (SG_TAG(v) == tag && sg_slot_current(t, idx, tag)) {
+        if (self) now = sg_store_fast_now(t);
         if (sg_cas(w, &v, SG_TAGGED(tag, refund_step(r, SG_PAYLOAD(v), cost, now)))) break;
     }
     return SG_OK;
@@ -249,9 +301,12 @@ int sg_rate_reset(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t now) {
 int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, uint64_t cost, uint64_t now,
                    int consume, sg_decision *out) {
     sg_decision d;
+    uint64_t used[64]; /* the time each rate was decided at, for its refund (n <= 64) */
     int have = 0;
+    if (n > 64) return SG_ERR_ARG;
     for (int i = 0; i < n; i++) {
-        int rc = sg_rate_apply(t, hs[i], &rs[i], cost, now, consume, &d);
+        used[i] = now;
+        int rc = apply1(t, hs[i], &rs[i], cost, &used[i], 0, consume, &d);
         if (rc == SG_OK && d.allowed) {
             if (!have || d.remaining < out->remaining ||
                 (d.remaining == out->remaining && d.reset_after_ns > out->reset_after_ns))
@@ -260,7 +315,7 @@ int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, 
             continue;
         }
         if (consume)
-            for (int j = 0; j < i; j++) sg_rate_refund(t, hs[j], &rs[j], cost, now);
+            for (int j = 0; j < i; j++) sg_rate_refund(t, hs[j], &rs[j], cost, used[j]);
         if (rc != SG_OK) return rc;
         *out = d;
         /* a peek reports the longest wait among the denying rates */
@@ -282,23 +337,29 @@ int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, 
  * computed one after another on a private copy of the payload and published with
  * ONE CAS, so the run is linearisable as a block and decides exactly like m
  * sequential calls.  On a lost CAS the whole run is recomputed. */
-static int apply_run(sg_table *t, sg_hash128 h, const sg_rate *r, size_t m, uint64_t cost, uint64_t now,
-                     uint8_t *allowed) {
+static int apply_run(sg_table *t, sg_hash128 h, const sg_rate *r, size_t m, uint64_t cost, uint64_t *now,
+                     int refresh, uint8_t *allowed) {
     sg_decision d;
+    int rereads = 0;
     for (int attempt = 0; attempt < SG_RETRIES; attempt++) {
         uint64_t idx;
         uint8_t tag;
-        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), now, 1, &idx, &tag);
+        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), *now, 1, &idx, &tag);
         if (rc != SG_OK) return rc;
         uint64_t *w = &t->slots[idx].v[0];
         uint64_t v = sg_load(w);
         while (SG_TAG(v) == tag && sg_slot_current(t, idx, tag)) {
             uint64_t p = SG_PAYLOAD(v);
-            int any = 0;
+            int any = 0, ahead = 0;
             for (size_t j = 0; j < m; j++) {
-                p = step(r, p, cost, now, 1, &d);
+                p = step(r, p, cost, *now, 1, &d, &ahead);
                 allowed[j] = (uint8_t)(d.allowed != 0);
                 any |= d.allowed != 0;
+            }
+            if (ahead && refresh && rereads++ < 3) { /* the batch's time is stale: read it again */
+                *now = sg_store_fast_now(t);
+                v = sg_load(w);
+                continue;
             }
             if (!any) return SG_OK; /* all denied: nothing to write */
             if (sg_cas(w, &v, SG_TAGGED(tag, p))) return SG_OK;
@@ -313,8 +374,9 @@ int sg_rates_apply_many(sg_table *t, const sg_hash128 *hs, size_t nkeys, const s
                         uint64_t now, uint8_t *allowed, size_t *done) {
     sg_decision d;
     size_t k = 0;
-    int rc = SG_OK;
+    int rc = SG_OK, refresh = now == 0;
     if (nrates == 1) {
+        if (refresh) now = sg_store_fast_now(t);
         while (k < nkeys) {
             size_t m = 1;
             while (k + m < nkeys && hs[k + m].a == hs[k].a && hs[k + m].b == hs[k].b) m++;
@@ -323,7 +385,8 @@ int sg_rates_apply_many(sg_table *t, const sg_hash128 *hs, size_t nkeys, const s
                 __builtin_prefetch(&t->slots[home], 1);
                 __builtin_prefetch(&t->plen[home], 0);
             }
-            rc = m == 1 ? sg_rate_apply(t, hs[k], rs, cost, now, 1, &d) : apply_run(t, hs[k], rs, m, cost, now, allowed + k);
+            rc = m == 1 ? apply1(t, hs[k], rs, cost, &now, refresh, 1, &d)
+                        : apply_run(t, hs[k], rs, m, cost, &now, refresh, allowed + k);
             if (rc != SG_OK) break;
             if (m == 1) allowed[k] = (uint8_t)(d.allowed != 0);
             k += m;

@@ -27,7 +27,9 @@ typedef struct {
 /* 0 if the rate is usable, else SG_ERR_ARG. */
 int sg_rate_validate(const sg_rate *r);
 
-/* Decide for one key.  consume=0 is a peek (never creates a slot). */
+/* Decide for one key.  consume=0 is a peek (never creates a slot).
+ * now == 0 (in every function here): read the store clock, after the key's state
+ * is loaded.  A non-zero now is a fake clock (tests) or a caller's own instant. */
 int sg_rate_apply(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now, int consume,
                   sg_decision *out);
 /* Give back cost previously consumed (chains and multi-rate all-or-nothing). */
@@ -40,14 +42,6 @@ int sg_rate_reset(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t now);
  * out gets the denying rate's decision, or the tightest one when allowed. */
 int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, uint64_t cost, uint64_t now,
                    int consume, sg_decision *out);
-
-/* Start loading key h's home slot (and its probe length) into the cache.  Issued
- * before reading the clock, the miss overlaps the clock read. */
-static inline void sg_rate_prefetch(const sg_table *t, sg_hash128 h) {
-    uint64_t home = h.a & t->mask;
-    __builtin_prefetch(&t->slots[home], 1);
-    __builtin_prefetch(&t->plen[home], 0);
-}
 
 /* Batch: decide nkeys keys (consuming cost each) at one instant.  hs holds nrates
  * hashes per key (hs[k * nrates + i]).  allowed[k] gets 0/1.  Stops at the first

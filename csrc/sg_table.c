@@ -388,6 +388,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         if (find_live(t, h, idx, tag) == SG_OK) return SG_OK;
         if (!create) return SG_NOTFOUND;
         uint64_t real_now = sg_store_now(t); /* claim stamps only: keep it off the lookup path */
+        if (!now) now = real_now;            /* the caller reads its clock after the lookup */
 
         /* Reserve a live slot if capacity allows; otherwise only reuse an idle one. */
         int reserved = 0;

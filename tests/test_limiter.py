@@ -151,6 +151,24 @@ def test_check_peek_reset_refund_fake_clock(store):
     assert lim._check_at("k", 1, t + SEC // 4).allowed  # one token back after 250 ms
 
 
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window"])
+def test_a_time_just_before_the_window_of_the_state_is_clock_skew(store, algorithm):
+    """Another process (its clock a little ahead) wrote the next window; a decision
+    made with a time up to 100 us before that window joins it instead of rolling the
+    key back to the previous window, which would hand the next window's budget out
+    twice.  Further back it is an old key's index that wrapped, and starts afresh."""
+    lim = L(store, "3/second", algorithm=algorithm)
+    t = 20 * SEC
+    assert [lim._check_at("k", 1, t + 5).allowed for _ in range(3)] == [True, True, True]
+    late = lim._check_at("k", 1, t - 100_000)  # 100 us before the window it finds
+    assert not late.allowed
+    # measured from t, the start of the window it joined: fixed waits for the next
+    # window, sliding until the 3 calls weigh 2 in it
+    assert late.retry_after == pytest.approx(1.0 if algorithm == "fixed_window" else 4 / 3, abs=1e-9)
+    assert not lim._check_at("k", 1, t + 10).allowed  # the window was not rolled back
+    assert lim._peek_at("k", 1, t + 10).remaining == 0
+
+
 def test_fixed_and_sliding_windows(store):
     fx = L(store, "3/second", algorithm="fixed_window")
     sl = L(store, "3/second", algorithm="sliding_window")

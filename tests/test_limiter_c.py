@@ -54,7 +54,10 @@ static void *run(void *arg) {
             sg_hash128 run[3] = {hh, hh, hh};
             uint8_t ok[3];
             size_t done = 0;
-            if (sg_rates_apply_many(&T, run, 3, &hot, 1, 1, now, ok, &done) != SG_OK || done != 3) { errors[id]++; __atomic_store_n(&last_rc, -1000 - (int)done, __ATOMIC_RELAXED); }
+            if (sg_rates_apply_many(&T, run, 3, &hot, 1, 1, now, ok, &done) != SG_OK || done != 3) {
+                errors[id]++;
+                __atomic_store_n(&last_rc, -1000 - (int)done, __ATOMIC_RELAXED);
+            }
             else admitted[id] += (uint64_t)ok[0] + ok[1] + ok[2];
         }
     }
@@ -93,7 +96,8 @@ int main(int argc, char **argv) {
         sg_decision d;
         sg_rate_apply(&T, hh, &hot, 1, fake_now, 0, &d);
         printf("algo %d admitted %llu errors %llu (rc %d) churn %llu remaining %llu\n", algo,
-               (unsigned long long)total, (unsigned long long)errs, last_rc, (unsigned long long)churned, (unsigned long long)d.remaining);
+               (unsigned long long)total, (unsigned long long)errs, last_rc, (unsigned long long)churned,
+               (unsigned long long)d.remaining);
         if (total != BUDGET || errs != 0 || d.remaining != 0 || churned == 0) return 1;
         /* the table is back to a sane count: hot key + at most the live churn keys */
         if (__atomic_load_n(&T.hdr->live, __ATOMIC_ACQUIRE) > cap) return 4;

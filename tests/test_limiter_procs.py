@@ -145,3 +145,44 @@ def test_limiter_pickles_into_spawned_children(mp_ctx, store, store_name):
     run_procs(mp_ctx, pickled_worker, [(lim, 60, "pk.out") for _ in range(2)])
     assert store.counter("pk.out").value == 100
     assert lim.peek("k").remaining == 0
+
+
+# -- window boundaries: a decision never uses a time older than the state it replaces --
+def window_worker(store_name: str, lim_name: str, algorithm: str, seconds: float, out: str) -> None:
+    """Hammer a 10 ms window; count the admissions per window.  An admission's window
+    ends reset_after after the decision, which came after t0 and (when the call was
+    quick) well within a window of it, so the end is the multiple of the period
+    nearest t0 + reset_after.  Slow calls are left out: that can only hide excess."""
+    store = sg.SharedStore(store_name)
+    lim = sg.RateLimiter(lim_name, sg.Rate(20, 0.01), algorithm=algorithm, store=store)
+    _barrier(store, f"{lim_name}.ready", 3)
+    now, check, period = lim._now_ns, lim.check, 10_000_000
+    counts: dict[int, int] = {}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = now()
+        d = check("k")
+        if d.allowed and now() - t0 < period // 4:  # not preempted for long: t0 is close to the decision
+            w = round((t0 + d.reset_after * 1e9) / period) - 1
+            counts[w] = counts.get(w, 0) + 1
+    with open(out, "w") as f:
+        f.write(repr(counts))
+
+
+def test_fixed_window_is_never_rolled_back_by_a_stalled_process(mp_ctx, store, store_name, tmp_path):
+    """Three processes on two cores: they are preempted between reading the clock and
+    writing the key all the time.  A process that wrote its decision with a time from
+    the previous window used to roll the key back to that window, and the next window
+    then handed out its budget a second time."""
+    lim_name = unique_name("windows")
+    sg.RateLimiter(lim_name, sg.Rate(20, 0.01), algorithm="fixed_window", store=store)
+    outs = [str(tmp_path / f"w{i}") for i in range(3)]
+    run_procs(mp_ctx, window_worker, [(store_name, lim_name, "fixed_window", 1.5, outs[i]) for i in range(3)])
+    total: dict[int, int] = {}
+    for o in outs:
+        with open(o) as f:
+            for w, n in eval(f.read()).items():  # noqa: S307 - our own repr of a dict of ints
+                total[w] = total.get(w, 0) + n
+    over = {w: n for w, n in total.items() if n > 20}
+    assert len(total) > 50, "the workers did not overlap long enough to test anything"
+    assert not over, f"windows that admitted more than their limit of 20: {over}"

@@ -39,6 +39,8 @@ cdef extern from "sg_core.h" nogil:
         uint64_t capacity, nslots, live, reclaimable, permanent, claiming
 
     uint64_t sg_mono_ns()
+    uint64_t sg_fast_mono_ns()
+    int sg_fast_clock_mode()
     sg_hash128 sg_hash(const void *data, size_t length, uint64_t seed)
     uint64_t sg_ns_seed(uint32_t kind, const void *name, size_t length)
     uint64_t sg_store_size(uint64_t capacity)

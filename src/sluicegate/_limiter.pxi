@@ -14,7 +14,6 @@ cdef extern from "sg_limiter.h" nogil:
     uint64_t SG_FIXED_MAX_LIMIT
     uint64_t SG_SLIDING_MAX_LIMIT
     uint64_t SG_GCRA_MAX_TAU
-    void sg_rate_prefetch(const sg_table *t, sg_hash128 h)
 
 import os as _os
 
@@ -272,7 +271,7 @@ cdef class _RateCore:
                 for k in range(n):
                     for i in range(nr):
                         hash_key(keys[k], self._seeds[i], &hs[k * nr + i])
-            now = sg_store_now(&self._tbl.t)
+            now = 0  # the core reads the clock, and again if the batch outlives a window
             # pin the mapping: while this buffer export lives, a close() from another
             # thread cannot unmap the region under the GIL-free loop below
             pin = self._tbl.mv
@@ -368,19 +367,14 @@ cdef inline int rate_decide(_RateCore self, object key, uint64_t cost, uint64_t 
                         sg_decision *d) except -1:
     cdef int rc, i
     cdef sg_hash128 h
-    # now == 0 (store time is never 0): read the clock here, after the key's slot
-    # has been prefetched, so that the cache miss overlaps the clock read
+    # now == 0 (store time is never 0): the core reads the clock itself, after
+    # loading the key's state, so that a stalled caller cannot decide on old time
     if self._n == 1:
         fast_hash(key, self._seeds[0], &h)
-        if now == 0:
-            sg_rate_prefetch(&self._tbl.t, h)
-            now = sg_store_now(&self._tbl.t)
         rc = sg_rate_apply(&self._tbl.t, h, self._rates, cost, now, consume, d)
     else:
         for i in range(self._n):
             hash_key(key, self._seeds[i], &self._hbuf[i])
-        if now == 0:
-            now = sg_store_now(&self._tbl.t)
         rc = sg_rates_apply(&self._tbl.t, self._hbuf, self._rates, self._n, cost, now, consume, d)
     if rc != SG_OK:
         raise_table_rc(rc, f"rate limiter {self._cname!r}")

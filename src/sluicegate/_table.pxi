@@ -56,6 +56,17 @@ def monotonic_ns():
     return sg_mono_ns()
 
 
+def fast_monotonic_ns():
+    """The rate limiter's clock: CLOCK_MONOTONIC extrapolated from the TSC where
+    the kernel keeps time with it (see csrc/sg_clock.c), else monotonic_ns()."""
+    return sg_fast_mono_ns()
+
+
+def fast_clock_mode():
+    """'tsc' if fast_monotonic_ns() extrapolates from the TSC, else 'precise'."""
+    return "tsc" if sg_fast_clock_mode() == 1 else "precise"
+
+
 def store_size(uint64_t capacity):
     """Bytes needed for a store of this many key slots."""
     cdef uint64_t n = sg_store_size(capacity)

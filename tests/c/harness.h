@@ -22,6 +22,8 @@ static int failures;
         }                                                                                 \
     } while (0)
 
+#define CHECK_FAILED() (__atomic_load_n(&failures, __ATOMIC_RELAXED) != 0)
+
 static void make_store(uint64_t capacity) {
     uint64_t size = sg_store_size(capacity);
     free(region);

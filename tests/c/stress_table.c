@@ -204,6 +204,26 @@ static void scenario_garbage(void) {
     }
 }
 
+/* ---- 6. the fast clock: threads re-anchoring it concurrently stay on CLOCK_MONOTONIC */
+static void *clock_worker(void *p) {
+    (void)p;
+    for (int i = 0; i < 300000; i++) {
+        uint64_t a = sg_mono_ns(), f = sg_fast_mono_ns(), b = sg_mono_ns();
+        /* within 5 us of the bracket: a wrong slope or a torn anchor is off by far more */
+        CHECK(f + 5000 >= a && f <= b + 5000, "fast clock %llu outside [%llu, %llu]", (unsigned long long)f,
+              (unsigned long long)a, (unsigned long long)b);
+        if (CHECK_FAILED()) break;
+    }
+    return NULL;
+}
+
+static void scenario_clock(void) {
+    pthread_t th[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++) pthread_create(&th[i], NULL, clock_worker, NULL);
+    for (int i = 0; i < NTHREADS; i++) pthread_join(th[i], NULL);
+    printf("fast clock mode %d\n", sg_fast_clock_mode());
+}
+
 int main(void) {
     scenario_counters();
     printf("counters ok\n");
@@ -215,6 +235,8 @@ int main(void) {
     printf("full ok\n");
     scenario_garbage();
     printf("garbage ok\n");
+    scenario_clock();
+    printf("clock ok\n");
     free(region);
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
