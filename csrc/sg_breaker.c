@@ -9,7 +9,8 @@
  *    writes it itself, so it is never torn or stuck;
  *  - results are recorded only for the generation a call was admitted in, and a
  *    bucket word is rolled over (new epoch or generation) by CAS from the value
- *    read, so stale buckets are simply treated as empty;
+ *    read, so stale buckets are simply treated as empty; a bucket's full epoch
+ *    only rises, and a result older than it is dropped (see "rolling buckets");
  *  - probe permits live in S; a half-open round whose permits are all taken and
  *    that has not finished within probe_timeout is restarted (new generation),
  *    which is how a probe held by a killed process is released; taking the
@@ -185,49 +186,101 @@ uint64_t sg_br_poll(sg_breaker *b, uint64_t now) { return poll(b, &now); }
 
 /* ---- rolling buckets ------------------------------------------------------- */
 
+/* Bucket i holds the epochs e (= time / bucket_ns) with e % nbuckets == i.  Its four
+ * words carry only the low 24 bits of their epoch; ep[i] = (newest epoch written to
+ * bucket i) + 1 carries it in full, and only ever rises.  A word counts only while
+ * its 24-bit epoch is ep[i]'s and ep[i] is within the window, so:
+ *  - a result for an epoch older than ep[i]'s is at least a window late, hence
+ *    dropped: a writer that read its clock, then stalled a window, cannot roll a
+ *    newer bucket back to its epoch (every roll-over re-checks ep[i] first);
+ *  - an idle gap of any length leaves ep[i] out of the window: stale;
+ *  - ep[i] is raised only after zeroing the words still counting for an older epoch
+ *    (bk_clean), so a word the new epoch does not write (failures, slow, rejected)
+ *    cannot pass for the new epoch's because their 24-bit epochs alias.
+ * A store created before ep[] existed starts with ep[i] = 0: its buckets read as
+ * stale, so one window of counts is lost once, at the upgrade. */
+
 #define BK_GEN(v) ((v) >> 52)
 #define BK_EPOCH(v) (((v) >> 28) & M24)
 #define BK_COUNT(v) ((v)&BK_MAX_COUNT)
+#define BK_GEN_BITS (0xfffULL << 52)
 
-/* A bucket word's epoch is "ahead" of ours by less than a window: another process
- * read its clock after us (or ours is the coarse one).  Anything else that is not
- * our epoch is stale and rolled over (24-bit epochs compare modulo 2^24). */
-static inline int bk_ahead(uint64_t bucket_epoch, uint64_t e24, uint64_t nb) {
-    uint64_t a = (bucket_epoch - e24) & M24;
-    return a != 0 && a < nb;
+enum { BK_STALE = 0, BK_OK = 1, BK_LATE = 2 }; /* stale generation / recorded / dropped */
+
+/* While ep[i] is still epv: zero the words of bucket i that count for another epoch
+ * (tagged as epv's, so that writers in epv's epoch just add to them). */
+static void bk_clean(sg_breaker *b, uint32_t i, uint64_t epv) {
+    uint64_t e24 = (epv - 1) & M24;
+    for (int k = 0; k < 4; k++) {
+        uint64_t *w = &b->bk[i][k], v = sg_load(w);
+        while (BK_COUNT(v) && BK_EPOCH(v) != e24) {
+            if (sg_load(b->ep[i]) != epv) return; /* moved on: its raiser cleans */
+            if (sg_cas(w, &v, (v & BK_GEN_BITS) | (e24 << 28))) break;
+        }
+    }
 }
 
-/* Add 1 to a bucket word for generation g at epoch e.  Returns 0 if g is stale. */
-static int bk_add(sg_breaker *b, uint64_t *w, uint64_t g, uint64_t e) {
-    uint64_t g12 = g & 0xfff, e24 = e & M24;
+/* Slow path of bk_claim: raise ep[i] from v to e + 1.  Whoever moves ep[i] on from v
+ * has cleaned for v just before (a killed raiser leaves it to the next one), so the
+ * words then count for v's epoch or are zero. */
+static __attribute__((noinline)) int bk_raise(sg_breaker *b, uint32_t i, uint64_t e, uint64_t v) {
+    uint64_t want = e + 1, nb = b->c.nbuckets;
+    while (v < want) {
+        if (v) bk_clean(b, i, v);
+        /* if v's epoch has e's 24 bits (a gap of a multiple of 2^24 buckets, or v = 0:
+         * never set, words from before ep[]), its words would pass for e's: step
+         * through e - nbuckets (same bucket, other 24 bits), whose clean zeroes them */
+        uint64_t to = want;
+        if (e >= nb && (!v || (((v - 1) ^ e) & M24) == 0)) to = want - nb;
+        if (sg_cas(b->ep[i], &v, to)) v = to;
+    }
+    return v == want ? BK_OK : BK_LATE;
+}
+
+/* Make bucket i current for epoch e.  BK_LATE if it already holds a newer epoch. */
+static inline int bk_claim(sg_breaker *b, uint32_t i, uint64_t e) {
+    uint64_t v = sg_load(b->ep[i]);
+    if (__builtin_expect(v == e + 1, 1)) return BK_OK;
+    return bk_raise(b, i, e, v);
+}
+
+/* Add 1 to word k of bucket i (claimed for epoch e) for generation g. */
+static int bk_add(sg_breaker *b, uint32_t i, int k, uint64_t g, uint64_t e) {
+    uint64_t *w = &b->bk[i][k], g12 = g & 0xfff, e24 = e & M24;
     uint64_t fresh = (g12 << 52) | (e24 << 28) | 1;
     uint64_t v = sg_load(w);
     for (;;) {
         uint64_t nv;
-        if (BK_GEN(v) == g12) {
-            if (BK_EPOCH(v) == e24 || bk_ahead(BK_EPOCH(v), e24, b->c.nbuckets)) {
-                if (BK_COUNT(v) == BK_MAX_COUNT) return 1;
-                nv = v + 1;
-            } else {
-                nv = fresh; /* stale epoch: roll over */
-            }
+        if (BK_GEN(v) == g12 && BK_EPOCH(v) == e24) {
+            if (BK_COUNT(v) == BK_MAX_COUNT) return BK_OK;
+            nv = v + 1;
         } else {
-            if (SG_BR_GEN(sg_load(&b->st[0])) != g) return 0; /* we are the stale one */
-            nv = fresh; /* an older generation's bucket */
+            /* an older generation's word, unless we are the stale one */
+            if (BK_GEN(v) != g12 && SG_BR_GEN(sg_load(&b->st[0])) != g) return BK_STALE;
+            /* roll over, unless a newer epoch took the bucket since our claim */
+            if (sg_load(b->ep[i]) != e + 1) return BK_LATE;
+            nv = fresh;
         }
-        if (sg_cas(w, &v, nv)) return 1;
+        if (sg_cas(w, &v, nv)) return BK_OK;
     }
 }
 
 static void window_sums(sg_breaker *b, uint64_t g, uint64_t now, sg_br_window *out) {
-    uint64_t acc[4] = {0, 0, 0, 0};
-    uint64_t g12 = g & 0xfff, e24 = (now / b->c.bucket_ns) & M24, nb = b->c.nbuckets;
-    for (uint32_t i = 0; i < b->c.nbuckets; i++) {
+    uint64_t acc[4] = {0, 0, 0, 0}, ep[SG_BR_MAX_BUCKETS];
+    uint64_t g12 = g & 0xfff, e = now / b->c.bucket_ns, nb = b->c.nbuckets, top = e;
+    /* The window ends at the newest epoch written if that is less than a window
+     * ahead of ours (another process read its clock after us, ours is the coarse
+     * one, or we stalled since reading it); further ahead is not a clock we trust. */
+    for (uint32_t i = 0; i < nb; i++) {
+        ep[i] = sg_load(b->ep[i]);
+        if (ep[i] && ep[i] - 1 > top && ep[i] - 1 - e < nb) top = ep[i] - 1;
+    }
+    for (uint32_t i = 0; i < nb; i++) {
+        if (!ep[i] || top - (ep[i] - 1) >= nb) continue; /* stale, or too far ahead (wraps) */
+        uint64_t e24 = (ep[i] - 1) & M24;
         for (int k = 0; k < 4; k++) {
             uint64_t v = sg_load(&b->bk[i][k]);
-            if (BK_GEN(v) != g12) continue;
-            uint64_t d = (e24 - BK_EPOCH(v)) & M24;
-            if (d < nb || bk_ahead(BK_EPOCH(v), e24, nb)) acc[k] += BK_COUNT(v);
+            if (BK_GEN(v) == g12 && BK_EPOCH(v) == e24) acc[k] += BK_COUNT(v);
         }
     }
     out->calls = acc[0];
@@ -327,7 +380,9 @@ uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *o
                     uint64_t pr = (uint64_t)(((num - kacc) << 32) / ((u128)(n + 1) * 1000));
                     if (pr > c->adaptive_max_p32) pr = c->adaptive_max_p32;
                     if (pr && draw(rng) < pr) {
-                        bk_add(b, &b->bk[(now / c->bucket_ns) % c->nbuckets][3], g, now / c->bucket_ns);
+                        uint64_t e = now / c->bucket_ns;
+                        uint32_t i = (uint32_t)(e % c->nbuckets);
+                        if (bk_claim(b, i, e) == BK_OK) bk_add(b, i, 3, g, e);
                         out->retry_ns = c->bucket_ns - now % c->bucket_ns;
                         out->reason = SG_BR_REJ_ADAPTIVE;
                         goto reject;
@@ -407,10 +462,13 @@ uint64_t sg_br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t durati
          * fraction of a bucket, so a result never lands a whole bucket late */
         uint64_t at = now ? now : c->bucket_ns >= 100000000ULL ? coarse_now(b) : sg_store_now(b->t);
         uint64_t e = at / c->bucket_ns;
-        uint64_t *bk = b->bk[e % c->nbuckets];
-        if (!bk_add(b, &bk[0], g, e)) return sg_load(&b->st[0]);
-        if (failed) bk_add(b, &bk[1], g, e);
-        if (slow) bk_add(b, &bk[2], g, e);
+        uint32_t i = (uint32_t)(e % c->nbuckets);
+        int r = bk_claim(b, i, e);
+        if (r == BK_OK) r = bk_add(b, i, 0, g, e);
+        if (r == BK_STALE) return sg_load(&b->st[0]);
+        if (r == BK_LATE) return s; /* outside any window now: changes nothing */
+        if (failed) bk_add(b, i, 1, g, e);
+        if (slow) bk_add(b, i, 2, g, e);
         if (st == SG_BR_DISABLED || !should_trip(b, g, at, failed)) return s;
         ns = mk(SG_BR_OPEN, g + 1, 0, 0, SG_BR_CONSEC(s) < 255 ? SG_BR_CONSEC(s) + 1 : 255);
         if (transition(b, &s, ns, &now)) return ns;

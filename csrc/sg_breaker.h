@@ -14,6 +14,10 @@
  *   stats  [calls, failures, slow, rejections]        (totals, fetch-add)
  *   fault  [reject_p32, fail_p32, latency_p32, latency_ns]
  *   bucket [calls, failures, slow, rejected]  each [gen:12 | epoch:24 | count:28]
+ *   epochs [ep[4j], ep[4j+1], ep[4j+2], ep[4j+3]]  (slot j)
+ *          ep[i] = (newest epoch written to bucket i) + 1, 0 = never; full width,
+ *          only ever raised.  A bucket word counts only while its 24-bit epoch is
+ *          ep[i]'s (see "rolling buckets" in sg_breaker.c).
  *
  * Randomness (degraded admission, adaptive throttling, fault injection) comes from
  * the caller's xorshift state *rng, advanced only when a draw is needed, so a
@@ -97,6 +101,7 @@ typedef struct {
     uint64_t *stats;
     uint64_t *fault;
     uint64_t *bk[SG_BR_MAX_BUCKETS];
+    uint64_t *ep[SG_BR_MAX_BUCKETS]; /* one word each */
     sg_br_config c;
 } sg_breaker;
 

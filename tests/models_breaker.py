@@ -58,11 +58,13 @@ class BreakerModel:
     stats: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # calls, failures, slow, rejections
     fault: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # reject, fail, latency p32, latency ns
     buckets: list[list[Bucket]] = field(default_factory=list)
+    epochs: list[int | None] = field(default_factory=list)  # per bucket: the newest epoch written
     last_reason: str = ""
     last_retry_ns: int = 0
 
     def __post_init__(self) -> None:
         self.buckets = [[Bucket() for _ in range(4)] for _ in range(self.cfg["nbuckets"])]
+        self.epochs = [None] * self.cfg["nbuckets"]
         if not self.rng:
             self.rng = 0x9E3779B97F4A7C15
 
@@ -104,6 +106,17 @@ class BreakerModel:
     def epoch(self, now: int) -> int:
         return now // self.cfg["bucket_ns"]
 
+    def claim(self, now: int) -> bool:
+        """Take now's bucket for now's epoch.  False if it already holds a newer epoch:
+        a result at now is then at least a window late, and is dropped."""
+        e = self.epoch(now)
+        i = e % self.cfg["nbuckets"]
+        newest = self.epochs[i]
+        if newest is not None and newest > e:
+            return False
+        self.epochs[i] = e
+        return True
+
     def bucket_add(self, k: int, now: int) -> None:
         e = self.epoch(now)
         b = self.buckets[e % self.cfg["nbuckets"]][k]
@@ -114,10 +127,15 @@ class BreakerModel:
 
     def window(self, now: int) -> tuple[int, int, int, int]:
         e, nb = self.epoch(now), self.cfg["nbuckets"]
+        # the window ends at the newest epoch written if that is less than a window
+        # ahead of now's (a report from a process that read its clock earlier)
+        top = max([e] + [x for x in self.epochs if x is not None and 0 < x - e < nb])
         out = [0, 0, 0, 0]
-        for row in self.buckets:
+        for newest, row in zip(self.epochs, self.buckets):
+            if newest is None or not 0 <= top - newest < nb:
+                continue
             for k, b in enumerate(row):
-                if b.gen == self.gen and 0 <= e - b.epoch < nb:
+                if b.gen == self.gen and b.epoch == newest:
                     out[k] += b.count
         return out[0], out[1], out[2], out[3]
 
@@ -186,7 +204,8 @@ class BreakerModel:
             if num > kacc:
                 pr = min(((num - kacc) << 32) // ((n + 1) * 1000), c["adaptive_max_p32"])
                 if pr and self.draw() < pr:
-                    self.bucket_add(3, now)
+                    if self.claim(now):
+                        self.bucket_add(3, now)
                     return self._reject("adaptive", c["bucket_ns"] - now % c["bucket_ns"])
         return self._admitted(T_ADMITTED | g)
 
@@ -244,6 +263,8 @@ class BreakerModel:
             return
         if self.state in (OPEN, FORCED_OPEN) or not counted:
             return
+        if not self.claim(now):
+            return  # at least a window late: in no window any more
         self.bucket_add(0, now)
         if failed:
             self.bucket_add(1, now)

@@ -1,7 +1,9 @@
 """The breaker's C core on its own, under ThreadSanitizer and AddressSanitizer:
 threads race for half-open probes (exact count), report results concurrently
-(exact totals, no lost bucket updates) and churn through trips and recoveries
-(see tests/c/breaker_stress.c)."""
+(exact totals, no lost bucket updates), churn through trips and recoveries, and
+report late and out of order (the last window stays exact: a late result never
+rolls a newer bucket back), plus 24-bit epoch aliasing and pre-ep[] stores (see
+tests/c/breaker_stress.c)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ A Hypothesis RuleBasedStateMachine draws a configuration (trip rules, backoff,
 jitter, probes, degraded levels, adaptive throttling), then interleaves calls
 entering, calls reporting success / failure / ignore with durations (out of order
 and after transitions), clock advances, admin actions and fault-injection
-switches, and checks after every step that the core and the model agree exactly:
+switches, and late reports (made with a clock read before a stall, up to seconds
+earlier), and checks after every step that the core and the model agree exactly:
 tickets, rejection reasons and retry_after, the packed state word, totals and the
 rolling window."""
 
@@ -65,7 +66,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.store = sg.SharedStore(capacity=64)
         self.br = sg.CircuitBreaker("model", store=self.store, **cfg)
         self.model = BreakerModel(dict(self.br._config), self.br.rng_state)
-        self.tickets: list[int] = []
+        self.tickets: list[tuple[int, int]] = []  # (ticket, time it entered)
         self.admin_budget = 2  # admin actions and fault switches are sticky: keep them rare
         self.fault_budget = 2
 
@@ -85,7 +86,7 @@ class BreakerMachine(RuleBasedStateMachine):
         want = self.model.enter(self.now)
         assert got == want, (hex(got), hex(want))
         if got:
-            self.tickets.append(got)
+            self.tickets.append((got, self.now))
         else:
             assert self.br.last_rejection == (self.model.last_reason, self.model.last_retry_ns)
 
@@ -93,9 +94,47 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), outcome=st.sampled_from([0, 0, 1, 1, 2]), duration=durations)
     def exit(self, data, outcome, duration):
         i = data.draw(st.integers(0, len(self.tickets) - 1))
-        ticket = self.tickets.pop(i)
+        ticket, _ = self.tickets.pop(i)
         self.br.report(ticket, outcome, duration, self.now)
         self.model.exit(ticket, outcome, duration, self.now)
+
+    @precondition(lambda self: self.tickets)
+    @rule(
+        data=st.data(),
+        outcome=st.sampled_from([0, 1, 1, 2]),
+        lag_ms=st.sampled_from([1, 100, 499, 500, 999, 1000, 1500, 2100, 5000]),
+    )
+    def late_exit(self, data, outcome, lag_ms):
+        """A report made with a clock read lag_ms ago (but after the call entered),
+        as from a process that stalled between reading its clock and recording."""
+        i = data.draw(st.integers(0, len(self.tickets) - 1))
+        ticket, entered = self.tickets.pop(i)
+        at = max(entered, self.now - lag_ms * MS)
+        self.br.report(ticket, outcome, 0, at)
+        self.model.exit(ticket, outcome, 0, at)
+
+    @rule(
+        outcome=st.sampled_from([0, 1, 1, 2]),
+        others=st.sampled_from([0, 1, 1, 2]),
+        windows=st.sampled_from([0.5, 1, 1.5, 2]),
+        n=st.integers(0, 3),
+    )
+    def stalled_call(self, outcome, others, windows, n):
+        """A call enters and reads the clock, then its process stalls for `windows`
+        windows while n other calls report, spread over the stall; it then records
+        with the old clock."""
+        t0 = self.now
+        got = self.br.try_enter(t0)
+        want = self.model.enter(t0)
+        assert got == want, (hex(got), hex(want))
+        stall = int(windows * self.model.cfg["nbuckets"] * self.model.cfg["bucket_ns"])
+        for j in range(n):
+            self.now = t0 + stall * (j + 1) // n
+            self._calls(others, 0, 1)
+        self.now = t0 + stall
+        if got:
+            self.br.report(got, outcome, 0, t0)
+            self.model.exit(got, outcome, 0, t0)
 
     def _calls(self, outcome, duration, n):
         for _ in range(n):

@@ -66,6 +66,7 @@ cdef extern from "sg_breaker.h" nogil:
         uint64_t *stats
         uint64_t *fault
         uint64_t *bk[64]
+        uint64_t *ep[64]
         sg_br_config c
 
     ctypedef struct sg_br_result:
@@ -195,8 +196,12 @@ cdef class BreakerCore:
         self.b.st = st
         self.b.stats = tbl.permanent_words(SG_NS_BREAKER, name, "stats")
         self.b.fault = tbl.permanent_words(SG_NS_BREAKER, name, "fault")
+        cdef uint64_t *ep = NULL
         for i in range(<Py_ssize_t>c.nbuckets):
             self.b.bk[i] = tbl.permanent_words(SG_NS_BREAKER, name, f"bucket{i}")
+            if i % 4 == 0:  # each bucket's full epoch: four to a slot
+                ep = tbl.permanent_words(SG_NS_BREAKER, name, f"epochs{i // 4}")
+            self.b.ep[i] = &ep[i % 4]
         self.b.c = c
         self.timed = c.slow_ns != 0
         self.rng = rng_seed if rng_seed else 0x9E3779B97F4A7C15

@@ -6,6 +6,9 @@
  *     the window holds them all (no lost bucket updates under CAS rollover contention).
  *  3. churn: threads trip, probe and recover concurrently; the state word stays well-formed
  *     and the breaker ends closed after successes.
+ *  4. a transitioner killed before its phase write.
+ *  5. late, out-of-order reports: the last window is exact.
+ *  6-7. 24-bit epoch aliasing (also after a raiser died) and stores from before ep[].
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -25,7 +28,8 @@
     } while (0)
 
 static sg_table tb;
-static uint64_t words[3 + SG_BR_MAX_BUCKETS][4];
+#define EPW (3 + SG_BR_MAX_BUCKETS) /* first row of the bucket epoch words */
+static uint64_t words[EPW + SG_BR_MAX_BUCKETS / 4][4];
 
 static void mkbr(sg_breaker *b, uint32_t hoc, uint32_t threshold) {
     memset(b, 0, sizeof *b);
@@ -35,7 +39,10 @@ static void mkbr(sg_breaker *b, uint32_t hoc, uint32_t threshold) {
     b->stats = words[1];
     b->fault = words[2];
     b->c.nbuckets = 10;
-    for (int i = 0; i < 10; i++) b->bk[i] = words[3 + i];
+    for (int i = 0; i < SG_BR_MAX_BUCKETS; i++) {
+        b->bk[i] = words[3 + i];
+        b->ep[i] = &words[EPW + i / 4][i % 4];
+    }
     b->c.bucket_ns = 1000000000ULL;
     b->c.failure_threshold = threshold;
     b->c.minimum_calls = 1;
@@ -117,6 +124,50 @@ static void *churner(void *arg) {
     return NULL;
 }
 
+/* Late and out-of-order reports: each thread reports at random epochs spread over
+ * four windows (fake clock), as processes that read their clock, then stalled, do. */
+#define EPOCHS 40
+#define NLATE 20000
+#define BASE (1000 * 1000000000ULL)
+static uint64_t late_calls[T][EPOCHS], late_fails[T][EPOCHS];
+
+static uint64_t xs(uint64_t *x) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static void *late_reporter(void *arg) {
+    uintptr_t me = (uintptr_t)arg;
+    uint64_t rng = me + 1, x = me * 7919 + 3;
+    sg_br_result r;
+    pthread_barrier_wait(&bar);
+    for (int n = 0; n < NLATE; n++) {
+        uint64_t v = xs(&x), e = v % EPOCHS, now = BASE + e * B.c.bucket_ns + (v >> 40) % B.c.bucket_ns;
+        int f = (v >> 20) % 3 == 0;
+        uint64_t t = sg_br_enter(&B, now, &rng, &r);
+        CHECK(t);
+        sg_br_exit(&B, t, f ? SG_BR_FAILURE : SG_BR_SUCCESS, 0, now);
+        late_calls[me][e]++;
+        late_fails[me][e] += (uint64_t)f;
+    }
+    return NULL;
+}
+
+static void window_at(uint64_t epoch, sg_br_window *w) {
+    sg_br_window_sums(&B, B.st[0], BASE + epoch * B.c.bucket_ns, w);
+}
+
+/* one call reported at epoch e (fake clock) */
+static void report_at(uint64_t e, int outcome) {
+    uint64_t rng = 1, now = BASE + e * B.c.bucket_ns;
+    sg_br_result r;
+    uint64_t t = sg_br_enter(&B, now, &rng, &r);
+    CHECK(t);
+    sg_br_exit(&B, t, outcome, 0, now);
+}
+
 static void run(void *(*fn)(void *)) {
     pthread_t th[T];
     pthread_barrier_init(&bar, NULL, T);
@@ -175,7 +226,55 @@ int main(void) {
         CHECK(SG_BR_STATE(sg_br_poll(&B, t0 + B.c.reset_ns + 1000000ULL)) == SG_BR_HALF_OPEN);
     }
 
-    printf("ok transitions=%llu\n", (unsigned long long)B.st[2]);
+    /* 5. late and out-of-order reports race for the buckets: a report is dropped or
+     *    wiped only once a newer epoch took its bucket, so the window at the last
+     *    epoch holds exactly the reports of the last window, whatever the order. */
+    for (uint32_t nb = 1; nb <= 10; nb += 9) {
+        mkbr(&B, 1, 0);
+        B.c.nbuckets = nb;
+        memset(late_calls, 0, sizeof late_calls);
+        memset(late_fails, 0, sizeof late_fails);
+        run(late_reporter);
+        uint64_t calls = 0, fails = 0;
+        for (int k = 0; k < T; k++)
+            for (uint32_t e = EPOCHS - nb; e < EPOCHS; e++) calls += late_calls[k][e], fails += late_fails[k][e];
+        window_at(EPOCHS - 1, &w);
+        CHECK(w.calls == calls && w.failures == fails && calls > 0);
+    }
+
+    /* 6. aliasing 24-bit epochs: with 8 buckets, 2^24 buckets later is the same bucket
+     *    and the same 24-bit epoch; the old failures must not come back (the bucket's
+     *    epoch is raised, its words are cleaned) */
+    mkbr(&B, 1, 0);
+    B.c.nbuckets = 8;
+    report_at(5, SG_BR_FAILURE);
+    report_at(5, SG_BR_FAILURE);
+    report_at(5 + (1ULL << 24), SG_BR_SUCCESS);
+    window_at(5 + (1ULL << 24), &w);
+    CHECK(w.calls == 1 && w.failures == 0);
+    /* ... also when the process raising the epoch died before cleaning: its CAS to the
+     *     intermediate epoch (e - nbuckets) done, the aliased words left as they were */
+    uint64_t e = 5 + (2ULL << 24), ee = BASE / B.c.bucket_ns + e, i = ee % 8; /* ee: the epoch */
+    B.ep[i][0] = ee - 8 + 1;
+    B.bk[i][0] = (B.bk[i][0] & ~(0xffffffULL << 28)) | ((ee & 0xffffff) << 28); /* calls: 1, aliased */
+    B.bk[i][1] = B.bk[i][0] + 2;                                             /* failures: 3, aliased */
+    report_at(e, SG_BR_SUCCESS);
+    window_at(e, &w);
+    CHECK(w.calls == 1 && w.failures == 0);
+
+    /* 7. a store from before the bucket epochs (ep = 0, words full of counts for the
+     *    current epoch): read as empty, then counted afresh */
+    mkbr(&B, 1, 0);
+    e = 12345, ee = BASE / B.c.bucket_ns + e;
+    for (int k = 0; k < 10; k++) /* tagged with the epochs of the window at ee */
+        for (int j = 0; j < 4; j++) B.bk[k][j] = ((ee - (ee - (uint64_t)k) % 10) & 0xffffff) << 28 | 7;
+    window_at(e, &w);
+    CHECK(w.calls == 0 && w.failures == 0);
+    report_at(e, SG_BR_FAILURE);
+    window_at(e, &w);
+    CHECK(w.calls == 1 && w.failures == 1 && w.slow == 0 && w.rejected == 0);
+
+    printf("ok\n");
     free(mem);
     return 0;
 }
