@@ -161,6 +161,22 @@ static inline int sg_slot_current(const sg_table *t, uint64_t idx, uint8_t tag) 
 
 /* ---- atomics on shared words ------------------------------------------------ */
 static inline uint64_t sg_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
+/* A key's identity words as a slot of generation tag holds them. */
+static inline uint64_t sg_id1(sg_hash128 h, uint8_t tag) { return SG_TAGGED(tag, h.a >> 8); }
+static inline uint64_t sg_id2(sg_hash128 h, uint8_t tag) { return SG_TAGGED(tag, h.b); }
+
+/* The fast lookup: key h live and reclaimable in its home slot, where most keys
+ * are.  Returns the slot's tag, or 0 (live slots never have tag 0): then ask
+ * sg_table_get.  The same sg_slot_current() rule applies to the tag. */
+static inline uint8_t sg_home_tag(const sg_table *t, sg_hash128 h) {
+    const sg_slot *s = &t->slots[h.a & t->mask];
+    uint64_t c = __atomic_load_n(&s->ctl, __ATOMIC_ACQUIRE);
+    uint8_t tag = (uint8_t)(c >> 52);
+    if ((c >> 61) != 4) return 0;
+    if (sg_load(&s->id1) != sg_id1(h, tag) || sg_load(&s->id2) != sg_id2(h, tag)) return 0;
+    return tag;
+}
 static inline void sg_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline int sg_cas(uint64_t *p, uint64_t *expected, uint64_t desired) {
     return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);

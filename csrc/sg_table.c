@@ -39,8 +39,6 @@ static inline uint64_t mk_ctl(unsigned st, unsigned perm, unsigned fromlive, uin
 }
 
 static inline uint8_t next_tag(uint8_t t) { return t == 255 ? 1 : (uint8_t)(t + 1); }
-static inline uint64_t want_id1(sg_hash128 h, uint8_t tag) { return SG_TAGGED(tag, h.a >> 8); }
-static inline uint64_t want_id2(sg_hash128 h, uint8_t tag) { return SG_TAGGED(tag, h.b); }
 static inline uint64_t ld_sc(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 static inline int cas_sc(uint64_t *p, uint64_t *exp, uint64_t want) {
     return __atomic_compare_exchange_n(p, exp, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
@@ -158,7 +156,7 @@ static void raise_probe_len(sg_table *t, uint64_t home, unsigned d) {
 }
 
 static inline int ids_match(sg_slot *s, sg_hash128 h, uint8_t tag) {
-    return sg_load(&s->id1) == want_id1(h, tag) && sg_load(&s->id2) == want_id2(h, tag);
+    return sg_load(&s->id1) == sg_id1(h, tag) && sg_load(&s->id2) == sg_id2(h, tag);
 }
 
 static int find_live(sg_table *t, sg_hash128 h, uint64_t *idx, uint8_t *tag) {
@@ -278,7 +276,7 @@ static int no_rival(sg_table *t, sg_hash128 h, uint64_t home, unsigned mine_d) {
             uint64_t c = ld_sc(&s->ctl);
             unsigned st = CTL_STATE(c);
             if (st == ST_EMPTY) break;
-            int same = ld_sc(&s->id1) == want_id1(h, CTL_TAG(c)) && ld_sc(&s->id2) == want_id2(h, CTL_TAG(c));
+            int same = ld_sc(&s->id1) == sg_id1(h, CTL_TAG(c)) && ld_sc(&s->id2) == sg_id2(h, CTL_TAG(c));
             if (st == ST_LIVE) {
                 if (same) return 0;
                 break;
@@ -297,8 +295,8 @@ static int no_rival(sg_table *t, sg_hash128 h, uint64_t home, unsigned mine_d) {
                Once v[0] is sealed no path restores, so a sealed one is never waited on. */
             if (!same && CTL_FROMLIVE(c)) {
                 uint64_t v = ld_sc(&s->v[0]);
-                same = v && SG_TAG(v) == CTL_PREV(c) && ld_sc(&s->id1) == want_id1(h, CTL_PREV(c)) &&
-                       ld_sc(&s->id2) == want_id2(h, CTL_PREV(c));
+                same = v && SG_TAG(v) == CTL_PREV(c) && ld_sc(&s->id1) == sg_id1(h, CTL_PREV(c)) &&
+                       ld_sc(&s->id2) == sg_id2(h, CTL_PREV(c));
             }
             if (!same) break;
             wait_claim(t, s, c); /* a farther claim of our key: it will yield, publish or restore */
@@ -353,8 +351,8 @@ static int write_identity(sg_slot *s, uint64_t mine, sg_hash128 h, uint8_t tag, 
     uint64_t want_m = perm ? 0 : SG_TAGGED(tag, ((uint64_t)(algo & 0xff) << 48) | (param & ((1ULL << 48) - 1)));
     if (ld_sc(&s->ctl) != mine || !sg_cas(&s->meta, &m, want_m)) return 0;
     uint64_t i1 = sg_load(&s->id1), i2 = sg_load(&s->id2);
-    if (ld_sc(&s->ctl) != mine || !cas_sc(&s->id1, &i1, want_id1(h, tag))) return 0;
-    if (ld_sc(&s->ctl) != mine || !cas_sc(&s->id2, &i2, want_id2(h, tag))) return 0;
+    if (ld_sc(&s->ctl) != mine || !cas_sc(&s->id1, &i1, sg_id1(h, tag))) return 0;
+    if (ld_sc(&s->ctl) != mine || !cas_sc(&s->id2, &i2, sg_id2(h, tag))) return 0;
     return 1;
 }
 

@@ -242,9 +242,8 @@ cdef class _RateCore:
         rate_ready(self)
         if cost is not 1:
             c = self._cost(cost)
-        if not isinstance(keys, (list, tuple)):
-            keys = list(keys)
-        n = len(keys)
+        cdef list klist = keys if type(keys) is list else list(keys)
+        n = len(klist)
         global _np
         if _np is None:
             import numpy
@@ -261,7 +260,7 @@ cdef class _RateCore:
             if nr == 1:
                 prev = _NO_KEY
                 for k in range(n):
-                    key = keys[k]
+                    key = klist[k]
                     if key is prev:  # the same key object again (common in batches): same hash
                         hs[k] = hs[k - 1]
                     else:
@@ -270,7 +269,7 @@ cdef class _RateCore:
             else:
                 for k in range(n):
                     for i in range(nr):
-                        hash_key(keys[k], self._seeds[i], &hs[k * nr + i])
+                        hash_key(klist[k], self._seeds[i], &hs[k * nr + i])
             now = 0  # the core reads the clock, and again if the batch outlives a window
             # pin the mapping: while this buffer export lives, a close() from another
             # thread cannot unmap the region under the GIL-free loop below

@@ -11,11 +11,12 @@ src=("$here/stress_table.c" "$root"/csrc/*.c)
 isrc=("$here/interleave_table.c")
 for f in "$root"/csrc/*.c; do [[ $(basename "$f") == sg_table.c ]] || isrc+=("$f"); done
 common=(-std=c11 -g -Wall -Wextra -Werror -I"$root/csrc" -pthread)
+hook=(-DSG_AFTER_LOOKUP=sg_test_after_lookup) # interleave_table.c runs "another process" there
 
 echo "== C core: -Wall -Wextra -Werror build"
 $CC "${common[@]}" -O2 -o "$out/stress" "${src[@]}"
 "$out/stress"
-$CC "${common[@]}" -O2 -o "$out/interleave" "${isrc[@]}"
+$CC "${common[@]}" -O2 "${hook[@]}" -o "$out/interleave" "${isrc[@]}"
 "$out/interleave"
 
 echo "== C core under ThreadSanitizer"
@@ -27,6 +28,6 @@ $CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -f
     -o "$out/stress_asan" "${src[@]}"
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" "$out/stress_asan"
 $CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
-    -o "$out/interleave_asan" "${isrc[@]}"
+    "${hook[@]}" -o "$out/interleave_asan" "${isrc[@]}"
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" "$out/interleave_asan"
 echo "== C core: all sanitizer runs clean"
