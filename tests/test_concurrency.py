@@ -475,3 +475,31 @@ def test_ps_fallback_identity(monkeypatch):
     me = pi.owner_word(os.getpid(), a)
     assert pi.owner_alive(me)
     assert not pi.owner_alive(pi.owner_word(os.getpid(), a - 100))
+
+
+def test_ps_fallback_reads_the_real_start_time_whatever_the_locale(monkeypatch):
+    """ps prints lstart in the user's locale; it is run in the C locale, so the parse
+    agrees with the kernel's record (boot time + start ticks) in any locale."""
+    import shutil
+
+    if shutil.which("ps") is None or not os.path.exists("/proc/stat"):
+        pytest.skip("needs ps and /proc to compare")
+    with open("/proc/stat") as f:
+        btime = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+    ticks = pi._proc_start(os.getpid())
+    assert ticks is not None and ticks >= 0
+    kernel = btime + ticks / os.sysconf("SC_CLK_TCK")
+    monkeypatch.setenv("LC_ALL", "de_DE.UTF-8")
+    monkeypatch.setenv("LC_TIME", "fr_FR.UTF-8")
+    via_ps = pi._ps_start(os.getpid())
+    assert via_ps is not None and via_ps != pi.UNKNOWN
+    assert abs(via_ps - kernel) <= 2, (via_ps, kernel)
+
+
+def test_a_process_whose_start_time_cannot_be_read_keeps_its_permit(monkeypatch):
+    """hidepid /proc or a missing ps: the holder exists, we cannot tell who it is, so
+    it must count as alive (taking its permit would let the cap over-admit)."""
+    monkeypatch.setattr(pi, "_proc_start", lambda pid: pi.UNKNOWN)
+    monkeypatch.setattr(pi, "_ps_start", lambda pid: pi.UNKNOWN)
+    assert pi.owner_alive(pi.owner_word(1, 12345))  # pid 1 exists
+    assert not pi.owner_alive(pi.owner_word((1 << 22) - 5, 12345))  # no such pid: still dead
