@@ -503,3 +503,22 @@ def test_a_process_whose_start_time_cannot_be_read_keeps_its_permit(monkeypatch)
     monkeypatch.setattr(pi, "_ps_start", lambda pid: pi.UNKNOWN)
     assert pi.owner_alive(pi.owner_word(1, 12345))  # pid 1 exists
     assert not pi.owner_alive(pi.owner_word((1 << 22) - 5, 12345))  # no such pid: still dead
+
+
+def test_without_proc_every_existing_holder_counts_as_alive(monkeypatch):
+    """No /proc mounted: a pid's stat file is missing whether or not it runs, so a
+    missing file must not read as 'exited' (that would reclaim live holders' permits)."""
+    real_exists = os.path.exists
+    monkeypatch.setattr(pi, "_LINUX", True)
+    monkeypatch.setattr(os.path, "exists", lambda p: False if str(p).startswith("/proc") else real_exists(p))
+    real_open = open
+
+    def no_proc_open(path, *a, **kw):
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(path)
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", no_proc_open)
+    assert pi.process_start(os.getpid()) == pi.UNKNOWN
+    assert pi.owner_alive(pi.owner_word(os.getpid(), 7))
+    assert not pi.owner_alive(pi.owner_word((1 << 22) - 5, 7))

@@ -35,7 +35,8 @@ def _proc_start(pid: int) -> int | None:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except (FileNotFoundError, ProcessLookupError):
-        return None
+        # gone, unless there is no /proc at all (a container without it): then unknown
+        return None if os.path.exists("/proc/self/stat") else UNKNOWN
     except OSError:
         return UNKNOWN
     fields = data[data.rfind(b")") + 2 :].split()
