@@ -172,11 +172,15 @@ static uint64_t refund_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_
         uint64_t back = cost > r->limit ? UINT64_MAX : cost * r->interval_ns, owed = gcra_owed(p, now);
         return gcra_tat(now, owed > back ? owed - back : 0);
     }
-    uint64_t w = now / r->period_ns;
+    /* the window the decision was made in: like step, a window within SG_SKEW_NS
+       after now's is the one a decision at now joined (and charged) */
+    int ahead = 0;
     if (r->algo == SG_ALGO_FIXED) {
+        uint64_t w = window_of(r->period_ns, now, FX_IDX(p), 0xffffff, &now, &ahead);
         if (FX_IDX(p) != (w & 0xffffff)) return p;
         return p - (FX_CNT(p) < cost ? FX_CNT(p) : cost);
     }
+    uint64_t w = window_of(r->period_ns, now, SL_IDX(p), 0xffff, &now, &ahead);
     if (SL_IDX(p) != (w & 0xffff)) return p;
     return p - (SL_CUR(p) < cost ? SL_CUR(p) : cost);
 }

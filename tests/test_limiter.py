@@ -169,6 +169,26 @@ def test_a_time_just_before_the_window_of_the_state_is_clock_skew(store, algorit
     assert lim._peek_at("k", 1, t + 10).remaining == 0
 
 
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window"])
+def test_a_refund_follows_a_decision_that_joined_the_next_window(store, algorithm):
+    """A decision made up to 100 us before the window it found joins that window; its
+    refund, made at the same time, must give the cost back to that window.  Multi-rate
+    all-or-nothing refunds the earlier rates when a later one denies: a lost refund
+    leaves the earlier rate charged for a call that was not admitted."""
+    multi = L(store, ["5/second", "3/second"], algorithm=algorithm)
+    t = 20 * SEC
+    assert multi._check_at("k", 1, t + 5).allowed
+    # joins t's window: 5/second admits (1 + 3), 3/second denies (1 + 3): 5/second gets 3 back
+    assert not multi._check_at("k", 3, t - 50_000).allowed
+    d = multi._check_at("k", 2, t + 10)  # 1 + 2 used of 3 and of 5
+    assert d.allowed and d.remaining == 0, d
+    single = L(store, "3/second", algorithm=algorithm)
+    assert single._check_at("k", 1, t + 5).allowed
+    assert single._check_at("k", 1, t - 50_000).allowed  # joined t's window: 2 used
+    single._refund_at("k", 1, t - 50_000)
+    assert single._peek_at("k", 1, t + 10).remaining == 2
+
+
 def test_fixed_and_sliding_windows(store):
     fx = L(store, "3/second", algorithm="fixed_window")
     sl = L(store, "3/second", algorithm="sliding_window")
