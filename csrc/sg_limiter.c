@@ -264,8 +264,10 @@ static int apply1(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, ui
         uint64_t idx;
         uint8_t tag;
         int ahead = 0;
-        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), self ? 0 : *now, consume, &idx,
-                              &tag);
+        /* a batch's instant can be older than other keys' last decisions: idle tests
+           for reuse read the clock themselves */
+        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), self || refresh ? 0 : *now,
+                              consume, &idx, &tag);
         if (rc == SG_NOTFOUND) {
             if (self) *now = sg_store_fast_now(t);
             step(r, 0, cost, *now, 0, out, &ahead);
@@ -368,7 +370,7 @@ static int apply_run(sg_table *t, sg_hash128 h, const sg_rate *r, size_t m, uint
     for (int attempt = 0; attempt < SG_RETRIES; attempt++) {
         uint64_t idx;
         uint8_t tag;
-        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), *now, 1, &idx, &tag);
+        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), refresh ? 0 : *now, 1, &idx, &tag);
         if (rc != SG_OK) return rc;
         uint64_t *w = &t->slots[idx].v[0];
         uint64_t v = sg_load(w);
