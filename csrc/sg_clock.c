@@ -146,6 +146,13 @@ static uint64_t fc_slow(uint64_t s) {
         return mono; /* another thread is re-anchoring */
     uint64_t t0 = s ? FC_LD(fc.tsc0) : FC_LD(fc.cal_tsc), m0 = s ? FC_LD(fc.mono0) : cal_mono;
     uint64_t next = s + 2;
+    if (s && tsc > t0 && tsc - t0 <= FC_LD(fc.limit)) {
+        /* the anchor is not old: our caller's reading was behind it (RDTSC is not
+           ordered after the loads before it; another socket's TSC may lag a little).
+           A slope over these few hundred ticks would be off by tens of percent. */
+        FC_ST(fc.seq, s); /* nothing written: the anchor stays valid */
+        return mono;
+    }
     if (!t0 || tsc <= t0 || mono <= m0 || (!s && mono - m0 > SG_FC_CAL_MAX_NS)) {
         /* first point, the TSC went back, or a first point too old to measure from: (re)start */
         FC_ST(fc.cal_tsc, tsc);
