@@ -128,7 +128,7 @@ static int fc_pair(uint64_t *tsc, uint64_t *mono) {
  * keeps counting while CLOCK_MONOTONIC stands still (the kernel adds the sleep to
  * CLOCK_BOOTTIME only), so over an interval that contains one the slope is wrong by
  * the share that was slept, and the clock extrapolated with it drifts off by up to
- * that share of an anchor period: milliseconds (tests/c/clock_suspend.c).  After a
+ * that share of an anchor period: milliseconds (tests/c/fast_clock.c).  After a
  * longer idle time a re-anchor keeps the slope it has and only moves the anchor; a
  * first point that old is retaken (this process has no slope yet). */
 static uint64_t fc_slow(uint64_t s) {
