@@ -71,8 +71,9 @@ uint64_t sg_boot_key(void) {
 #ifdef SG_HAVE_TSC
 __extension__ typedef unsigned __int128 fc_u128;
 
-#define SG_FC_ANCHOR_NS 10000000ULL /* re-anchor every 10 ms */
-#define SG_FC_CAL_NS 2000000ULL     /* the first slope is measured over >= 2 ms */
+#define SG_FC_ANCHOR_NS 10000000ULL  /* re-anchor every 10 ms */
+#define SG_FC_CAL_NS 2000000ULL      /* the first slope is measured over >= 2 ms */
+#define SG_FC_CAL_MAX_NS 20000000ULL /* ... and <= 20 ms: an older first point is retaken */
 
 enum { FC_UNKNOWN = 0, FC_ON = 1, FC_OFF = 2 };
 
@@ -122,7 +123,14 @@ static int fc_pair(uint64_t *tsc, uint64_t *mono) {
     return 0;
 }
 
-/* Slow path: no valid anchor, a writer active, or the anchor is too old. */
+/* Slow path: no valid anchor, a writer active, or the anchor is too old.
+ * A slope is only measured over a short interval.  During a system suspend the TSC
+ * keeps counting while CLOCK_MONOTONIC stands still (the kernel adds the sleep to
+ * CLOCK_BOOTTIME only), so over an interval that contains one the slope is wrong by
+ * the share that was slept, and the clock extrapolated with it drifts off by up to
+ * that share of an anchor period: milliseconds (tests/c/fast_clock.c).  After a
+ * longer idle time a re-anchor keeps the slope it has and only moves the anchor; a
+ * first point that old is retaken (this process has no slope yet). */
 static uint64_t fc_slow(uint64_t s) {
     int mode = FC_LD(fc.mode);
     if (mode == FC_UNKNOWN) mode = fc_decide_mode();
@@ -138,10 +146,21 @@ static uint64_t fc_slow(uint64_t s) {
         return mono; /* another thread is re-anchoring */
     uint64_t t0 = s ? FC_LD(fc.tsc0) : FC_LD(fc.cal_tsc), m0 = s ? FC_LD(fc.mono0) : cal_mono;
     uint64_t next = s + 2;
-    if (!t0 || tsc <= t0 || mono <= m0) { /* first point, or the TSC went back: (re)start */
+    if (s && tsc > t0 && tsc - t0 <= FC_LD(fc.limit)) {
+        /* the anchor is not old: our caller's reading was behind it (RDTSC is not
+           ordered after the loads before it; another socket's TSC may lag a little).
+           A slope over these few hundred ticks would be off by tens of percent. */
+        FC_ST(fc.seq, s); /* nothing written: the anchor stays valid */
+        return mono;
+    }
+    if (!t0 || tsc <= t0 || mono <= m0 || (!s && mono - m0 > SG_FC_CAL_MAX_NS)) {
+        /* first point, the TSC went back, or a first point too old to measure from: (re)start */
         FC_ST(fc.cal_tsc, tsc);
         FC_ST(fc.cal_mono, mono);
         next = 0;
+    } else if (s && tsc - t0 > 2 * FC_LD(fc.limit)) { /* idle: keep the slope, move the anchor */
+        FC_ST(fc.tsc0, tsc);
+        FC_ST(fc.mono0, mono);
     } else {
         uint64_t mult = (uint64_t)(((fc_u128)(mono - m0) << 32) / (tsc - t0));
         if (mult < (1ULL << 32) / 16 || mult > (1ULL << 32) * 16) { /* not 62 MHz..16 GHz: give up */

@@ -139,7 +139,10 @@ int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now);
  * On SG_OK, *idx is the slot and *tag its generation tag: a reclaimable slot's
  * v[0] must be CASed only from values carrying that tag, read while
  * sg_slot_current() holds, which is what makes a decision meant for a reclaimed key
- * fail instead of landing on the new key. */
+ * fail instead of landing on the new key.
+ * now: the time at which other keys' slots are judged idle for reuse; 0 reads the
+ * store clock after loading each candidate's word (a time read before it can be
+ * older than the candidate's last decision). */
 int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now,
                  int create, uint64_t *idx, uint8_t *tag);
 

@@ -81,9 +81,9 @@ static inline uint64_t window_of(uint64_t P, uint64_t now, uint64_t pidx, uint64
     return w;
 }
 
-static uint64_t fixed_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now, int consume,
+static uint64_t fixed_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t *at, int consume,
                            sg_decision *d, int *ahead) {
-    uint64_t w = window_of(r->period_ns, now, FX_IDX(p), 0xffffff, &now, ahead), widx = w & 0xffffff;
+    uint64_t w = window_of(r->period_ns, *at, FX_IDX(p), 0xffffff, at, ahead), widx = w & 0xffffff, now = *at;
     uint64_t cnt = FX_IDX(p) == widx ? FX_CNT(p) : 0;
     uint64_t left = cnt < r->limit ? r->limit - cnt : 0;
     uint64_t to_end = (w + 1) * r->period_ns - now;
@@ -136,9 +136,9 @@ static uint64_t sliding_wait(uint64_t L, uint64_t P, uint64_t elapsed, uint64_t 
     return (P - elapsed) + e2;
 }
 
-static uint64_t sliding_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now, int consume,
+static uint64_t sliding_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t *at, int consume,
                              sg_decision *d, int *ahead) {
-    uint64_t P = r->period_ns, L = r->limit, w = window_of(P, now, SL_IDX(p), 0xffff, &now, ahead);
+    uint64_t P = r->period_ns, L = r->limit, w = window_of(P, *at, SL_IDX(p), 0xffff, at, ahead), now = *at;
     uint64_t elapsed = now - w * P, prev, cur;
     sliding_counts(r, p, now, &prev, &cur);
     /* estimate*P = prev*(P-elapsed) + cur*P, compared exactly in 128 bits */
@@ -157,13 +157,15 @@ static uint64_t sliding_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64
 }
 
 /* *ahead: the payload is from a later window than now's (see window_of).  GCRA
- * needs no such care: a stale now only makes it stricter. */
-static uint64_t step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now, int consume, sg_decision *d,
+ * needs no such care: a stale now only makes it stricter.
+ * *at: in, the time to decide at; out, the time decided at (moved to the start of
+ * the payload's window when it joined that window), which a refund must use. */
+static uint64_t step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t *at, int consume, sg_decision *d,
                      int *ahead) {
     switch (r->algo) {
-    case SG_ALGO_FIXED: return fixed_step(r, p, cost, now, consume, d, ahead);
-    case SG_ALGO_SLIDING: return sliding_step(r, p, cost, now, consume, d, ahead);
-    default: return gcra_step(r, p, cost, now, consume, d);
+    case SG_ALGO_FIXED: return fixed_step(r, p, cost, at, consume, d, ahead);
+    case SG_ALGO_SLIDING: return sliding_step(r, p, cost, at, consume, d, ahead);
+    default: return gcra_step(r, p, cost, *at, consume, d);
     }
 }
 
@@ -172,6 +174,10 @@ static uint64_t refund_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_
         uint64_t back = cost > r->limit ? UINT64_MAX : cost * r->interval_ns, owed = gcra_owed(p, now);
         return gcra_tat(now, owed > back ? owed - back : 0);
     }
+    /* only the window of now: a refund cannot tell a call charged in a window it
+       joined early (step's skew rule) from one charged in the window before, which
+       another process has since replaced; giving back to the later window would
+       then admit more than its limit.  Callers pass the time step decided at. */
     uint64_t w = now / r->period_ns;
     if (r->algo == SG_ALGO_FIXED) {
         if (FX_IDX(p) != (w & 0xffffff)) return p;
@@ -241,8 +247,10 @@ void SG_AFTER_LOOKUP(uint64_t idx, uint8_t tag);
 #define SG_AFTER_LOOKUP(idx, tag) ((void)0)
 #endif
 
+/* *at (may be NULL): set to the time the decision was made at (see step). */
 static int apply1(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t *now, int refresh,
-                  int consume, sg_decision *out) {
+                  int consume, sg_decision *out, uint64_t *at) {
+    uint64_t tt;
     int self = *now == 0, rereads = 0;
     uint8_t htag = sg_home_tag(t, h);
     if (htag) { /* the key is at home: one try without the general lookup */
@@ -252,43 +260,51 @@ static int apply1(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, ui
         if (SG_TAG(v) == htag && sg_slot_current(t, h.a & t->mask, htag)) {
             int ahead = 0;
             if (self) *now = sg_store_fast_now(t);
-            uint64_t np = step(r, SG_PAYLOAD(v), cost, *now, consume, out, &ahead);
-            if (!ahead && (!consume || !out->allowed || sg_cas(w, &v, SG_TAGGED(htag, np)))) return SG_OK;
+            tt = *now;
+            uint64_t np = step(r, SG_PAYLOAD(v), cost, &tt, consume, out, &ahead);
+            if (!ahead && (!consume || !out->allowed || sg_cas(w, &v, SG_TAGGED(htag, np)))) goto done;
         }
     }
     for (int attempt = 0; attempt < SG_RETRIES; attempt++) {
         uint64_t idx;
         uint8_t tag;
         int ahead = 0;
-        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), self ? 0 : *now, consume, &idx,
-                              &tag);
+        /* a batch's instant can be older than other keys' last decisions: idle tests
+           for reuse read the clock themselves */
+        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), self || refresh ? 0 : *now,
+                              consume, &idx, &tag);
         if (rc == SG_NOTFOUND) {
             if (self) *now = sg_store_fast_now(t);
-            step(r, 0, cost, *now, 0, out, &ahead);
-            return SG_OK;
+            tt = *now;
+            step(r, 0, cost, &tt, 0, out, &ahead);
+            goto done;
         }
         if (rc != SG_OK) return rc;
         uint64_t *w = &t->slots[idx].v[0];
         uint64_t v = sg_load(w);
         while (SG_TAG(v) == tag && sg_slot_current(t, idx, tag)) {
             if (self) *now = sg_store_fast_now(t);
-            uint64_t np = step(r, SG_PAYLOAD(v), cost, *now, consume, out, &ahead);
+            tt = *now;
+            uint64_t np = step(r, SG_PAYLOAD(v), cost, &tt, consume, out, &ahead);
             if (ahead && (self || refresh) && rereads++ < 3) { /* a stale time: read it again */
                 if (!self) *now = sg_store_fast_now(t);
                 ahead = 0;
                 v = sg_load(w);
                 continue;
             }
-            if (!consume || !out->allowed) return SG_OK;
-            if (sg_cas(w, &v, SG_TAGGED(tag, np))) return SG_OK;
+            if (!consume || !out->allowed) goto done;
+            if (sg_cas(w, &v, SG_TAGGED(tag, np))) goto done;
         }
     }
     return SG_ERR_FULL;
+done:
+    if (at) *at = tt;
+    return SG_OK;
 }
 
 int sg_rate_apply(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now, int consume,
                   sg_decision *out) {
-    return apply1(t, h, r, cost, &now, 0, consume, out);
+    return apply1(t, h, r, cost, &now, 0, consume, out, NULL);
 }
 
 int sg_rate_refund(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now) {
@@ -325,8 +341,8 @@ int sg_rates_apply(sg_table *t, const sg_hash128 *hs, const sg_rate *rs, int n, 
     int have = 0;
     if (n > 64) return SG_ERR_ARG;
     for (int i = 0; i < n; i++) {
-        used[i] = now;
-        int rc = apply1(t, hs[i], &rs[i], cost, &used[i], 0, consume, &d);
+        uint64_t tnow = now;
+        int rc = apply1(t, hs[i], &rs[i], cost, &tnow, 0, consume, &d, &used[i]);
         if (rc == SG_OK && d.allowed) {
             if (!have || d.remaining < out->remaining ||
                 (d.remaining == out->remaining && d.reset_after_ns > out->reset_after_ns))
@@ -364,7 +380,7 @@ static int apply_run(sg_table *t, sg_hash128 h, const sg_rate *r, size_t m, uint
     for (int attempt = 0; attempt < SG_RETRIES; attempt++) {
         uint64_t idx;
         uint8_t tag;
-        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), *now, 1, &idx, &tag);
+        int rc = sg_table_get(t, h, SG_SLOT_RECLAIMABLE, r->algo, rate_param(r), refresh ? 0 : *now, 1, &idx, &tag);
         if (rc != SG_OK) return rc;
         uint64_t *w = &t->slots[idx].v[0];
         uint64_t v = sg_load(w);
@@ -372,7 +388,8 @@ static int apply_run(sg_table *t, sg_hash128 h, const sg_rate *r, size_t m, uint
             uint64_t p = SG_PAYLOAD(v);
             int any = 0, ahead = 0;
             for (size_t j = 0; j < m; j++) {
-                p = step(r, p, cost, *now, 1, &d, &ahead);
+                uint64_t tt = *now;
+                p = step(r, p, cost, &tt, 1, &d, &ahead);
                 allowed[j] = (uint8_t)(d.allowed != 0);
                 any |= d.allowed != 0;
             }
@@ -405,7 +422,7 @@ int sg_rates_apply_many(sg_table *t, const sg_hash128 *hs, size_t nkeys, const s
                 __builtin_prefetch(&t->slots[home], 1);
                 __builtin_prefetch(&t->plen[home], 0);
             }
-            rc = m == 1 ? apply1(t, hs[k], rs, cost, &now, refresh, 1, &d)
+            rc = m == 1 ? apply1(t, hs[k], rs, cost, &now, refresh, 1, &d, NULL)
                         : apply_run(t, hs[k], rs, m, cost, &now, refresh, allowed + k);
             if (rc != SG_OK) break;
             if (m == 1) allowed[k] = (uint8_t)(d.allowed != 0);

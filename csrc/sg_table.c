@@ -195,10 +195,16 @@ static inline int claim_is_stale(uint64_t c, uint64_t real_now) {
     return age > stale || age < -10000; /* > 200 ms old, or > ~10 s in the future */
 }
 
-static inline int slot_idle(sg_slot *s, uint8_t tag, uint64_t v, uint64_t now) {
+/* Is word v (just loaded from s->v[0]) an idle one?  now == 0: judge it at the store
+ * time read here, after v was loaded.  A time read earlier can be older than v's
+ * last decision (a caller stalled between its clock read and this load, a batch's
+ * single instant): then a key used in the current window looks idle, is reclaimed,
+ * and its count is lost.  A non-zero now is a caller's own instant (a fake clock). */
+static inline int slot_idle(const sg_table *t, sg_slot *s, uint8_t tag, uint64_t v, uint64_t now) {
     if (SG_TAG(v) != tag) return 0;
     uint64_t m = sg_load(&s->meta);
     if (SG_TAG(m) != tag) return 0;
+    if (!now) now = sg_store_now(t);
     return sg_algo_idle((uint32_t)((m >> 48) & 0xff), m & ((1ULL << 48) - 1), SG_PAYLOAD(v), now);
 }
 
@@ -221,9 +227,9 @@ static void take_over(sg_table *t, sg_slot *s, uint64_t c, uint64_t now) {
     if (CTL_FROMLIVE(c)) {
         uint64_t v = sg_load(&s->v[0]);
         if (SG_TAG(v) == CTL_PREV(c) && v) {
-            if (!slot_idle(s, CTL_PREV(c), v, now)) {
+            if (!slot_idle(t, s, CTL_PREV(c), v, now)) {
                 /* only reclaimable keys are ever displaced: c's perm bit is the claimer's */
-                uint64_t back = mk_ctl(ST_LIVE, 0, 0, CTL_PREV(c), 0, now);
+                uint64_t back = mk_ctl(ST_LIVE, 0, 0, CTL_PREV(c), 0, now ? now : sg_store_now(t));
                 cas_sc(&s->ctl, &c, back);
                 return;
             }
@@ -306,15 +312,15 @@ static int no_rival(sg_table *t, sg_hash128 h, uint64_t home, unsigned mine_d) {
 }
 
 /* Try to claim slot i (distance d from home). Returns 1 claimed (*out = our ctl), 0 not. */
-static int try_claim(sg_slot *s, uint64_t c, int from_live, int perm, uint64_t now, uint64_t real_now,
-                     uint64_t *out) {
+static int try_claim(const sg_table *t, sg_slot *s, uint64_t c, int from_live, int perm, uint64_t now,
+                     uint64_t real_now, uint64_t *out) {
     uint8_t tag = next_tag(CTL_TAG(c));
     uint64_t mine = mk_ctl(ST_CLAIMING, (unsigned)perm, (unsigned)from_live, tag, CTL_TAG(c), real_now);
     if (mine == c) return 0;
     uint64_t v = 0;
     if (from_live) {
         v = sg_load(&s->v[0]);
-        if (!slot_idle(s, CTL_TAG(c), v, now)) return 0;
+        if (!slot_idle(t, s, CTL_TAG(c), v, now)) return 0;
     }
     uint64_t exp = c;
     if (!cas_sc(&s->ctl, &exp, mine)) return 0;
@@ -369,7 +375,7 @@ static int sweep(sg_table *t, uint64_t start, uint64_t now) {
             continue;
         }
         if (CTL_STATE(c) != ST_LIVE || CTL_PERM(c)) continue;
-        if (try_claim(s, c, 1, 0, now, real_now, &mine)) {
+        if (try_claim(t, s, c, 1, 0, now, real_now, &mine)) {
             abort_claim(t, s, mine); /* sealed and emptied: live - 1 */
             return 1;
         }
@@ -386,7 +392,6 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         if (find_live(t, h, idx, tag) == SG_OK) return SG_OK;
         if (!create) return SG_NOTFOUND;
         uint64_t real_now = sg_store_now(t); /* claim stamps only: keep it off the lookup path */
-        if (!now) now = real_now;            /* the caller reads its clock after the lookup */
 
         /* Reserve a live slot if capacity allows; otherwise only reuse an idle one. */
         int reserved = 0;
@@ -413,7 +418,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
             if (st == ST_EMPTY && !reserved) continue;
             if (st == ST_LIVE && CTL_PERM(c)) continue;
             raise_probe_len(t, home, d);
-            if (try_claim(s, c, st == ST_LIVE, perm, now, real_now, &mine)) {
+            if (try_claim(t, s, c, st == ST_LIVE, perm, now, real_now, &mine)) {
                 found = 1;
                 break;
             }

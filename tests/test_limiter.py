@@ -169,6 +169,37 @@ def test_a_time_just_before_the_window_of_the_state_is_clock_skew(store, algorit
     assert lim._peek_at("k", 1, t + 10).remaining == 0
 
 
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window"])
+def test_a_refund_follows_a_decision_that_joined_the_next_window(store, algorithm):
+    """A decision made up to 100 us before the window it found joins that window; its
+    refund, made at the same time, must give the cost back to that window.  Multi-rate
+    all-or-nothing refunds the earlier rates when a later one denies: a lost refund
+    leaves the earlier rate charged for a call that was not admitted."""
+    multi = L(store, ["5/second", "3/second"], algorithm=algorithm)
+    t = 20 * SEC
+    assert multi._check_at("k", 1, t + 5).allowed
+    # joins t's window: 5/second admits (1 + 3), 3/second denies (1 + 3): 5/second gets 3 back
+    assert not multi._check_at("k", 3, t - 50_000).allowed
+    d = multi._check_at("k", 2, t + 10)  # 1 + 2 used of 3 and of 5
+    assert d.allowed and d.remaining == 0, d
+
+
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window"])
+def test_a_refund_never_gives_back_to_a_window_it_was_not_charged_in(store, algorithm):
+    """A call charged in one window is refunded at its time, 50 us before the next
+    window, after another process has already started that next window: the refund
+    finds nothing of its own to give back and must not take from the next window
+    (which would admit more than its limit there)."""
+    lim = L(store, "3/second", algorithm=algorithm)
+    t = 20 * SEC
+    assert lim._check_at("k", 1, t - 50_000).allowed  # charged in the window before t
+    # t's window, until full (sliding: the call before t still weighs ~1 in it)
+    admitted = [lim._check_at("k", 1, t + 5).allowed for _ in range(4)].count(True)
+    assert admitted == (3 if algorithm == "fixed_window" else 2)
+    lim._refund_at("k", 1, t - 50_000)
+    assert not lim._check_at("k", 1, t + 10).allowed
+
+
 def test_fixed_and_sliding_windows(store):
     fx = L(store, "3/second", algorithm="fixed_window")
     sl = L(store, "3/second", algorithm="sliding_window")

@@ -35,6 +35,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "sg_limiter.h"
 
@@ -45,7 +46,7 @@ static const sg_rate HOT = {SG_ALGO_GCRA, 100, 0, 86400000000000ULL / 100}; /* n
 /* a claim made 300 ms ago: what a stalled (or dead) claimer leaves behind */
 static uint64_t stale_claim_on_empty(sg_slot *s, int perm) {
     uint64_t mine = 0, now = sg_store_now(&T);
-    if (!try_claim(s, sg_load(&s->ctl), 0, perm, now, now - 300000000ULL, &mine)) {
+    if (!try_claim(&T, s, sg_load(&s->ctl), 0, perm, now, now - 300000000ULL, &mine)) {
         fprintf(stderr, "setup: could not claim\n");
         exit(2);
     }
@@ -153,7 +154,7 @@ static void scenario_restore_vs_create(void) {
     /* claimer A (for some other key): try_claim up to and including its ctl CAS */
     uint64_t c = sg_load(&x->ctl), v = sg_load(&x->v[0]);
     uint64_t mine = mk_ctl(ST_CLAIMING, 0, 1, next_tag(CTL_TAG(c)), CTL_TAG(c), sg_store_now(&T));
-    CHECK(slot_idle(x, CTL_TAG(c), v, now), "K1 not idle");
+    CHECK(slot_idle(&T, x, CTL_TAG(c), v, now), "K1 not idle");
     uint64_t exp = c;
     CHECK(cas_sc(&x->ctl, &exp, mine), "A's claim");
     /* D's decision lands (one admission: tat = now + interval) */
@@ -185,7 +186,7 @@ static void scenario_restore_keeps_kind(void) {
     CHECK(find_live(&T, h1, &idx, &tag) == SG_OK, "K1 lookup");
     sg_slot *x = &T.slots[idx];
     uint64_t c = sg_load(&x->ctl), mine = 0;
-    CHECK(try_claim(x, c, 1, 1, now, sg_store_now(&T) - 300000000ULL, &mine), "A's claim");
+    CHECK(try_claim(&T, x, c, 1, 1, now, sg_store_now(&T) - 300000000ULL, &mine), "A's claim");
     /* try_claim sealed v[0]; put back the moment between A's ctl CAS and its seal,
        when D's decision landed */
     uint64_t z = 0;
@@ -254,6 +255,61 @@ static void scenario_full_but_dead_claim(void) {
     CHECK(rc == SG_OK, "full but dead claim: create returned %d with a dead claim holding the last place", rc);
 }
 
+/* 7. A batch (sg_rates_apply_many with now == 0) reads its time once and is stalled
+ *    (preempted, SIGSTOP) for several windows of another limiter's fixed window.
+ *    Meanwhile every other key of the full store is used in the current window.  The
+ *    batch then needs a slot for a new key: the store is full of live keys, so it must
+ *    report FULL; judging idleness by its old time, it reclaimed a key that was used
+ *    in the current window, whose count was lost (that key then admits again). */
+static const sg_rate S7_VIC = {SG_ALGO_FIXED, 1, 20000000ULL, 0}; /* 1 per 20 ms */
+#define S7_NVIC 3
+static sg_hash128 s7_vic[S7_NVIC];
+static uint64_t s7_window; /* the victims' window (store time / period) */
+
+static void s7_stall(uint64_t idx, uint8_t tag) {
+    (void)idx, (void)tag;
+    uint64_t P = S7_VIC.period_ns, w0 = sg_store_now(&T) / P, now;
+    /* stalled for 4+ windows; resume at the start of one, so the rest of the
+       scenario runs well within it */
+    while ((now = sg_store_now(&T)) / P < w0 + 4 || now % P > P / 4) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    s7_window = now / P;
+    for (unsigned k = 0; k < S7_NVIC; k++) {
+        sg_decision d;
+        CHECK(sg_rate_apply(&T, s7_vic[k], &S7_VIC, 1, 0, 1, &d) == SG_OK && d.allowed, "victim %u", k);
+    }
+}
+
+static void scenario_stale_batch_reclaims_live_key(void) {
+    make_store(1 + S7_NVIC);
+    sg_hash128 b[2] = {key(20, 0), key(20, 1)}; /* b[0] exists, b[1] needs a slot */
+    sg_decision d;
+    uint64_t idx;
+    uint8_t tag;
+    CHECK(sg_rate_apply(&T, b[0], &HOT, 1, 0, 1, &d) == SG_OK && d.allowed, "b0");
+    CHECK(find_live(&T, b[0], &idx, &tag) == SG_OK && idx == (b[0].a & T.mask), "b0 not at home");
+    for (unsigned k = 0; k < S7_NVIC; k++) {
+        s7_vic[k] = key(21, k);
+        CHECK(sg_rate_apply(&T, s7_vic[k], &S7_VIC, 1, 0, 1, &d) == SG_OK && d.allowed, "victim %u", k);
+    }
+    after_lookup = s7_stall; /* runs at b[0]'s home-slot lookup, after the batch read its time */
+    uint8_t ok[2] = {0, 0};
+    size_t done = 0;
+    int rc = sg_rates_apply_many(&T, b, 2, &HOT, 1, 1, 0, ok, &done);
+    unsigned lost = 0;
+    for (unsigned k = 0; k < S7_NVIC; k++) lost += find_live(&T, s7_vic[k], &idx, &tag) != SG_OK;
+    CHECK(rc == SG_ERR_FULL && done == 1 && lost == 0,
+          "stale batch: rc %d, done %zu, %u live key(s) of the current window reclaimed", rc, done, lost);
+    /* the victims' counts survive: still denied in their window */
+    for (unsigned k = 0; k < S7_NVIC; k++) {
+        CHECK(sg_rate_apply(&T, s7_vic[k], &S7_VIC, 1, 0, 1, &d) == SG_OK, "victim %u again", k);
+        if (sg_store_now(&T) / S7_VIC.period_ns == s7_window)
+            CHECK(!d.allowed, "stale batch: victim %u admitted twice in one window", k);
+    }
+}
+
 int main(int argc, char **argv) {
     int only = argc > 1 ? atoi(argv[1]) : 0;
     if (!only || only == 1) {
@@ -284,6 +340,11 @@ int main(int argc, char **argv) {
         int before = failures;
         scenario_full_but_dead_claim();
         printf("full but dead claim: %s\n", failures > before ? "FAILED" : "ok");
+    }
+    if (!only || only == 7) {
+        int before = failures;
+        scenario_stale_batch_reclaims_live_key();
+        printf("stale batch reclaims live key: %s\n", failures > before ? "FAILED" : "ok");
     }
     free(region);
     if (failures) {

@@ -18,6 +18,9 @@ $CC "${common[@]}" -O2 -o "$out/stress" "${src[@]}"
 "$out/stress"
 $CC "${common[@]}" -O2 "${hook[@]}" -o "$out/interleave" "${isrc[@]}"
 "$out/interleave"
+# fast_clock.c includes sg_clock.c with CLOCK_MONOTONIC held back by simulated suspends
+$CC "${common[@]}" -O2 -o "$out/fast_clock" "$here/fast_clock.c" "$root/csrc/sg_hash.c"
+"$out/fast_clock"
 
 echo "== C core under ThreadSanitizer"
 $CC "${common[@]}" -O1 -fsanitize=thread -o "$out/stress_tsan" "${src[@]}"
