@@ -66,8 +66,10 @@ uint64_t sg_boot_key(void) {
  * ended, so NTP slewing is followed; the error is a few ppm of SG_FC_ANCHOR_NS, i.e.
  * tens of ns (tests/test_clock.py bounds it).  Elsewhere, or with
  * SLUICEGATE_CLOCK=precise in the environment, it is sg_mono_ns().
- * The anchor is per process, published under a seqlock; a reader that meets a
- * writer just reads the precise clock instead of waiting. */
+ * The anchor is per process, published under a seqlock whose sequence never comes
+ * back to a value once fields were written under it (so a reader preempted across
+ * writers never accepts a mix); a reader that meets
+ * a writer just reads the precise clock instead of waiting. */
 #ifdef SG_HAVE_TSC
 __extension__ typedef unsigned __int128 fc_u128;
 
@@ -76,37 +78,52 @@ __extension__ typedef unsigned __int128 fc_u128;
 #define SG_FC_CAL_MAX_NS 20000000ULL /* ... and <= 20 ms: an older first point is retaken */
 
 enum { FC_UNKNOWN = 0, FC_ON = 1, FC_OFF = 2 };
+#define SG_FC_MAX_FAILS 16                /* pairs never clean, or slopes out of range: give up */
+#define SG_FC_RECHECK_NS 1000000000ULL    /* look at the kernel's clocksource again every second */
 
 static struct {
-    uint64_t seq; /* even: the anchor is valid (0: none yet); odd: being written */
+    uint64_t seq; /* odd while a writer changes the fields below; grows with every change */
+    uint64_t ok;  /* 1 when (tsc0, mono0, mult, limit) are a usable anchor */
     uint64_t tsc0, mono0, mult, limit; /* mult: ns per tick << 32; limit: ticks per anchor */
     uint64_t cal_tsc, cal_mono;        /* first calibration point */
-    int mode;
+    uint64_t checked;                  /* mono time the clocksource was last read */
+    int mode, fails;
 } __attribute__((aligned(64))) fc;
 
 #define FC_LD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
 #define FC_ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
 
 static void fc_after_fork(void) { /* a writer in another thread does not exist in the child */
-    if (FC_LD(fc.seq) & 1) FC_ST(fc.seq, 0);
+    uint64_t s = FC_LD(fc.seq);
+    if (s & 1) {
+        FC_ST(fc.ok, 0);
+        FC_ST(fc.seq, s + 1);
+    }
+}
+
+static int kernel_uses_tsc(void) {
+    char buf[32] = {0};
+    int yes = 0;
+    FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+    if (f) {
+        yes = fgets(buf, sizeof buf, f) && strncmp(buf, "tsc\n", 4) == 0;
+        fclose(f);
+    }
+    return yes;
 }
 
 static int fc_decide_mode(void) {
     const char *env = getenv("SLUICEGATE_CLOCK");
-    int mode = FC_OFF;
-    if (!env || strcmp(env, "precise") != 0) {
-        char buf[32] = {0};
-        FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
-        if (f) {
-            if (fgets(buf, sizeof buf, f) && strncmp(buf, "tsc\n", 4) == 0) mode = FC_ON;
-            fclose(f);
-        }
-    }
+    int mode = (!env || strcmp(env, "precise") != 0) && kernel_uses_tsc() ? FC_ON : FC_OFF;
     if (mode == FC_ON && pthread_atfork(NULL, NULL, fc_after_fork) != 0) mode = FC_OFF;
     int expect = FC_UNKNOWN;
     if (!__atomic_compare_exchange_n(&fc.mode, &expect, mode, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         return expect; /* another thread decided first */
     return mode;
+}
+
+static void fc_failed(void) {
+    if (__atomic_add_fetch(&fc.fails, 1, __ATOMIC_ACQ_REL) >= SG_FC_MAX_FAILS) FC_ST(fc.mode, FC_OFF);
 }
 
 /* A (tsc, mono) pair read close together: the TSC midpoint of a clock read that
@@ -120,6 +137,7 @@ static int fc_pair(uint64_t *tsc, uint64_t *mono) {
             return 1;
         }
     }
+    fc_failed(); /* a hypervisor trapping RDTSC, say: after a few of these, stop trying */
     return 0;
 }
 
@@ -130,13 +148,16 @@ static int fc_pair(uint64_t *tsc, uint64_t *mono) {
  * the share that was slept, and the clock extrapolated with it drifts off by up to
  * that share of an anchor period: milliseconds (tests/c/fast_clock.c).  After a
  * longer idle time a re-anchor keeps the slope it has and only moves the anchor; a
- * first point that old is retaken (this process has no slope yet). */
+ * first point that old is retaken (this process has no slope yet).
+ * The kernel may stop trusting the TSC at run time (its watchdog saw it drift):
+ * the clocksource is looked at again once a second, at a re-anchor. */
 static uint64_t fc_slow(uint64_t s) {
     int mode = FC_LD(fc.mode);
     if (mode == FC_UNKNOWN) mode = fc_decide_mode();
     if (mode != FC_ON || (s & 1)) return sg_mono_ns();
+    int ok = FC_LD(fc.ok) != 0;
     uint64_t cal_mono = FC_LD(fc.cal_mono);
-    if (s == 0 && cal_mono) { /* calibrating: precise time until the first interval has passed */
+    if (!ok && cal_mono) { /* calibrating: precise time until the first interval has passed */
         uint64_t m = sg_mono_ns();
         if (m - cal_mono < SG_FC_CAL_NS) return m;
     }
@@ -144,45 +165,60 @@ static uint64_t fc_slow(uint64_t s) {
     if (!fc_pair(&tsc, &mono)) return sg_mono_ns();
     if (!__atomic_compare_exchange_n(&fc.seq, &s, s + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         return mono; /* another thread is re-anchoring */
-    uint64_t t0 = s ? FC_LD(fc.tsc0) : FC_LD(fc.cal_tsc), m0 = s ? FC_LD(fc.mono0) : cal_mono;
-    uint64_t next = s + 2;
-    if (s && tsc > t0 && tsc - t0 <= FC_LD(fc.limit)) {
+    ok = FC_LD(fc.ok) != 0; /* as of our seq */
+    uint64_t t0 = ok ? FC_LD(fc.tsc0) : FC_LD(fc.cal_tsc), m0 = ok ? FC_LD(fc.mono0) : FC_LD(fc.cal_mono);
+    if (ok && tsc > t0 && tsc - t0 <= FC_LD(fc.limit)) {
         /* the anchor is not old: our caller's reading was behind it (RDTSC is not
            ordered after the loads before it; another socket's TSC may lag a little).
            A slope over these few hundred ticks would be off by tens of percent. */
         FC_ST(fc.seq, s); /* nothing written: the anchor stays valid */
         return mono;
     }
-    if (!t0 || tsc <= t0 || mono <= m0 || (!s && mono - m0 > SG_FC_CAL_MAX_NS)) {
+    if (mono - FC_LD(fc.checked) >= SG_FC_RECHECK_NS) {
+        FC_ST(fc.checked, mono);
+        if (!kernel_uses_tsc()) {
+            FC_ST(fc.mode, FC_OFF);
+            FC_ST(fc.ok, 0);
+            FC_ST(fc.seq, s + 2);
+            return mono;
+        }
+    }
+    if (!t0 || tsc <= t0 || mono <= m0 || (!ok && mono - m0 > SG_FC_CAL_MAX_NS)) {
         /* first point, the TSC went back, or a first point too old to measure from: (re)start */
+        FC_ST(fc.ok, 0);
         FC_ST(fc.cal_tsc, tsc);
         FC_ST(fc.cal_mono, mono);
-        next = 0;
-    } else if (s && tsc - t0 > 2 * FC_LD(fc.limit)) { /* idle: keep the slope, move the anchor */
+    } else if (ok && tsc - t0 > 2 * FC_LD(fc.limit)) { /* idle: keep the slope, move the anchor */
         FC_ST(fc.tsc0, tsc);
         FC_ST(fc.mono0, mono);
     } else {
         uint64_t mult = (uint64_t)(((fc_u128)(mono - m0) << 32) / (tsc - t0));
-        if (mult < (1ULL << 32) / 16 || mult > (1ULL << 32) * 16) { /* not 62 MHz..16 GHz: give up */
-            FC_ST(fc.mode, FC_OFF);
-            next = 0;
+        if (mult < (1ULL << 32) / 16 || mult > (1ULL << 32) * 16) { /* not 62 MHz..16 GHz: measure again */
+            fc_failed();
+            FC_ST(fc.ok, 0);
+            FC_ST(fc.cal_tsc, tsc);
+            FC_ST(fc.cal_mono, mono);
         } else {
             FC_ST(fc.tsc0, tsc);
             FC_ST(fc.mono0, mono);
             FC_ST(fc.mult, mult);
             FC_ST(fc.limit, (uint64_t)(((fc_u128)SG_FC_ANCHOR_NS << 32) / mult));
+            FC_ST(fc.ok, 1);
+            FC_ST(fc.fails, 0); /* only failures in a row count */
         }
     }
-    FC_ST(fc.seq, next);
+    FC_ST(fc.seq, s + 2);
     return mono;
 }
 
 uint64_t sg_fast_mono_ns(void) {
     uint64_t s = FC_LD(fc.seq);
-    if (__builtin_expect(s == 0 || (s & 1), 0)) return fc_slow(s);
-    uint64_t tsc0 = FC_LD(fc.tsc0), mono0 = FC_LD(fc.mono0), mult = FC_LD(fc.mult), limit = FC_LD(fc.limit);
+    if (__builtin_expect(s & 1, 0)) return fc_slow(s);
+    uint64_t ok = FC_LD(fc.ok), tsc0 = FC_LD(fc.tsc0), mono0 = FC_LD(fc.mono0), mult = FC_LD(fc.mult),
+             limit = FC_LD(fc.limit);
     if (FC_LD(fc.seq) != s) return sg_mono_ns(); /* torn: a writer got in between */
-    uint64_t d = __rdtsc() - tsc0;               /* a TSC behind the anchor wraps huge */
+    if (__builtin_expect(!ok, 0)) return fc_slow(s);
+    uint64_t d = __rdtsc() - tsc0; /* a TSC behind the anchor wraps huge */
     if (__builtin_expect(d > limit, 0)) return fc_slow(s);
     return mono0 + (uint64_t)(((fc_u128)d * mult) >> 32);
 }

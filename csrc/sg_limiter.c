@@ -62,20 +62,21 @@ static uint64_t gcra_step(const sg_rate *r, uint64_t tat, uint64_t cost, uint64_
 #define FX_CNT(p) ((p)&0xffffffffULL)
 
 /* A payload's window may be later than now's: another process wrote it after we
- * read the clock.  Within SG_SKEW_NS of the boundary that is clock skew (the fast
- * clocks of two processes differ by tens of ns) and the decision moves to the
- * payload's window.  Anything later means our `now` is stale: with a self-read
- * clock the caller re-reads it and retries (the step reports *ahead); decided as
- * is, it would roll the window back and hand out its budget twice.  Window indexes
- * are kept modulo 2^24 (fixed) or 2^16 (sliding); "later" is the lower half. */
-#define SG_SKEW_NS 100000ULL
-
-static inline uint64_t window_of(uint64_t P, uint64_t now, uint64_t pidx, uint64_t mask, uint64_t *t, int *ahead) {
+ * read the clock (clocks of two processes differ by tens of ns; a batch's time is
+ * as old as the batch).  One or two windows later, the decision joins the
+ * payload's window (*t moves to its start): decided as is, it would roll the key
+ * back a window and hand that window's budget out twice.  Further ahead it is
+ * either a stale `now` (the step reports *ahead: a caller that reads its own clock
+ * re-reads it) or an idle key's index that wrapped, which starts afresh.  Window
+ * indexes are kept modulo 2^24 (fixed) or 2^16 (sliding); "later" is the lower
+ * half.  A fresh payload (0) has no window at all. */
+static inline uint64_t window_of(uint64_t P, uint64_t now, uint64_t p, uint64_t pidx, uint64_t mask, uint64_t *t,
+                                 int *ahead) {
     uint64_t w = now / P, a = (pidx - w) & mask;
-    if (a == 0 || a > mask / 2) return w;
-    if (a == 1 && (w + 1) * P - now <= SG_SKEW_NS) {
-        *t = (w + 1) * P;
-        return w + 1;
+    if (p == 0 || a == 0 || a > mask / 2) return w;
+    if (a <= 2) {
+        *t = (w + a) * P;
+        return w + a;
     }
     *ahead = 1;
     return w;
@@ -83,7 +84,7 @@ static inline uint64_t window_of(uint64_t P, uint64_t now, uint64_t pidx, uint64
 
 static uint64_t fixed_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t *at, int consume,
                            sg_decision *d, int *ahead) {
-    uint64_t w = window_of(r->period_ns, *at, FX_IDX(p), 0xffffff, at, ahead), widx = w & 0xffffff, now = *at;
+    uint64_t w = window_of(r->period_ns, *at, p, FX_IDX(p), 0xffffff, at, ahead), widx = w & 0xffffff, now = *at;
     uint64_t cnt = FX_IDX(p) == widx ? FX_CNT(p) : 0;
     uint64_t left = cnt < r->limit ? r->limit - cnt : 0;
     uint64_t to_end = (w + 1) * r->period_ns - now;
@@ -138,7 +139,7 @@ static uint64_t sliding_wait(uint64_t L, uint64_t P, uint64_t elapsed, uint64_t 
 
 static uint64_t sliding_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t *at, int consume,
                              sg_decision *d, int *ahead) {
-    uint64_t P = r->period_ns, L = r->limit, w = window_of(P, *at, SL_IDX(p), 0xffff, at, ahead), now = *at;
+    uint64_t P = r->period_ns, L = r->limit, w = window_of(P, *at, p, SL_IDX(p), 0xffff, at, ahead), now = *at;
     uint64_t elapsed = now - w * P, prev, cur;
     sliding_counts(r, p, now, &prev, &cur);
     /* estimate*P = prev*(P-elapsed) + cur*P, compared exactly in 128 bits */
@@ -175,7 +176,7 @@ static uint64_t refund_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_
         return gcra_tat(now, owed > back ? owed - back : 0);
     }
     /* only the window of now: a refund cannot tell a call charged in a window it
-       joined early (step's skew rule) from one charged in the window before, which
+       joined early (window_of's rule) from one charged in the window before, which
        another process has since replaced; giving back to the later window would
        then admit more than its limit.  Callers pass the time step decided at. */
     uint64_t w = now / r->period_ns;

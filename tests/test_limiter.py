@@ -154,9 +154,8 @@ def test_check_peek_reset_refund_fake_clock(store):
 @pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window"])
 def test_a_time_just_before_the_window_of_the_state_is_clock_skew(store, algorithm):
     """Another process (its clock a little ahead) wrote the next window; a decision
-    made with a time up to 100 us before that window joins it instead of rolling the
-    key back to the previous window, which would hand the next window's budget out
-    twice.  Further back it is an old key's index that wrapped, and starts afresh."""
+    made with a time before that window joins it instead of rolling the key back to
+    the previous window, which would hand the next window's budget out twice."""
     lim = L(store, "3/second", algorithm=algorithm)
     t = 20 * SEC
     assert [lim._check_at("k", 1, t + 5).allowed for _ in range(3)] == [True, True, True]
@@ -167,11 +166,27 @@ def test_a_time_just_before_the_window_of_the_state_is_clock_skew(store, algorit
     assert late.retry_after == pytest.approx(1.0 if algorithm == "fixed_window" else 4 / 3, abs=1e-9)
     assert not lim._check_at("k", 1, t + 10).allowed  # the window was not rolled back
     assert lim._peek_at("k", 1, t + 10).remaining == 0
+    # a batch's time can be older still: up to two windows back it joins too
+    assert not lim._check_at("k", 1, t - 3 * SEC // 2).allowed
+    assert lim._peek_at("k", 1, t + 10).remaining == 0
+
+
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window"])
+def test_a_fresh_key_is_decided_in_its_own_window_at_the_index_wrap(store, algorithm):
+    """Window indexes are stored modulo 2^24 (fixed) or 2^16 (sliding): a fresh key's
+    empty state (index 0) must not read as a window 'ahead' of the last windows
+    before the wrap and pull the decision into a later window."""
+    lim = L(store, "3/second", algorithm=algorithm)
+    wrap = (1 << 24) if algorithm == "fixed_window" else (1 << 16)
+    t = (wrap - 1) * SEC + SEC // 2  # half-way through the last window before the wrap
+    d = lim._check_at("fresh", 1, t)
+    assert d.allowed and d.remaining == 2
+    assert d.reset_after == pytest.approx(0.5 if algorithm == "fixed_window" else 1.5, abs=1e-9)
 
 
 @pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window"])
 def test_a_refund_follows_a_decision_that_joined_the_next_window(store, algorithm):
-    """A decision made up to 100 us before the window it found joins that window; its
+    """A decision made just before the window it found joins that window; its
     refund, made at the same time, must give the cost back to that window.  Multi-rate
     all-or-nothing refunds the earlier rates when a later one denies: a lost refund
     leaves the earlier rate charged for a call that was not admitted."""
