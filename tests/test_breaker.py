@@ -951,3 +951,16 @@ def test_stalled_writer_counts_only_the_newest_window(anon):
     assert br.window(T0 + 1400 * MS_)[1] == 3
     fail_at(br, T0 + 1450 * MS_)
     assert br.state_at(T0 + 1450 * MS_) == "open"
+
+
+def test_late_failure_counts_with_the_newer_ones_in_its_window(anon):
+    """A failure reported late (clock read before a stall of less than a window) lands
+    in a window that ends at the newest epoch recorded, not at its own clock: with
+    the newer failure less than a window after it, it is the 2nd failure of that
+    window and opens the breaker (a window ending at the late clock would see one)."""
+    br = mk(anon, failure_threshold=2, window=1.0, buckets=10)  # 100 ms buckets
+    stalled = br.try_enter(T0 + 500 * MS_)  # reads its clock, then stalls
+    fail_at(br, T0 + 1400 * MS_)
+    assert br.state_at(T0 + 1400 * MS_) == "closed"
+    br.report(stalled, 1, 0, T0 + 500 * MS_)  # 0.5 s and 1.4 s: 2 within 1 s
+    assert br.state_at(T0 + 1400 * MS_) == "open"
