@@ -265,15 +265,18 @@ static int bk_add(sg_breaker *b, uint32_t i, int k, uint64_t g, uint64_t e) {
     }
 }
 
-static void window_sums(sg_breaker *b, uint64_t g, uint64_t now, sg_br_window *out) {
+/* Returns the oldest epoch written that is a window or more ahead of now's (none of
+ * those is summed: see should_trip), else 0. */
+static uint64_t window_sums(sg_breaker *b, uint64_t g, uint64_t now, sg_br_window *out) {
     uint64_t acc[4] = {0, 0, 0, 0}, ep[SG_BR_MAX_BUCKETS];
-    uint64_t g12 = g & 0xfff, e = now / b->c.bucket_ns, nb = b->c.nbuckets, top = e;
+    uint64_t g12 = g & 0xfff, e = now / b->c.bucket_ns, nb = b->c.nbuckets, top = e, far = 0;
     /* The window ends at the newest epoch written if that is less than a window
      * ahead of ours (another process read its clock after us, ours is the coarse
      * one, or we stalled since reading it); further ahead is not a clock we trust. */
     for (uint32_t i = 0; i < nb; i++) {
         ep[i] = sg_load(b->ep[i]);
         if (ep[i] && ep[i] - 1 > top && ep[i] - 1 - e < nb) top = ep[i] - 1;
+        if (ep[i] && ep[i] - 1 >= e + nb && (!far || ep[i] - 1 < far)) far = ep[i] - 1;
     }
     for (uint32_t i = 0; i < nb; i++) {
         if (!ep[i] || top - (ep[i] - 1) >= nb) continue; /* stale, or too far ahead (wraps) */
@@ -287,10 +290,11 @@ static void window_sums(sg_breaker *b, uint64_t g, uint64_t now, sg_br_window *o
     out->failures = acc[1];
     out->slow = acc[2];
     out->rejected = acc[3];
+    return far;
 }
 
 void sg_br_window_sums(sg_breaker *b, uint64_t s, uint64_t now, sg_br_window *w) {
-    window_sums(b, SG_BR_GEN(s), get_now(b, &now), w);
+    (void)window_sums(b, SG_BR_GEN(s), get_now(b, &now), w);
 }
 
 /* ---- enter ----------------------------------------------------------------- */
@@ -373,7 +377,7 @@ uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *o
         default: /* closed */
             if (c->adaptive) {
                 sg_br_window w;
-                window_sums(b, g, get_now(b, &now), &w);
+                (void)window_sums(b, g, get_now(b, &now), &w);
                 uint64_t n = w.calls + w.rejected, acc = w.calls - (w.failures < w.calls ? w.failures : w.calls);
                 u128 num = (u128)n * 1000, kacc = (u128)acc * c->adaptive_k_milli;
                 if (num > kacc) {
@@ -413,7 +417,13 @@ static int should_trip(sg_breaker *b, uint64_t g, uint64_t now, int failed) {
     int rates = c->failure_rate_ppm || c->slow_rate_ppm;
     if (!rates && !(failed && c->failure_threshold)) return 0;
     sg_br_window w;
-    window_sums(b, g, now, &w);
+    uint64_t far = window_sums(b, g, now, &w);
+    /* A result written a window or more after our clock, at a time the store clock
+     * has reached (a bogus clock ahead of it takes one bucket and blinds nothing else),
+     * means we read our clock that long ago (the process stalled): our result is in no
+     * window now, though its bucket was idle and took it.  Judging the window that
+     * ended at our clock would trip on expired counts. */
+    if (far && far <= sg_store_now(b->t) / c->bucket_ns) return 0;
     if (failed && c->failure_threshold && w.failures >= c->failure_threshold) return 1;
     if (!rates || w.calls < c->minimum_calls) return 0;
     if (c->failure_rate_ppm && (u128)w.failures * 1000000 >= (u128)c->failure_rate_ppm * w.calls) return 1;

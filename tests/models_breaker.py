@@ -224,6 +224,10 @@ class BreakerModel:
     def should_trip(self, now: int, failed: bool) -> bool:
         c = self.cfg
         rates = c["failure_rate_ppm"] or c["slow_rate_ppm"]
+        # (The core also declines to judge when a result was recorded a window or more
+        # after `now` at a time its store clock has reached: the caller stalled.  The
+        # model's fake clock runs far ahead of a fresh store's clock, so that never
+        # applies here; tests/test_breaker.py covers it with times behind the store clock.)
         calls, failures, slow, _ = self.window(now)
         if failed and c["failure_threshold"] and failures >= c["failure_threshold"]:
             return True

@@ -951,3 +951,49 @@ def test_stalled_writer_counts_only_the_newest_window(anon):
     assert br.window(T0 + 1400 * MS_)[1] == 3
     fail_at(br, T0 + 1450 * MS_)
     assert br.state_at(T0 + 1450 * MS_) == "open"
+
+
+def test_late_failure_counts_with_the_newer_ones_in_its_window(anon):
+    """A failure reported late (clock read before a stall of less than a window) lands
+    in a window that ends at the newest epoch recorded, not at its own clock: with
+    the newer failure less than a window after it, it is the 2nd failure of that
+    window and opens the breaker (a window ending at the late clock would see one)."""
+    br = mk(anon, failure_threshold=2, window=1.0, buckets=10)  # 100 ms buckets
+    stalled = br.try_enter(T0 + 500 * MS_)  # reads its clock, then stalls
+    fail_at(br, T0 + 1400 * MS_)
+    assert br.state_at(T0 + 1400 * MS_) == "closed"
+    br.report(stalled, 1, 0, T0 + 500 * MS_)  # 0.5 s and 1.4 s: 2 within 1 s
+    assert br.state_at(T0 + 1400 * MS_) == "open"
+
+
+def test_writer_stalled_for_a_window_in_an_idle_bucket_does_not_trip_on_an_expired_window(anon):
+    """exit() reads its clock, stalls more than a window, then records in a bucket
+    nobody wrote since (so the bucket does not tell it that it is late).  Newer
+    results a window and more after its clock, at times the store clock has reached,
+    show that its result is in no window now: it must not judge the window that
+    ended at its own clock (here: that failure and an older one, 1.9 s before the
+    current window, which holds only successes)."""
+    br = mk(anon, failure_threshold=2, window=0.1, buckets=10)  # 10 ms buckets
+    base = 100 * MS_  # fake times behind the store clock (a store starts at 1 s)
+    assert anon.now() >= 1.0
+    fail_at(br, base + 60 * MS_)  # bucket 6
+    stalled = br.try_enter(base + 70 * MS_)  # bucket 7: reads its clock, then stalls
+    for k in range(8):  # 180 .. 250 ms: buckets 8, 9, 0 .. 5 (6 and 7 left idle)
+        ok_at(br, base + (180 + 10 * k) * MS_)
+    now = base + 250 * MS_
+    br.report(stalled, 1, 0, base + 70 * MS_)
+    assert br.state_at(now) == "closed"
+    assert br.window(now) == (8, 0, 0, 0)
+    fail_at(br, now)  # a current failure still counts from here on
+    fail_at(br, now)
+    assert br.state_at(now) == "open"
+
+
+def test_a_result_from_a_bogus_future_clock_does_not_blind_the_breaker(anon):
+    """One report with a `now` far ahead of the store clock (a caller passing another
+    clock) takes one bucket; the other buckets keep counting and tripping."""
+    br = mk(anon, failure_threshold=3, window=1.0, buckets=10)
+    ok_at(br, T0 + 10**6 * S)  # bucket 0, 11.6 days ahead of T0 and of the store clock
+    for k in range(1, 4):
+        fail_at(br, T0 + k * 100 * MS_)
+    assert br.state_at(T0 + 300 * MS_) == "open"

@@ -10,6 +10,9 @@ src=("$here/stress_table.c" "$root"/csrc/*.c)
 # interleave_table.c includes sg_table.c itself, to replay stalled-process interleavings step by step
 isrc=("$here/interleave_table.c")
 for f in "$root"/csrc/*.c; do [[ $(basename "$f") == sg_table.c ]] || isrc+=("$f"); done
+# interleave_breaker.c includes sg_breaker.c itself, to run a report's steps one at a time
+bsrc=("$here/interleave_breaker.c")
+for f in "$root"/csrc/*.c; do [[ $(basename "$f") == sg_breaker.c ]] || bsrc+=("$f"); done
 common=(-std=c11 -g -Wall -Wextra -Werror -I"$root/csrc" -pthread)
 hook=(-DSG_AFTER_LOOKUP=sg_test_after_lookup) # interleave_table.c runs "another process" there
 
@@ -21,6 +24,8 @@ $CC "${common[@]}" -O2 "${hook[@]}" -o "$out/interleave" "${isrc[@]}"
 # fast_clock.c includes sg_clock.c with CLOCK_MONOTONIC held back by simulated suspends
 $CC "${common[@]}" -O2 -o "$out/fast_clock" "$here/fast_clock.c" "$root/csrc/sg_hash.c"
 "$out/fast_clock"
+$CC "${common[@]}" -O2 -o "$out/interleave_breaker" "${bsrc[@]}"
+"$out/interleave_breaker"
 
 echo "== C core under ThreadSanitizer"
 $CC "${common[@]}" -O1 -fsanitize=thread -o "$out/stress_tsan" "${src[@]}"
@@ -33,4 +38,7 @@ ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1
 $CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
     "${hook[@]}" -o "$out/interleave_asan" "${isrc[@]}"
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" "$out/interleave_asan"
+$CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+    -o "$out/interleave_breaker_asan" "${bsrc[@]}"
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" "$out/interleave_breaker_asan"
 echo "== C core: all sanitizer runs clean"
