@@ -82,7 +82,8 @@ typedef struct sg_header {
     int64_t base_mono;     /* store time = mono - base_mono */
     uint64_t boot_key;     /* boot the base belongs to; 1 while rebasing */
     uint64_t wall_epoch;   /* CLOCK_REALTIME at store time 0 */
-    uint64_t _pad1[4];
+    uint64_t high_water;   /* a store time already reached (sg_store_mark); 0 in old stores */
+    uint64_t _pad1[3];
 } sg_header;
 
 typedef struct sg_slot {
@@ -112,6 +113,13 @@ int sg_store_attach(sg_table *t, void *base, uint64_t size);
 static inline uint64_t sg_store_now(const sg_table *t) {
     return (uint64_t)((int64_t)sg_mono_ns() - t->base_mono);
 }
+
+/* Record that store time `now` was reached, at most once a second (one load
+ * otherwise).  After a reboot, store time resumes from wall time since the store's
+ * epoch, but never below this mark: a wall clock that is behind (no RTC, NTP not
+ * yet synced) must not move store time backwards, or every rate limit and breaker
+ * window would be judged against a time older than its state. */
+void sg_store_mark(sg_table *t, uint64_t now);
 
 /* the same from the fast clock (the rate limiter's decision path) */
 static inline uint64_t sg_store_fast_now(const sg_table *t) {

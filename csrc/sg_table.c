@@ -106,6 +106,8 @@ static int rebase_clock(sg_header *h) {
         if (!__atomic_compare_exchange_n(&h->boot_key, &bk, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
         uint64_t wall = sg_wall_ns(), epoch = __atomic_load_n(&h->wall_epoch, __ATOMIC_RELAXED);
         uint64_t since = wall > epoch ? wall - epoch : 1000000000ULL;
+        uint64_t hw = __atomic_load_n(&h->high_water, __ATOMIC_ACQUIRE);
+        if (hw < (1ULL << 62) && since < hw + 1000000000ULL) since = hw + 1000000000ULL; /* never back */
         __atomic_store_n(&h->base_mono, (int64_t)sg_mono_ns() - (int64_t)since, __ATOMIC_RELEASE);
         __atomic_store_n(&h->boot_key, cur, __ATOMIC_RELEASE);
         return SG_OK;
@@ -131,7 +133,15 @@ int sg_store_attach(sg_table *t, void *base, uint64_t size) {
     t->plen = (uint8_t *)((char *)base + SG_HEADER_SIZE + h->nslots * SG_SLOT_SIZE);
     t->mask = h->nslots - 1;
     t->base_mono = __atomic_load_n(&h->base_mono, __ATOMIC_ACQUIRE);
+    sg_store_mark(t, sg_store_now(t));
     return SG_OK;
+}
+
+void sg_store_mark(sg_table *t, uint64_t now) {
+    uint64_t hw = __atomic_load_n(&t->hdr->high_water, __ATOMIC_ACQUIRE);
+    while (now >= hw + 1000000000ULL &&
+           !__atomic_compare_exchange_n(&t->hdr->high_water, &hw, now, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    }
 }
 
 /* Never below zero: a corrupted body can hold claims nobody counted. */
@@ -392,6 +402,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         if (find_live(t, h, idx, tag) == SG_OK) return SG_OK;
         if (!create) return SG_NOTFOUND;
         uint64_t real_now = sg_store_now(t); /* claim stamps only: keep it off the lookup path */
+        sg_store_mark(t, real_now);
 
         /* Reserve a live slot if capacity allows; otherwise only reuse an idle one. */
         int reserved = 0;

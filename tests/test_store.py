@@ -7,6 +7,7 @@ import mmap
 import os
 import pickle
 import struct
+import time
 
 import pytest
 from conftest import unique_name
@@ -17,6 +18,7 @@ from sluicegate import _core
 CHECKSUM_OFFSET = 56  # offsetof(sg_header, checksum)
 CHECKSUM_SEED = 0x686561646572
 VERSION_OFFSET = 8
+BASE_MONO_OFFSET = 128
 BOOT_KEY_OFFSET = 136
 WALL_EPOCH_OFFSET = 144
 
@@ -246,6 +248,21 @@ def test_clock_rebases_after_reboot(tmp_path):
             f.seek(BOOT_KEY_OFFSET)
             assert struct.unpack("<Q", f.read(8))[0] != 12345
     assert after >= before - 0.5  # continuous: wall time since the store's epoch
+
+
+def test_clock_never_goes_back_after_a_reboot_with_the_wall_clock_behind(tmp_path):
+    """No RTC, or NTP not yet synced: after a reboot the wall clock can be behind the
+    store's epoch.  Store time must resume at least where it was (a time older than
+    the stored state would freeze every token bucket and blind every breaker)."""
+    p = _make_file(tmp_path)
+    _patch(p, BASE_MONO_OFFSET, struct.pack("<q", time.monotonic_ns() - 3600 * 10**9))  # an hour old
+    with sg.SharedStore(path=p) as s:
+        before = s.now()
+    assert before >= 3600
+    _patch(p, BOOT_KEY_OFFSET, struct.pack("<Q", 12345))  # another boot wrote it...
+    _patch(p, WALL_EPOCH_OFFSET, struct.pack("<Q", time.time_ns() + 10 * 3600 * 10**9))  # ...and wall is behind
+    with sg.SharedStore(path=p) as s:
+        assert s.now() >= before
 
 
 def test_mmap_of_store_is_shared_size(store):
