@@ -257,6 +257,9 @@ static __attribute__((noinline)) int bk_raise(sg_breaker *b, uint32_t i, uint64_
         }
         if (sg_cas(b->ep[i], &v, to)) v = to;
     }
+    /* runs about once a bucket while the breaker is used: keeps the store's high-water
+     * mark fresh in a store nothing else writes (one load unless a second has passed) */
+    if (rt) sg_store_mark(b->t, rt);
     return BK_OK;
 }
 

@@ -1003,6 +1003,7 @@ def test_a_result_from_a_bogus_future_clock_does_not_blind_the_breaker(anon):
 # ---- the store clock going back --------------------------------------------------
 
 BASE_MONO_OFFSET = 128  # sg_header.base_mono: store time = CLOCK_MONOTONIC - base_mono
+HIGH_WATER_OFFSET = 152  # sg_header.high_water (sg_store_mark)
 
 
 def _header_q(path, offset, value=None):
@@ -1050,3 +1051,23 @@ def test_failures_open_the_breaker_again_after_the_store_clock_went_back(tmp_pat
         fail(br)
         assert br.state == "open"
 
+
+def test_a_breaker_keeps_the_store_high_water_mark_fresh(tmp_path):
+    """After a reboot, store time resumes no lower than the high-water mark, which
+    attaching and claiming slots record.  A store only breakers use claims no slot
+    after their first calls: the first result of each bucket records it too."""
+    path = tmp_path / "s.sg"
+    with sg.SharedStore(path=path, capacity=64) as store:
+        br = mk(store, failure_threshold=5, window=1.0, buckets=10)  # 100 ms buckets
+        with br:
+            pass
+        _header_q(path, HIGH_WATER_OFFSET, 0)  # as if recorded long ago (the file is the mapping)
+        time.sleep(0.15)  # a new bucket
+        before = store.now()
+        with br:
+            pass
+        assert before - 0.05 <= _header_q(path, HIGH_WATER_OFFSET) / 1e9 <= store.now()
+        mark = _header_q(path, HIGH_WATER_OFFSET)
+        for k in range(3):  # results with the caller's own clock, far ahead: never recorded
+            ok_at(br, T0 + k * S)
+        assert _header_q(path, HIGH_WATER_OFFSET) == mark
