@@ -10,7 +10,9 @@
  *  - results are recorded only for the generation a call was admitted in, and a
  *    bucket word is rolled over (new epoch or generation) by CAS from the value
  *    read, so stale buckets are simply treated as empty; a bucket's full epoch
- *    only rises, and a result older than it is dropped (see "rolling buckets");
+ *    rises, and a result older than it is dropped, except that a store-clock
+ *    reader takes back a bucket a window or more ahead of the store clock, which
+ *    no store-clock reading since can have written (see "rolling buckets");
  *  - probe permits live in S; a half-open round whose permits are all taken and
  *    that has not finished within probe_timeout is restarted (new generation),
  *    which is how a probe held by a killed process is released; taking the
@@ -188,15 +190,27 @@ uint64_t sg_br_poll(sg_breaker *b, uint64_t now) { return poll(b, &now); }
 
 /* Bucket i holds the epochs e (= time / bucket_ns) with e % nbuckets == i.  Its four
  * words carry only the low 24 bits of their epoch; ep[i] = (newest epoch written to
- * bucket i) + 1 carries it in full, and only ever rises.  A word counts only while
- * its 24-bit epoch is ep[i]'s and ep[i] is within the window, so:
+ * bucket i) + 1 carries it in full.  A word counts only while its 24-bit epoch is
+ * ep[i]'s and ep[i] is within the window, so:
  *  - a result for an epoch older than ep[i]'s is at least a window late, hence
  *    dropped: a writer that read its clock, then stalled a window, cannot roll a
  *    newer bucket back to its epoch (every roll-over re-checks ep[i] first);
  *  - an idle gap of any length leaves ep[i] out of the window: stale;
- *  - ep[i] is raised only after zeroing the words still counting for an older epoch
- *    (bk_clean), so a word the new epoch does not write (failures, slow, rejected)
- *    cannot pass for the new epoch's because their 24-bit epochs alias.
+ *  - ep[i] is moved only after zeroing the words that count for an epoch other than
+ *    its current one (bk_clean), so a word the new epoch does not write (failures,
+ *    slow, rejected) cannot pass for the new epoch's because their 24-bit epochs alias.
+ * ep[i] only rises, with one exception: the store clock can go back (time namespaces;
+ * a reboot with the wall clock behind, before sg_store_mark existed), and then every
+ * bucket holds a newer epoch, so every result would be late and the breaker blind
+ * until the clock caught up.  An ep[i] a window or more ahead of a store-clock reading
+ * taken after loading it was not written by a store-clock reading since (a writer
+ * reads its clock before raising ep[i]), but by a clock that has since gone back (or
+ * a caller's own clock), so a writer whose own time is a store-clock reading takes
+ * such a bucket back, by the same clean-then-CAS as a raise.  Callers that pass their
+ * own clock (tests, the reference model) never do: their times may run far ahead of
+ * the store's.  window_sums already ignores the epochs left ahead.  (A taker stalled
+ * between that clock read and its CAS for as long as the clock went back can find
+ * the very same ep[i] there again, now current, and lower it: one bucket's counts.)
  * A store created before ep[] existed starts with ep[i] = 0: its buckets read as
  * stale, so one window of counts is lost once, at the upgrade. */
 
@@ -214,34 +228,47 @@ static void bk_clean(sg_breaker *b, uint32_t i, uint64_t epv) {
     for (int k = 0; k < 4; k++) {
         uint64_t *w = &b->bk[i][k], v = sg_load(w);
         while (BK_COUNT(v) && BK_EPOCH(v) != e24) {
-            if (sg_load(b->ep[i]) != epv) return; /* moved on: its raiser cleans */
+            if (sg_load(b->ep[i]) != epv) return; /* moved on: its mover cleans */
             if (sg_cas(w, &v, (v & BK_GEN_BITS) | (e24 << 28))) break;
         }
     }
 }
 
-/* Slow path of bk_claim: raise ep[i] from v to e + 1.  Whoever moves ep[i] on from v
- * has cleaned for v just before (a killed raiser leaves it to the next one), so the
- * words then count for v's epoch or are zero. */
-static __attribute__((noinline)) int bk_raise(sg_breaker *b, uint32_t i, uint64_t e, uint64_t v) {
+/* Slow path of bk_claim: move ep[i] from v to e + 1.  rt: the caller's time if it is a
+ * store-clock reading, else 0.  Whoever moves ep[i] on from v has cleaned for v just
+ * before (a killed mover leaves it to the next one), so the words then count for v's
+ * epoch or are zero; a stalled writer's roll-over then finds ep[i] moved (bk_add). */
+static __attribute__((noinline)) int bk_raise(sg_breaker *b, uint32_t i, uint64_t e, uint64_t v, uint64_t rt) {
     uint64_t want = e + 1, nb = b->c.nbuckets;
-    while (v < want) {
+    while (v != want) {
+        /* newer: we are late, unless a clock that has since gone back wrote it (the
+         * store clock is read after loading v, so a writer that stalled since reading
+         * its clock never takes back the buckets written meanwhile) */
+        if (v > want && (!rt || v - 1 < sg_store_now(b->t) / b->c.bucket_ns + nb)) return BK_LATE;
         if (v) bk_clean(b, i, v);
         /* if v's epoch has e's 24 bits (a gap of a multiple of 2^24 buckets, or v = 0:
          * never set, words from before ep[]), its words would pass for e's: step
-         * through e - nbuckets (same bucket, other 24 bits), whose clean zeroes them */
+         * through an epoch between them in the same bucket (other 24 bits), whose
+         * clean zeroes them: e - nbuckets, or v's - nbuckets going back */
         uint64_t to = want;
-        if (e >= nb && (!v || (((v - 1) ^ e) & M24) == 0)) to = want - nb;
+        if (!v || (((v - 1) ^ e) & M24) == 0) {
+            if (v > want) to = v - nb;
+            else if (e >= nb) to = want - nb;
+        }
         if (sg_cas(b->ep[i], &v, to)) v = to;
     }
-    return v == want ? BK_OK : BK_LATE;
+    /* runs about once a bucket while the breaker is used: keeps the store's high-water
+     * mark fresh in a store nothing else writes (one load unless a second has passed) */
+    if (rt) sg_store_mark(b->t, rt);
+    return BK_OK;
 }
 
-/* Make bucket i current for epoch e.  BK_LATE if it already holds a newer epoch. */
-static inline int bk_claim(sg_breaker *b, uint32_t i, uint64_t e) {
+/* Make bucket i current for epoch e (rt as for bk_raise).  BK_LATE if it already
+ * holds a newer epoch. */
+static inline int bk_claim(sg_breaker *b, uint32_t i, uint64_t e, uint64_t rt) {
     uint64_t v = sg_load(b->ep[i]);
     if (__builtin_expect(v == e + 1, 1)) return BK_OK;
-    return bk_raise(b, i, e, v);
+    return bk_raise(b, i, e, v, rt);
 }
 
 /* Add 1 to word k of bucket i (claimed for epoch e) for generation g. */
@@ -257,7 +284,7 @@ static int bk_add(sg_breaker *b, uint32_t i, int k, uint64_t g, uint64_t e) {
         } else {
             /* an older generation's word, unless we are the stale one */
             if (BK_GEN(v) != g12 && SG_BR_GEN(sg_load(&b->st[0])) != g) return BK_STALE;
-            /* roll over, unless a newer epoch took the bucket since our claim */
+            /* roll over, unless another epoch took the bucket since our claim */
             if (sg_load(b->ep[i]) != e + 1) return BK_LATE;
             nv = fresh;
         }
@@ -301,6 +328,7 @@ void sg_br_window_sums(sg_breaker *b, uint64_t s, uint64_t now, sg_br_window *w)
 
 uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *out) {
     const sg_br_config *c = &b->c;
+    int real = now == 0; /* now will be a store-clock reading (see bk_raise) */
     uint64_t s = poll(b, &now), ticket, p;
     out->retry_ns = 0;
     out->reason = SG_BR_ADMIT;
@@ -386,7 +414,7 @@ uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *o
                     if (pr && draw(rng) < pr) {
                         uint64_t e = now / c->bucket_ns;
                         uint32_t i = (uint32_t)(e % c->nbuckets);
-                        if (bk_claim(b, i, e) == BK_OK) bk_add(b, i, 3, g, e);
+                        if (bk_claim(b, i, e, real ? now : 0) == BK_OK) bk_add(b, i, 3, g, e);
                         out->retry_ns = c->bucket_ns - now % c->bucket_ns;
                         out->reason = SG_BR_REJ_ADAPTIVE;
                         goto reject;
@@ -431,7 +459,8 @@ static int should_trip(sg_breaker *b, uint64_t g, uint64_t now, int failed) {
     return 0;
 }
 
-uint64_t sg_br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t duration_ns, uint64_t now) {
+/* real: now is 0 or a store-clock reading (not a caller's own clock) */
+static uint64_t br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t duration_ns, uint64_t now, int real) {
     const sg_br_config *c = &b->c;
     if (!(ticket & SG_BR_T_ADMITTED)) return sg_load(&b->st[0]);
     uint64_t g = ticket & SG_BR_T_GEN_MASK;
@@ -473,7 +502,7 @@ uint64_t sg_br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t durati
         uint64_t at = now ? now : c->bucket_ns >= 100000000ULL ? coarse_now(b) : sg_store_now(b->t);
         uint64_t e = at / c->bucket_ns;
         uint32_t i = (uint32_t)(e % c->nbuckets);
-        int r = bk_claim(b, i, e);
+        int r = bk_claim(b, i, e, real ? at : 0);
         if (r == BK_OK) r = bk_add(b, i, 0, g, e);
         if (r == BK_STALE) return sg_load(&b->st[0]);
         if (r == BK_LATE) return s; /* outside any window now: changes nothing */
@@ -484,6 +513,14 @@ uint64_t sg_br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t durati
         if (transition(b, &s, ns, &now)) return ns;
         return s; /* someone else moved it (gen changed): our trip is moot */
     }
+}
+
+uint64_t sg_br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t duration_ns, uint64_t now) {
+    return br_exit(b, ticket, outcome, duration_ns, now, now == 0);
+}
+
+uint64_t sg_br_exit_real(sg_breaker *b, uint64_t ticket, int outcome, uint64_t duration_ns, uint64_t now) {
+    return br_exit(b, ticket, outcome, duration_ns, now, 1);
 }
 
 /* ---- admin ------------------------------------------------------------------- */

@@ -15,9 +15,11 @@
  *   fault  [reject_p32, fail_p32, latency_p32, latency_ns]
  *   bucket [calls, failures, slow, rejected]  each [gen:12 | epoch:24 | count:28]
  *   epochs [ep[4j], ep[4j+1], ep[4j+2], ep[4j+3]]  (slot j)
- *          ep[i] = (newest epoch written to bucket i) + 1, 0 = never; full width,
- *          only ever raised.  A bucket word counts only while its 24-bit epoch is
- *          ep[i]'s (see "rolling buckets" in sg_breaker.c).
+ *          ep[i] = (newest epoch written to bucket i) + 1, 0 = never; full width.
+ *          Only raised, except that a store-clock reader lowers an ep[i] a window
+ *          or more ahead of the store clock (the clock went back).  A bucket word
+ *          counts only while its 24-bit epoch is ep[i]'s (see "rolling buckets" in
+ *          sg_breaker.c).
  *
  * Randomness (degraded admission, adaptive throttling, fault injection) comes from
  * the caller's xorshift state *rng, advanced only when a draw is needed, so a
@@ -125,6 +127,9 @@ uint64_t sg_br_poll(sg_breaker *b, uint64_t now);
 uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *out);
 /* Report a call's outcome; returns the state word after it. */
 uint64_t sg_br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t duration_ns, uint64_t now);
+/* The same with now a store-clock reading the caller already took (sg_store_now), which
+ * is then trusted as now == 0 is (see "rolling buckets" in sg_breaker.c). */
+uint64_t sg_br_exit_real(sg_breaker *b, uint64_t ticket, int outcome, uint64_t duration_ns, uint64_t now);
 /* Admin: move to state (closed / forced_open / disabled) from anything.
  * Closing, or clear != 0 (reset), bumps the generation even when already there. */
 uint64_t sg_br_set_state(sg_breaker *b, unsigned state, int clear, uint64_t now);

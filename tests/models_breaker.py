@@ -108,7 +108,9 @@ class BreakerModel:
 
     def claim(self, now: int) -> bool:
         """Take now's bucket for now's epoch.  False if it already holds a newer epoch:
-        a result at now is then at least a window late, and is dropped."""
+        a result at now is then at least a window late, and is dropped.  (The C core
+        also takes back a bucket a window ahead of the store clock, when its caller's
+        time is that clock: the clock went back.  The model's fake clock never is.)"""
         e = self.epoch(now)
         i = e % self.cfg["nbuckets"]
         newest = self.epochs[i]

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import math
 import pickle
+import struct
 import threading
 import time
 
@@ -997,3 +998,76 @@ def test_a_result_from_a_bogus_future_clock_does_not_blind_the_breaker(anon):
     for k in range(1, 4):
         fail_at(br, T0 + k * 100 * MS_)
     assert br.state_at(T0 + 300 * MS_) == "open"
+
+
+# ---- the store clock going back --------------------------------------------------
+
+BASE_MONO_OFFSET = 128  # sg_header.base_mono: store time = CLOCK_MONOTONIC - base_mono
+HIGH_WATER_OFFSET = 152  # sg_header.high_water (sg_store_mark)
+
+
+def _header_q(path, offset, value=None):
+    """Read (or write) one signed 64-bit header word of a file-backed store."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        if value is None:
+            return struct.unpack("<q", f.read(8))[0]
+        f.write(struct.pack("<q", value))
+        return value
+
+
+@pytest.mark.parametrize("slow_call_duration", [None, 60.0])
+def test_failures_open_the_breaker_again_after_the_store_clock_went_back(tmp_path, slow_call_duration):
+    """Store time can go back (time namespaces; a reboot with the wall clock behind,
+    for a store from before the high-water mark).  Every bucket then holds an epoch
+    newer than any result: dropping them all as late left the breaker blind (closed
+    through 100 failures) until the clock caught up.  Results read with the store
+    clock take the buckets back, counted afresh.  slow_call_duration: the exit path
+    that passes its own store-clock reading down (it times the call)."""
+    path = tmp_path / "s.sg"
+    sg.SharedStore(path=path, capacity=64).close()
+    _header_q(path, BASE_MONO_OFFSET, _header_q(path, BASE_MONO_OFFSET) - 3600 * S)  # an hour old
+    kw = dict(failure_threshold=5, window=0.5, buckets=5, slow_call_duration=slow_call_duration)  # 100 ms buckets
+    name = unique_name("br")
+    with sg.SharedStore(path=path) as store:
+        assert store.now() >= 3600
+        br = sg.CircuitBreaker(name, store=store, **kw)
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:  # a result in every bucket
+            with br:
+                pass
+            time.sleep(0.005)
+        for _ in range(4):
+            fail(br)
+        assert br.state == "closed" and br.window()[1] == 4
+    _header_q(path, BASE_MONO_OFFSET, _header_q(path, BASE_MONO_OFFSET) + 3600 * S)  # back an hour
+    with sg.SharedStore(path=path) as store:
+        assert store.now() < 3600
+        br = sg.CircuitBreaker(name, store=store, **kw)
+        for _ in range(4):
+            fail(br)
+        assert br.state == "closed"
+        assert br.window()[1] == 4  # these four, not the four an hour "ahead"
+        fail(br)
+        assert br.state == "open"
+
+
+def test_a_breaker_keeps_the_store_high_water_mark_fresh(tmp_path):
+    """After a reboot, store time resumes no lower than the high-water mark, which
+    attaching and claiming slots record.  A store only breakers use claims no slot
+    after their first calls: the first result of each bucket records it too."""
+    path = tmp_path / "s.sg"
+    with sg.SharedStore(path=path, capacity=64) as store:
+        br = mk(store, failure_threshold=5, window=1.0, buckets=10)  # 100 ms buckets
+        with br:
+            pass
+        _header_q(path, HIGH_WATER_OFFSET, 0)  # as if recorded long ago (the file is the mapping)
+        time.sleep(0.15)  # a new bucket
+        before = store.now()
+        with br:
+            pass
+        assert before - 0.05 <= _header_q(path, HIGH_WATER_OFFSET) / 1e9 <= store.now()
+        mark = _header_q(path, HIGH_WATER_OFFSET)
+        for k in range(3):  # results with the caller's own clock, far ahead: never recorded
+            ok_at(br, T0 + k * S)
+        assert _header_q(path, HIGH_WATER_OFFSET) == mark

@@ -2,8 +2,9 @@
 threads race for half-open probes (exact count), report results concurrently
 (exact totals, no lost bucket updates), churn through trips and recoveries, and
 report late and out of order (the last window stays exact: a late result never
-rolls a newer bucket back), plus 24-bit epoch aliasing and pre-ep[] stores (see
-tests/c/breaker_stress.c)."""
+rolls a newer bucket back), race to take back buckets written ahead of a store
+clock that went back (each round's window exact), plus 24-bit epoch aliasing and
+pre-ep[] stores (see tests/c/breaker_stress.c)."""
 
 from __future__ import annotations
 

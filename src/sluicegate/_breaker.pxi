@@ -81,6 +81,7 @@ cdef extern from "sg_breaker.h" nogil:
     uint64_t sg_br_poll(sg_breaker *b, uint64_t now)
     uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *out)
     uint64_t sg_br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t duration_ns, uint64_t now)
+    uint64_t sg_br_exit_real(sg_breaker *b, uint64_t ticket, int outcome, uint64_t duration_ns, uint64_t now)
     uint64_t sg_br_set_state(sg_breaker *b, unsigned state, int clear, uint64_t now)
     void sg_br_window_sums(sg_breaker *b, uint64_t s, uint64_t now, sg_br_window *w)
     uint64_t sg_br_open_ns(const sg_br_config *c, unsigned consec, uint64_t gen)
@@ -274,13 +275,17 @@ cdef class BreakerCore:
 
     cdef int _finish(self, uint64_t ticket, int outcome, uint64_t start, uint64_t now) except -1:
         cdef uint64_t dur = 0, s
+        cdef bint real = now == 0
         if self.tbl.t.hdr == NULL:
             return 0  # the store was closed while the call ran: nothing to record
         if self.timed and start:
-            if not now:
+            if real:
                 now = sg_store_now(&self.tbl.t)
             dur = now - start if now > start else 0
-        s = sg_br_exit(&self.b, ticket, outcome, dur, now)
+        if real:  # now is 0 or our store-clock reading, which sg_br_exit would take for a caller's clock
+            s = sg_br_exit_real(&self.b, ticket, outcome, dur, now)
+        else:
+            s = sg_br_exit(&self.b, ticket, outcome, dur, now)
         if (s & _SEEN_MASK) != self.seen:
             self._notice(s)
         return 0

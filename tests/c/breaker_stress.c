@@ -9,6 +9,8 @@
  *  4. a transitioner killed before its phase write.
  *  5. late, out-of-order reports: the last window is exact.
  *  6-7. 24-bit epoch aliasing (also after a raiser died) and stores from before ep[].
+ *  8. the store clock went back: threads race to take back buckets written ahead of it;
+ *     each round's window is exact, and no caller's clock moves the high-water mark.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -168,6 +170,45 @@ static void report_at(uint64_t e, int outcome) {
     sg_br_exit(&B, t, outcome, 0, now);
 }
 
+/* Rounds of: every bucket rewritten far ahead of the store clock (as by a clock that has
+ * since gone back), then T threads report with the store clock at once. */
+#define TB_ROUNDS 300
+#define TB_N 100
+static uint64_t tb_round_fails(void) {
+    uint64_t f = 0;
+    for (uintptr_t me = 0; me < T; me++)
+        for (int n = 0; n < TB_N; n++) f += (n + me) % 3 == 0;
+    return f;
+}
+
+static void tb_prefill(int k) {
+    for (uint32_t j = 0; j < B.c.nbuckets; j++) report_at((uint64_t)(k + 1) * 100 * B.c.nbuckets + j, SG_BR_FAILURE);
+}
+
+static void *taker(void *arg) {
+    uintptr_t me = (uintptr_t)arg;
+    uint64_t rng = me + 1;
+    sg_br_result r;
+    for (int k = 0; k < TB_ROUNDS; k++) {
+        spin_wait();
+        for (int n = 0; n < TB_N; n++) {
+            uint64_t t = sg_br_enter(&B, 0, &rng, &r);
+            CHECK(t);
+            sg_br_exit(&B, t, (n + me) % 3 == 0 ? SG_BR_FAILURE : SG_BR_SUCCESS, 0, 0);
+        }
+        spin_wait();
+        if (me == 0) {
+            sg_br_window w;
+            sg_br_window_sums(&B, B.st[0], 0, &w);
+            CHECK(w.calls == (uint64_t)T * TB_N && w.failures == tb_round_fails());
+            tb_prefill(k + 1);
+            sg_br_window_sums(&B, B.st[0], 0, &w);
+            CHECK(w.calls == 0);
+        }
+    }
+    return NULL;
+}
+
 static void run(void *(*fn)(void *)) {
     pthread_t th[T];
     pthread_barrier_init(&bar, NULL, T);
@@ -273,6 +314,14 @@ int main(void) {
     report_at(e, SG_BR_FAILURE);
     window_at(e, &w);
     CHECK(w.calls == 1 && w.failures == 1 && w.slow == 0 && w.rejected == 0);
+
+    /* 8. take-backs racing */
+    mkbr(&B, 1, 0);
+    CHECK(BASE > sg_store_now(&tb) + 100 * B.c.bucket_ns); /* the prefill is far ahead */
+    tb_prefill(0);
+    run(taker);
+    /* fake clocks (here 1000 s ahead) never mark it; the store clock did, at attach or since */
+    CHECK(tb.hdr->high_water <= sg_store_now(&tb) && tb.hdr->high_water >= 1000000000ULL);
 
     printf("ok\n");
     free(mem);

@@ -1,4 +1,5 @@
-/* Deterministic interleavings of the breaker's rolling buckets (review findings).
+/* Deterministic interleavings of the breaker's rolling buckets (review findings; 4-9:
+ * the store clock going back, with clock_at moving this process's view of it).
  *
  * This file includes csrc/sg_breaker.c so that it can run the steps of recording a
  * result (bk_claim, bk_add, bk_clean, the CAS on ep[i]) one at a time, in the order
@@ -74,6 +75,22 @@ static sg_br_window window_at(uint64_t e) {
     return w;
 }
 
+/* Set this process's store clock (tb.base_mono, which sg_store_now reads) to the middle
+ * of epoch e: a clock that jumps there, forwards or back. */
+static void clock_at(uint64_t e) { tb.base_mono = (int64_t)sg_mono_ns() - (int64_t)(e * BNS + BNS / 2); }
+
+/* one call entering and reporting with the store clock (now = 0) */
+static void report_real(int outcome) {
+    uint64_t rng = 1;
+    sg_br_result r;
+    uint64_t t = sg_br_enter(&B, 0, &rng, &r);
+    if (!t) {
+        fprintf(stderr, "setup: not admitted\n");
+        exit(2);
+    }
+    sg_br_exit(&B, t, outcome, 0, 0);
+}
+
 #define WINDOW_IS(e, c, f) \
     do { \
         sg_br_window w_ = window_at(e); \
@@ -81,6 +98,16 @@ static sg_br_window window_at(uint64_t e) {
         if (w_.calls != (c) || w_.failures != (f)) \
             fprintf(stderr, "  window at %llu: calls %llu failures %llu, want %d %d\n", (unsigned long long)(e), \
                     (unsigned long long)w_.calls, (unsigned long long)w_.failures, (int)(c), (int)(f)); \
+    } while (0)
+
+#define WINDOW_REAL_IS(c, f) \
+    do { \
+        sg_br_window w_; \
+        sg_br_window_sums(&B, sg_load(B.st), 0, &w_); \
+        CHECK(w_.calls == (c) && w_.failures == (f)); \
+        if (w_.calls != (c) || w_.failures != (f)) \
+            fprintf(stderr, "  window now: calls %llu failures %llu, want %d %d\n", (unsigned long long)w_.calls, \
+                    (unsigned long long)w_.failures, (int)(c), (int)(f)); \
     } while (0)
 
 int main(void) {
@@ -95,7 +122,7 @@ int main(void) {
      *    bucket taken (bk_add re-checks ep[i] before rolling a word over) and drop its
      *    result: rolling the calls word back to E0 would lose the newer calls. */
     mkbr();
-    CHECK(bk_claim(&B, (uint32_t)i, E0) == BK_OK);
+    CHECK(bk_claim(&B, (uint32_t)i, E0, 0) == BK_OK); /* the caller's clock */
     report_at(E0 + NB, SG_BR_FAILURE);
     report_at(E0 + NB, SG_BR_FAILURE);
     CHECK(bk_add(&B, (uint32_t)i, 0, g, E0) == BK_LATE);
@@ -131,6 +158,137 @@ int main(void) {
     WINDOW_IS(E - NB, 1, 0);
     report_at(E, SG_BR_SUCCESS);
     WINDOW_IS(E, 1, 0);
+
+    /* The store clock going back (time namespaces; a reboot with the wall clock behind).
+     * ER + HOUR is the same bucket as ER (HOUR % NB == 0).  A clock is "real" when the
+     * caller passes now = 0 (the store clock). */
+    const uint64_t ER = 5000, HOUR = 3600;
+    i = ER % NB;
+
+    /* 4. Every bucket holds results from an hour ahead of the clock now.  A result with
+     *    the caller's own clock is late as before; one with the store clock takes its
+     *    bucket back and counts.  The high-water mark was kept by the store-clock
+     *    raises, and is not lowered. */
+    mkbr();
+    for (uint64_t k = 0; k < NB; k++) {
+        clock_at(ER + HOUR + k);
+        report_real(SG_BR_FAILURE);
+        report_real(SG_BR_FAILURE);
+    }
+    CHECK(sg_load(&tb.hdr->high_water) >= (ER + HOUR) * BNS);
+    uint64_t hw = sg_load(&tb.hdr->high_water);
+    clock_at(ER);
+    WINDOW_REAL_IS(0, 0);
+    report_at(ER, SG_BR_FAILURE); /* the caller's clock: not trusted to take it back */
+    WINDOW_REAL_IS(0, 0);
+    report_real(SG_BR_FAILURE);
+    WINDOW_REAL_IS(1, 1);
+    CHECK(sg_load(B.ep[i]) == ER + 1);
+    CHECK(sg_load(&tb.hdr->high_water) == hw);
+    clock_at(ER + 1);
+    report_real(SG_BR_SUCCESS); /* the next bucket too */
+    WINDOW_REAL_IS(2, 1);
+
+    /* 5. Taking bucket i back cleans it like a raise: here the failures word still holds
+     *    the failure of the epoch a window before ep[i]'s, whose 24 bits are ER's, and
+     *    must not count for ER.  Then the same, with the process taking it back SIGKILLed
+     *    after its clean, before its CAS on ep[i]: the counts of ep[i]'s (ahead) epoch
+     *    survive, and the next store-clock writer finishes the job. */
+    const uint64_t FAR = (1ULL << 24) * NB; /* same bucket, same 24-bit epoch */
+    for (int killed = 0; killed < 2; killed++) {
+        mkbr();
+        clock_at(ER + FAR);
+        report_real(SG_BR_FAILURE);
+        clock_at(ER + FAR + NB);
+        report_real(SG_BR_SUCCESS);
+        report_real(SG_BR_SUCCESS);
+        clock_at(ER);
+        if (killed) {
+            bk_clean(&B, (uint32_t)i, sg_load(B.ep[i])); /* ... killed here */
+            CHECK(BK_COUNT(sg_load(&B.bk[i][1])) == 0);
+            CHECK(sg_load(B.ep[i]) == ER + FAR + NB + 1);
+            WINDOW_IS(ER + FAR + NB, 2, 0);
+            WINDOW_REAL_IS(0, 0);
+        }
+        report_real(SG_BR_SUCCESS);
+        WINDOW_REAL_IS(1, 0);
+        report_real(SG_BR_FAILURE);
+        WINDOW_REAL_IS(2, 1);
+    }
+
+    /* 6. A writer claimed bucket i an hour ahead, then stalled across its take-back: its
+     *    increments land on its own epoch's words (counted by no window), and once a
+     *    current writer rolled a word over, its roll-over finds ep[i] moved: late. */
+    mkbr();
+    clock_at(ER + HOUR);
+    report_real(SG_BR_FAILURE);
+    CHECK(bk_claim(&B, (uint32_t)i, ER + HOUR, sg_store_now(&tb)) == BK_OK); /* then stalls */
+    clock_at(ER);
+    CHECK(bk_claim(&B, (uint32_t)i, ER, sg_store_now(&tb)) == BK_OK); /* taken back */
+    CHECK(bk_add(&B, (uint32_t)i, 0, g, ER + HOUR) == BK_OK);
+    CHECK(bk_add(&B, (uint32_t)i, 1, g, ER + HOUR) == BK_OK);
+    WINDOW_REAL_IS(0, 0);
+    report_real(SG_BR_SUCCESS);
+    WINDOW_REAL_IS(1, 0);
+    CHECK(bk_add(&B, (uint32_t)i, 0, g, ER + HOUR) == BK_LATE);
+    WINDOW_REAL_IS(1, 0);
+
+    /* 7. A writer that read the store clock and then stalled a window is late, as
+     *    before: it never takes back a bucket written since (the take-back judges ep[i]
+     *    against the clock read after loading it, not against the writer's clock). */
+    mkbr();
+    clock_at(ER);
+    uint64_t rt = sg_store_now(&tb); /* read, then stalled */
+    clock_at(ER + NB);
+    report_real(SG_BR_FAILURE);
+    report_real(SG_BR_FAILURE);
+    CHECK(bk_claim(&B, (uint32_t)i, ER, rt) == BK_LATE);
+    WINDOW_REAL_IS(2, 2);
+    CHECK(sg_load(B.ep[i]) == ER + NB + 1);
+
+    /* 8. Back by a multiple of 2^24 * NB buckets (same bucket, same 24-bit epoch): the
+     *    old words would pass for the new epoch's, so the take-back steps through
+     *    (old epoch - NB); also when killed right there, and with a clock so low that
+     *    there is no e - NB (e < NB).  Each window holds only its own results. */
+    for (uint64_t er = 3; er <= ER; er += ER - 3) {
+        uint64_t ii = er % NB;
+        mkbr();
+        clock_at(er + FAR);
+        report_real(SG_BR_FAILURE);
+        report_real(SG_BR_FAILURE);
+        clock_at(er);
+        report_real(SG_BR_SUCCESS);
+        WINDOW_REAL_IS(1, 0);
+
+        mkbr();
+        clock_at(er + FAR);
+        report_real(SG_BR_FAILURE);
+        report_real(SG_BR_FAILURE);
+        clock_at(er);
+        v = sg_load(B.ep[ii]);
+        bk_clean(&B, (uint32_t)ii, v);
+        CHECK(sg_cas(B.ep[ii], &v, v - NB)); /* the mover's step, then killed */
+        WINDOW_REAL_IS(0, 0);
+        report_real(SG_BR_SUCCESS);
+        WINDOW_REAL_IS(1, 0);
+        report_real(SG_BR_FAILURE);
+        WINDOW_REAL_IS(2, 1);
+    }
+
+    /* 9. A raiser with the caller's own clock (far ahead) beats a take-back to its CAS:
+     *    the take-back retries from the new value; neither epoch's words leak. */
+    mkbr();
+    clock_at(ER + HOUR);
+    report_real(SG_BR_FAILURE);
+    clock_at(ER);
+    v = sg_load(B.ep[i]);
+    bk_clean(&B, (uint32_t)i, v); /* the take-back's clean ... */
+    report_at(ER + 2 * HOUR, SG_BR_FAILURE); /* ... a raiser's clean and CAS ... */
+    CHECK(!sg_cas(B.ep[i], &v, ER + 1)); /* ... so its CAS fails, and it retries: */
+    CHECK(bk_raise(&B, (uint32_t)i, ER, v, sg_store_now(&tb)) == BK_OK);
+    WINDOW_REAL_IS(0, 0);
+    report_real(SG_BR_SUCCESS);
+    WINDOW_REAL_IS(1, 0);
 
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
