@@ -110,9 +110,14 @@ int sg_store_init(void *base, uint64_t size, uint64_t capacity);
 int sg_store_attach(sg_table *t, void *base, uint64_t size);
 
 /* store time in ns (monotonic, shared by all processes attached to the store) */
-static inline uint64_t sg_store_now(const sg_table *t) {
-    return (uint64_t)((int64_t)sg_mono_ns() - t->base_mono);
+/* Never 0 or "negative" (which would wrap to centuries ahead): a process whose
+ * monotonic clock is behind the store's base (another time namespace) reads 1. */
+static inline uint64_t sg_store_time(int64_t mono, int64_t base) {
+    int64_t d = mono - base;
+    return d > 0 ? (uint64_t)d : 1;
 }
+
+static inline uint64_t sg_store_now(const sg_table *t) { return sg_store_time((int64_t)sg_mono_ns(), t->base_mono); }
 
 /* Record that store time `now` was reached, at most once a second (one load
  * otherwise).  After a reboot, store time resumes from wall time since the store's
@@ -123,7 +128,7 @@ void sg_store_mark(sg_table *t, uint64_t now);
 
 /* the same from the fast clock (the rate limiter's decision path) */
 static inline uint64_t sg_store_fast_now(const sg_table *t) {
-    return (uint64_t)((int64_t)sg_fast_mono_ns() - t->base_mono);
+    return sg_store_time((int64_t)sg_fast_mono_ns(), t->base_mono);
 }
 
 /* ---- slots ---------------------------------------------------------------- */

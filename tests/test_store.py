@@ -324,3 +324,13 @@ def test_named_store_of_another_user_is_refused(store_name):
         sg.SharedStore(store_name)
     with sg.SharedStore(path=path) as s:  # an explicit path is the caller's own choice
         assert s.capacity == 16
+
+
+def test_store_time_never_wraps_below_zero(tmp_path):
+    """A process whose monotonic clock is behind the store's base (another time
+    namespace, or a base from the future in a damaged file) reads store time 1,
+    not a wrapped value centuries ahead that would poison every timestamp."""
+    p = _make_file(tmp_path)
+    _patch(p, BASE_MONO_OFFSET, struct.pack("<q", time.monotonic_ns() + 3600 * 10**9))
+    with sg.SharedStore(path=p) as s:
+        assert 0 < s.now() < 1.0
