@@ -214,7 +214,7 @@ static inline int slot_idle(const sg_table *t, sg_slot *s, uint8_t tag, uint64_t
     if (SG_TAG(v) != tag) return 0;
     uint64_t m = sg_load(&s->meta);
     if (SG_TAG(m) != tag) return 0;
-    if (!now) now = sg_store_now(t);
+    if (!now) now = sg_store_fast_now(t);
     return sg_algo_idle((uint32_t)((m >> 48) & 0xff), m & ((1ULL << 48) - 1), SG_PAYLOAD(v), now);
 }
 
@@ -414,24 +414,28 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         uint64_t mine = 0;
         unsigned d = 0, found = 0, took = 0;
         sg_slot *s = NULL;
-        for (d = 0; d < SG_MAX_PROBE; d++) {
-            s = &t->slots[(home + d) & t->mask];
-            uint64_t c = sg_load(&s->ctl);
-            unsigned st = CTL_STATE(c);
-            if (st == ST_CLAIMING) {
-                if (claim_is_stale(c, real_now)) {
-                    take_over(t, s, c, now);
-                    took = 1;
+        /* With room, an empty slot is taken before an idle key is evicted: an idle
+           key that comes back would have to be created again (and evict another). */
+        for (int pass = reserved ? 0 : 1; pass < 2 && !found; pass++) {
+            for (d = 0; d < SG_MAX_PROBE; d++) {
+                s = &t->slots[(home + d) & t->mask];
+                uint64_t c = sg_load(&s->ctl);
+                unsigned st = CTL_STATE(c);
+                if (st == ST_CLAIMING) {
+                    if (claim_is_stale(c, real_now)) {
+                        take_over(t, s, c, now);
+                        took = 1;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if (st > ST_LIVE) continue; /* garbage */
-            if (st == ST_EMPTY && !reserved) continue;
-            if (st == ST_LIVE && CTL_PERM(c)) continue;
-            raise_probe_len(t, home, d);
-            if (try_claim(t, s, c, st == ST_LIVE, perm, now, real_now, &mine)) {
-                found = 1;
-                break;
+                if (st > ST_LIVE) continue; /* garbage */
+                if (st == ST_EMPTY && !reserved) continue;
+                if (st == ST_LIVE && (CTL_PERM(c) || pass == 0)) continue;
+                raise_probe_len(t, home, d);
+                if (try_claim(t, s, c, st == ST_LIVE, perm, now, real_now, &mine)) {
+                    found = 1;
+                    break;
+                }
             }
         }
         if (!found) {

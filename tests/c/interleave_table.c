@@ -211,6 +211,7 @@ static void s5_reuse(uint64_t idx, uint8_t tag) {
     CHECK(sg_table_get_real(&T, s5_counter, SG_SLOT_PERMANENT, 0, 0, now, 1, &cidx, &ctag) == SG_OK && cidx == idx,
           "counter did not reuse K1's slot");
     sg_add(sg_words(&T, cidx), (uint64_t)tag << 56 | (S5_VALUE & SG_PAYLOAD_MASK));
+    sg_rate_reset(&T, key(9, 0), &HOT, now); /* a filler goes idle: room for D's retry */
 }
 
 static void scenario_decider_vs_permanent_reuse(void) {
@@ -224,6 +225,10 @@ static void scenario_decider_vs_permanent_reuse(void) {
     uint64_t now = sg_store_now(&T);
     CHECK(sg_rate_apply(&T, s5_k1, &HOT, 1, now, 1, &d) == SG_OK, "K1");
     CHECK(find_live(&T, s5_k1, &idx, &tag) == SG_OK && idx == home && tag == 1, "K1 not at home with tag 1");
+    /* fill the store with busy keys: with room, the counter would take an empty slot
+       rather than evict idle K1; s5_reuse frees one of them again for K1's retry */
+    for (unsigned k = 0; T.hdr->live < T.hdr->capacity; k++)
+        CHECK(sg_rate_apply(&T, key(9, k), &HOT, 1, now, 1, &d) == SG_OK && d.allowed, "filler");
     after_lookup = s5_reuse;
     CHECK(sg_rate_apply(&T, s5_k1, &HOT, 1, now, 1, &d) == SG_OK, "D's decision");
     uint8_t ctag;
@@ -310,6 +315,29 @@ static void scenario_stale_batch_reclaims_live_key(void) {
     }
 }
 
+/* 8. Eviction policy: with room, a new key takes an empty slot and keeps an idle
+ *    key that sits in its way (that key would otherwise have to be created again,
+ *    evicting another: churn); at capacity it evicts the idle key. */
+static void scenario_room_before_eviction(void) {
+    make_store(8);
+    sg_decision d;
+    uint64_t now = sg_store_now(&T), idx;
+    uint8_t tag;
+    sg_hash128 k1 = key(20, 0), k2 = key(21, 0), k3 = key(22, 0);
+    uint64_t home = k1.a & T.mask;
+    for (unsigned k = 1; (k2.a & T.mask) != home; k++) k2 = key(21, k);
+    for (unsigned k = 1; (k3.a & T.mask) != home; k++) k3 = key(22, k);
+    CHECK(sg_rate_apply(&T, k1, &HOT, 1, now, 1, &d) == SG_OK, "K1");
+    sg_rate_reset(&T, k1, &HOT, now); /* idle, at home */
+    CHECK(sg_rate_apply(&T, k2, &HOT, 1, now, 1, &d) == SG_OK, "K2");
+    CHECK(find_live(&T, k1, &idx, &tag) == SG_OK && idx == home, "room: idle K1 was evicted");
+    CHECK(find_live(&T, k2, &idx, &tag) == SG_OK && idx != home, "room: K2 took K1's slot");
+    for (unsigned k = 0; T.hdr->live < T.hdr->capacity; k++)
+        CHECK(sg_rate_apply(&T, key(23, k), &HOT, 1, now, 1, &d) == SG_OK, "filler");
+    CHECK(sg_rate_apply(&T, k3, &HOT, 1, now, 1, &d) == SG_OK && d.allowed, "full: K3 not created");
+    CHECK(find_live(&T, k1, &idx, &tag) == SG_NOTFOUND, "full: idle K1 was not evicted for K3");
+}
+
 int main(int argc, char **argv) {
     int only = argc > 1 ? atoi(argv[1]) : 0;
     if (!only || only == 1) {
@@ -345,6 +373,11 @@ int main(int argc, char **argv) {
         int before = failures;
         scenario_stale_batch_reclaims_live_key();
         printf("stale batch reclaims live key: %s\n", failures > before ? "FAILED" : "ok");
+    }
+    if (!only || only == 8) {
+        int before = failures;
+        scenario_room_before_eviction();
+        printf("room before eviction: %s\n", failures > before ? "FAILED" : "ok");
     }
     free(region);
     if (failures) {
