@@ -197,6 +197,7 @@ int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now) 
         sg_rate r = {algo, 1, param * 1000000ULL, 0};
         uint64_t prev = 0, cur;
         uint64_t w = now / r.period_ns;
+        if (payload == 0) return 1; /* fresh: no window at all (see window_of) */
         /* a window a little later than now's is live: written after our clock read */
         uint64_t pidx = algo == SG_ALGO_FIXED ? FX_IDX(payload) : SL_IDX(payload);
         uint64_t a = (pidx - w) & (algo == SG_ALGO_FIXED ? 0xffffff : 0xffff);
