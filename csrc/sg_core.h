@@ -100,6 +100,7 @@ typedef struct sg_table {
     uint8_t *plen; /* per-home max probe distance (only ever grows) */
     uint64_t mask;
     int64_t base_mono;
+    uint64_t next_mark; /* this attachment's next sg_store_mark_lazy (atomic: threads share it) */
 } sg_table;
 
 /* bytes needed for a store with this capacity (0 on overflow) */
@@ -125,6 +126,17 @@ static inline uint64_t sg_store_now(const sg_table *t) { return sg_store_time((i
  * yet synced) must not move store time backwards, or every rate limit and breaker
  * window would be judged against a time older than its state. */
 void sg_store_mark(sg_table *t, uint64_t now);
+
+/* sg_store_mark from a decision path: at most once a second per attachment, the
+ * check a load of this process's own table (not the header's shared line).  The
+ * mark then trails the decisions by less than 2 s (1 s here, 1 s in the header),
+ * which the rebase adds.  Without it a limiter whose keys all exist (no slot
+ * claims) left the mark at its last claim, hours behind its buckets' state. */
+static inline void sg_store_mark_lazy(sg_table *t, uint64_t now) {
+    if (now < __atomic_load_n(&t->next_mark, __ATOMIC_RELAXED)) return;
+    __atomic_store_n(&t->next_mark, now + 1000000000ULL, __ATOMIC_RELAXED);
+    sg_store_mark(t, now);
+}
 
 /* the same from the fast clock (the rate limiter's decision path) */
 static inline uint64_t sg_store_fast_now(const sg_table *t) {

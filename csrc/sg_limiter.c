@@ -301,6 +301,7 @@ static int apply1(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, ui
     return SG_ERR_FULL;
 done:
     if (at) *at = tt;
+    if (consume && (self || refresh)) sg_store_mark_lazy(t, *now); /* a real store time reached */
     return SG_OK;
 }
 
@@ -401,7 +402,10 @@ static int apply_run(sg_table *t, sg_hash128 h, const sg_rate *r, size_t m, uint
                 continue;
             }
             if (!any) return SG_OK; /* all denied: nothing to write */
-            if (sg_cas(w, &v, SG_TAGGED(tag, p))) return SG_OK;
+            if (sg_cas(w, &v, SG_TAGGED(tag, p))) {
+                if (refresh) sg_store_mark_lazy(t, *now);
+                return SG_OK;
+            }
         }
     }
     return SG_ERR_FULL;
