@@ -114,7 +114,9 @@ int sg_store_attach(sg_table *t, void *base, uint64_t size);
 /* Never 0 or "negative" (which would wrap to centuries ahead): a process whose
  * monotonic clock is behind the store's base (another time namespace) reads 1. */
 static inline uint64_t sg_store_time(int64_t mono, int64_t base) {
-    int64_t d = mono - base;
+    int64_t d;
+    /* a damaged header's base (not checksummed) can make mono - base overflow */
+    if (__builtin_sub_overflow(mono, base, &d)) return 1;
     return d > 0 ? (uint64_t)d : 1;
 }
 
