@@ -100,6 +100,7 @@ typedef struct sg_table {
     uint8_t *plen; /* per-home max probe distance (only ever grows) */
     uint64_t mask;
     int64_t base_mono;
+    uint64_t next_mark; /* this attachment's next sg_store_mark_lazy (atomic: threads share it) */
 } sg_table;
 
 /* bytes needed for a store with this capacity (0 on overflow) */
@@ -113,7 +114,9 @@ int sg_store_attach(sg_table *t, void *base, uint64_t size);
 /* Never 0 or "negative" (which would wrap to centuries ahead): a process whose
  * monotonic clock is behind the store's base (another time namespace) reads 1. */
 static inline uint64_t sg_store_time(int64_t mono, int64_t base) {
-    int64_t d = mono - base;
+    int64_t d;
+    /* a damaged header's base (not checksummed) can make mono - base overflow */
+    if (__builtin_sub_overflow(mono, base, &d)) return 1;
     return d > 0 ? (uint64_t)d : 1;
 }
 
@@ -125,6 +128,17 @@ static inline uint64_t sg_store_now(const sg_table *t) { return sg_store_time((i
  * yet synced) must not move store time backwards, or every rate limit and breaker
  * window would be judged against a time older than its state. */
 void sg_store_mark(sg_table *t, uint64_t now);
+
+/* sg_store_mark from a decision path: at most once a second per attachment, the
+ * check a load of this process's own table (not the header's shared line).  The
+ * mark then trails the decisions by less than 2 s (1 s here, 1 s in the header),
+ * which the rebase adds.  Without it a limiter whose keys all exist (no slot
+ * claims) left the mark at its last claim, hours behind its buckets' state. */
+static inline void sg_store_mark_lazy(sg_table *t, uint64_t now) {
+    if (now < __atomic_load_n(&t->next_mark, __ATOMIC_RELAXED)) return;
+    __atomic_store_n(&t->next_mark, now + 1000000000ULL, __ATOMIC_RELAXED);
+    sg_store_mark(t, now);
+}
 
 /* the same from the fast clock (the rate limiter's decision path) */
 static inline uint64_t sg_store_fast_now(const sg_table *t) {

@@ -197,6 +197,7 @@ int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now) 
         sg_rate r = {algo, 1, param * 1000000ULL, 0};
         uint64_t prev = 0, cur;
         uint64_t w = now / r.period_ns;
+        if (payload == 0) return 1; /* fresh: no window at all (see window_of) */
         /* a window a little later than now's is live: written after our clock read */
         uint64_t pidx = algo == SG_ALGO_FIXED ? FX_IDX(payload) : SL_IDX(payload);
         uint64_t a = (pidx - w) & (algo == SG_ALGO_FIXED ? 0xffffff : 0xffff);
@@ -300,6 +301,7 @@ static int apply1(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, ui
     return SG_ERR_FULL;
 done:
     if (at) *at = tt;
+    if (consume && (self || refresh)) sg_store_mark_lazy(t, *now); /* a real store time reached */
     return SG_OK;
 }
 
@@ -400,7 +402,10 @@ static int apply_run(sg_table *t, sg_hash128 h, const sg_rate *r, size_t m, uint
                 continue;
             }
             if (!any) return SG_OK; /* all denied: nothing to write */
-            if (sg_cas(w, &v, SG_TAGGED(tag, p))) return SG_OK;
+            if (sg_cas(w, &v, SG_TAGGED(tag, p))) {
+                if (refresh) sg_store_mark_lazy(t, *now);
+                return SG_OK;
+            }
         }
     }
     return SG_ERR_FULL;

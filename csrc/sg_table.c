@@ -107,7 +107,8 @@ static int rebase_clock(sg_header *h) {
         uint64_t wall = sg_wall_ns(), epoch = __atomic_load_n(&h->wall_epoch, __ATOMIC_RELAXED);
         uint64_t since = wall > epoch ? wall - epoch : 1000000000ULL;
         uint64_t hw = __atomic_load_n(&h->high_water, __ATOMIC_ACQUIRE);
-        if (hw < (1ULL << 62) && since < hw + 1000000000ULL) since = hw + 1000000000ULL; /* never back */
+        /* never back: decisions trail the mark by < 2 s (sg_store_mark_lazy) */
+        if (hw < (1ULL << 62) && since < hw + 2000000000ULL) since = hw + 2000000000ULL;
         __atomic_store_n(&h->base_mono, (int64_t)sg_mono_ns() - (int64_t)since, __ATOMIC_RELEASE);
         __atomic_store_n(&h->boot_key, cur, __ATOMIC_RELEASE);
         return SG_OK;

@@ -21,6 +21,7 @@ VERSION_OFFSET = 8
 BASE_MONO_OFFSET = 128
 BOOT_KEY_OFFSET = 136
 WALL_EPOCH_OFFSET = 144
+HIGH_WATER_OFFSET = 152  # sg_header.high_water (sg_store_mark)
 
 
 def test_counter_add_value_and_cas(store):
@@ -263,6 +264,31 @@ def test_clock_never_goes_back_after_a_reboot_with_the_wall_clock_behind(tmp_pat
     _patch(p, WALL_EPOCH_OFFSET, struct.pack("<Q", time.time_ns() + 10 * 3600 * 10**9))  # ...and wall is behind
     with sg.SharedStore(path=p) as s:
         assert s.now() >= before
+
+
+def test_a_limiter_whose_keys_exist_keeps_the_high_water_mark_fresh(tmp_path):
+    """After a reboot store time resumes no lower than the high-water mark, which
+    attaching and claiming slots recorded.  A limiter whose keys all exist claims no
+    slot: after hours of decisions its buckets were hours ahead of the mark, and a
+    reboot with the wall clock behind froze them for those hours (a 1/second key
+    denied for an hour).  Decisions record the mark too."""
+    p = _make_file(tmp_path)
+    _patch(p, BASE_MONO_OFFSET, struct.pack("<q", time.monotonic_ns() - 3600 * 10**9))  # an hour old
+    name = unique_name("lim")
+    with sg.SharedStore(path=p) as s:
+        lim = sg.RateLimiter(name, "1/second", store=s)
+        assert lim.allow("k")  # creates the key (and records the mark)
+        _patch(p, HIGH_WATER_OFFSET, struct.pack("<Q", 10**9))  # as if recorded an hour ago (the file is the mapping)
+        time.sleep(1.1)
+        assert lim.allow("k")  # the key's state is an hour ahead of that mark
+        last = s.now()
+    _patch(p, BOOT_KEY_OFFSET, struct.pack("<Q", 12345))  # another boot wrote it...
+    _patch(p, WALL_EPOCH_OFFSET, struct.pack("<Q", time.time_ns() + 10 * 3600 * 10**9))  # ...and wall is behind
+    with sg.SharedStore(path=p) as s:
+        assert s.now() >= last
+        lim = sg.RateLimiter(name, "1/second", store=s)
+        time.sleep(1.1)
+        assert lim.allow("k")
 
 
 def test_mmap_of_store_is_shared_size(store):

@@ -338,6 +338,30 @@ static void scenario_room_before_eviction(void) {
     CHECK(find_live(&T, k1, &idx, &tag) == SG_NOTFOUND, "full: idle K1 was not evicted for K3");
 }
 
+
+/* 9. A fresh (reset) key holds payload 0, which has no window.  At the end of the
+ *    window-index cycle (2^24 fixed, 2^16 sliding windows) index 0 is one or two
+ *    windows ahead of now's; sg_algo_idle read it as a live window "ahead", so a
+ *    full store could not reuse the fresh key's slot and reported FULL. */
+static void scenario_fresh_key_idle_at_index_wrap(void) {
+    static const sg_rate FX = {SG_ALGO_FIXED, 5, 1000000ULL, 0}, SL = {SG_ALGO_SLIDING, 5, 1000000ULL, 0};
+    const sg_rate *rates[2] = {&FX, &SL};
+    const uint64_t wrap[2] = {1ULL << 24, 1ULL << 16};
+    for (int r = 0; r < 2; r++) {
+        for (uint64_t back = 1; back <= 2; back++) {
+            make_store(1);
+            sg_decision d;
+            uint64_t now = (wrap[r] - back) * 1000000ULL + 500000ULL; /* index -1 or -2 */
+            sg_hash128 a = key(30 + (uint64_t)r, (unsigned)back), b = key(40 + (uint64_t)r, (unsigned)back);
+            CHECK(sg_rate_apply(&T, a, rates[r], 1, now, 1, &d) == SG_OK && d.allowed, "A");
+            sg_rate_reset(&T, a, rates[r], now); /* fresh again: payload 0 */
+            int rc = sg_rate_apply(&T, b, rates[r], 1, now, 1, &d);
+            CHECK(rc == SG_OK && d.allowed, "fresh key at index wrap (%s, %llu back): B got %d, A's fresh slot not reused",
+                  r ? "sliding" : "fixed", (unsigned long long)back, rc);
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     int only = argc > 1 ? atoi(argv[1]) : 0;
     if (!only || only == 1) {
@@ -378,6 +402,11 @@ int main(int argc, char **argv) {
         int before = failures;
         scenario_room_before_eviction();
         printf("room before eviction: %s\n", failures > before ? "FAILED" : "ok");
+    }
+    if (!only || only == 9) {
+        int before = failures;
+        scenario_fresh_key_idle_at_index_wrap();
+        printf("fresh key idle at index wrap: %s\n", failures > before ? "FAILED" : "ok");
     }
     free(region);
     if (failures) {

@@ -204,6 +204,39 @@ static void scenario_garbage(void) {
     }
 }
 
+/* ---- 5b. garbage in the header's mutable words (not covered by its checksum) ----
+ * live, base_mono, boot_key, wall_epoch, high_water: extremes and random words,
+ * with boot_key kept current in half the rounds (no rebase: base_mono is used as
+ * found).  Attach, the store clock and decisions must stay defined (UBSan:
+ * mono - base_mono overflowed for a base near INT64_MIN). */
+static void scenario_garbage_header(void) {
+    uint64_t size = sg_store_size(64), rng = 777;
+    const uint64_t extremes[] = {0, 2, 1ULL << 62, (1ULL << 63) - 1, 1ULL << 63, (1ULL << 63) + 1, UINT64_MAX - 1,
+                                 UINT64_MAX};
+    const unsigned nex = sizeof extremes / sizeof extremes[0];
+    for (int round = 0; round < 400; round++) {
+        make_store(64);
+        sg_header *h = (sg_header *)region;
+        uint64_t *words[] = {&h->live, (uint64_t *)&h->base_mono, &h->boot_key, &h->wall_epoch, &h->high_water};
+        uint64_t boot = h->boot_key;
+        for (unsigned i = 0; i < 5; i++) {
+            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+            if (rng & 1) *words[i] = (rng >> 1) & 1 ? extremes[(rng >> 2) % nex] : rng * 0x2545f4914f6cdd1dULL;
+        }
+        if (round & 1) h->boot_key = boot;
+        if (h->boot_key == 1) h->boot_key = 2; /* a rebase in progress: waited out for 1 s (tested elsewhere) */
+        sg_table t;
+        if (sg_store_attach(&t, region, size) != SG_OK) continue;
+        CHECK(sg_store_now(&t) >= 1 && sg_store_fast_now(&t) >= 1, "store time 0");
+        for (unsigned k = 0; k < 20; k++) {
+            sg_decision d;
+            const sg_rate *r = (k % 3 == 0) ? &HOT : (k % 3 == 1) ? &WIN : &COLD;
+            int rc = sg_rate_apply(&t, key(round, k), r, 1, 0, 1, &d);
+            CHECK(rc == SG_OK || rc == SG_ERR_FULL, "garbage header rc %d", rc);
+        }
+    }
+}
+
 /* ---- 6. the fast clock: threads re-anchoring it concurrently stay on CLOCK_MONOTONIC */
 static void *clock_worker(void *p) {
     (void)p;
@@ -235,6 +268,8 @@ int main(void) {
     printf("full ok\n");
     scenario_garbage();
     printf("garbage ok\n");
+    scenario_garbage_header();
+    printf("garbage header ok\n");
     scenario_clock();
     printf("clock ok\n");
     free(region);
