@@ -140,7 +140,8 @@ int sg_store_attach(sg_table *t, void *base, uint64_t size) {
 
 void sg_store_mark(sg_table *t, uint64_t now) {
     uint64_t hw = __atomic_load_n(&t->hdr->high_water, __ATOMIC_ACQUIRE);
-    while (now >= hw + 1000000000ULL &&
+    /* a mark >= 2^62 is garbage (rebase_clock ignores it): replace it too */
+    while ((now >= hw + 1000000000ULL || hw >= (1ULL << 62)) && now != hw &&
            !__atomic_compare_exchange_n(&t->hdr->high_water, &hw, now, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
     }
 }

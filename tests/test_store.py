@@ -360,3 +360,16 @@ def test_store_time_never_wraps_below_zero(tmp_path):
     _patch(p, BASE_MONO_OFFSET, struct.pack("<q", time.monotonic_ns() + 3600 * 10**9))
     with sg.SharedStore(path=p) as s:
         assert 0 < s.now() < 1.0
+
+
+def test_a_garbage_high_water_mark_is_replaced(tmp_path):
+    """A damaged mark (>= 2^62, which the reboot rebase ignores) must not stay for
+    good: the next attach records the real store time over it."""
+    p = _make_file(tmp_path)
+    _patch(p, HIGH_WATER_OFFSET, struct.pack("<Q", (1 << 63) + 12345))
+    with sg.SharedStore(path=p) as s:
+        now_ns = int(s.now() * 1e9)
+    with open(p, "rb") as f:
+        f.seek(HIGH_WATER_OFFSET)
+        mark = struct.unpack("<Q", f.read(8))[0]
+    assert 0 < mark <= now_ns + 10**6
