@@ -367,6 +367,21 @@ def test_chain_refunds_levels_that_admitted(store):
     assert chain.allow(("bob", "acme", "all"))
 
 
+def test_chain_acquire_waits_for_the_slowest_level_or_gives_up_at_once(store):
+    user = L(store, "20/second", burst=1)
+    org = L(store, "1/minute")
+    chain = sg.RateLimiter.chain(user, org)
+    assert chain.acquire(("alice", "acme")).allowed
+    t0 = time.monotonic()
+    with pytest.raises(sg.RateLimited, match="rate limit chain") as ei:
+        chain.acquire(("alice", "acme"), timeout=0.5)  # org needs ~60 s: hopeless, raised at once
+    assert time.monotonic() - t0 < 0.15 and 59 < ei.value.retry_after <= 60
+    t0 = time.monotonic()
+    assert asyncio.run(chain.acquire_async(("bob", "other"), timeout=1.0)).allowed
+    assert asyncio.run(chain.acquire_async(("bob", "other2"), timeout=1.0)).allowed  # user waits ~50 ms
+    assert 0.045 <= time.monotonic() - t0 < 1.0
+
+
 # -- batch -----------------------------------------------------------------------------------------
 def test_allow_many(store):
     lim = L(store, "3/day")

@@ -66,6 +66,38 @@ def _check_timeout(timeout: float | None) -> float | None:
     return float(timeout)
 
 
+def _give_up_if_late(what: str, key: object, wait: float, deadline: float | None, now: float,
+                     t: float | None) -> None:
+    """Raise RateLimited at once when waiting wait seconds would pass the deadline."""
+    if deadline is not None and wait > deadline - now:
+        raise RateLimited(f"{what}: {key!r} is limited for {wait:.3f}s more (timeout {t}s)", retry_after=wait)
+
+
+def _acquire(check: Callable[[Any, int], Decision], what: str, key: Any, cost: int,
+             timeout: float | None) -> Decision:
+    t = _check_timeout(timeout)
+    deadline = None if t is None else time.monotonic() + t
+    while True:
+        d = check(key, cost)
+        if d.allowed:
+            return d
+        _give_up_if_late(what, key, d.retry_after, deadline, time.monotonic(), t)
+        time.sleep(d.retry_after)
+
+
+async def _acquire_async(check: Callable[[Any, int], Decision], what: str, key: Any, cost: int,
+                         timeout: float | None) -> Decision:
+    t = _check_timeout(timeout)
+    loop = asyncio.get_running_loop()
+    deadline = None if t is None else loop.time() + t
+    while True:
+        d = check(key, cost)
+        if d.allowed:
+            return d
+        _give_up_if_late(what, key, d.retry_after, deadline, loop.time(), t)
+        await asyncio.sleep(d.retry_after)
+
+
 class RateLimiter(_core._RateCore):
     """A rate limit shared by every process attached to the store.
 
@@ -125,34 +157,11 @@ class RateLimiter(_core._RateCore):
         """Wait until key is admitted (sleeping exactly retry_after between tries).
 
         Raises RateLimited (with retry_after) at once when the wait would outlast timeout."""
-        t = _check_timeout(timeout)
-        deadline = None if t is None else time.monotonic() + t
-        while True:
-            d = self.check(key, cost)
-            if d.allowed:
-                return d
-            self._give_up_if_late(key, d.retry_after, deadline, time.monotonic(), t)
-            time.sleep(d.retry_after)
+        return _acquire(self.check, f"rate limiter {self.name!r}", key, cost, timeout)
 
     async def acquire_async(self, key: Key, cost: int = 1, timeout: float | None = None) -> Decision:
         """asyncio form of acquire: awaits asyncio.sleep(retry_after) between tries."""
-        t = _check_timeout(timeout)
-        loop = asyncio.get_running_loop()
-        deadline = None if t is None else loop.time() + t
-        while True:
-            d = self.check(key, cost)
-            if d.allowed:
-                return d
-            self._give_up_if_late(key, d.retry_after, deadline, loop.time(), t)
-            await asyncio.sleep(d.retry_after)
-
-    def _give_up_if_late(self, key: Key, wait: float, deadline: float | None, now: float, t: float | None) -> None:
-        """Raise RateLimited at once when waiting wait seconds would pass the deadline."""
-        if deadline is not None and wait > deadline - now:
-            raise RateLimited(
-                f"rate limiter {self.name!r}: {key!r} is limited for {wait:.3f}s more (timeout {t}s)",
-                retry_after=wait,
-            )
+        return await _acquire_async(self.check, f"rate limiter {self.name!r}", key, cost, timeout)
 
     # -- decorator ------------------------------------------------------------------------
     def __call__(
@@ -316,29 +325,12 @@ class LimiterChain:
             lim.reset(k)
 
     def acquire(self, key: Key | Sequence[Key], cost: int = 1, timeout: float | None = None) -> Decision:
-        t = _check_timeout(timeout)
-        deadline = None if t is None else time.monotonic() + t
-        while True:
-            d = self.check(key, cost)
-            if d.allowed:
-                return d
-            if deadline is not None and d.retry_after > deadline - time.monotonic():
-                raise RateLimited(f"rate limit chain: {key!r} is limited", retry_after=d.retry_after)
-            time.sleep(d.retry_after)
+        return _acquire(self.check, "rate limit chain", key, cost, timeout)
 
     async def acquire_async(
         self, key: Key | Sequence[Key], cost: int = 1, timeout: float | None = None
     ) -> Decision:
-        t = _check_timeout(timeout)
-        loop = asyncio.get_running_loop()
-        deadline = None if t is None else loop.time() + t
-        while True:
-            d = self.check(key, cost)
-            if d.allowed:
-                return d
-            if deadline is not None and d.retry_after > deadline - loop.time():
-                raise RateLimited(f"rate limit chain: {key!r} is limited", retry_after=d.retry_after)
-            await asyncio.sleep(d.retry_after)
+        return await _acquire_async(self.check, "rate limit chain", key, cost, timeout)
 
     def __repr__(self) -> str:
         return f"<LimiterChain {' -> '.join(lim.name for lim in self.limiters)}>"
