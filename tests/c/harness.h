@@ -1,5 +1,5 @@
 /* Shared by the C table tests: a fresh heap store in T, stable test keys, and a
- * CHECK that counts failures (atomically, so worker threads may use it). */
+ * CHECK from check.h. */
 #ifndef SG_TEST_HARNESS_H
 #define SG_TEST_HARNESS_H
 
@@ -7,23 +7,10 @@
 #include <stdlib.h>
 
 #include "sg_core.h"
+#include "check.h"
 
 static sg_table T;
 static void *region;
-static int failures;
-
-#define CHECK(cond, ...)                                                                  \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                          \
-            fprintf(stderr, __VA_ARGS__);                                                 \
-            fprintf(stderr, "\n");                                                        \
-            __atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);                           \
-        }                                                                                 \
-    } while (0)
-
-#define CHECK_FAILED() (__atomic_load_n(&failures, __ATOMIC_RELAXED) != 0)
-
 static void make_store(uint64_t capacity) {
     uint64_t size = sg_store_size(capacity);
     free(region);
