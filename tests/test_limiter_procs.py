@@ -3,6 +3,7 @@ SIGKILLed racer leaves the key usable, and stats are shared."""
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import time
@@ -181,7 +182,7 @@ def test_fixed_window_is_never_rolled_back_by_a_stalled_process(mp_ctx, store, s
     total: dict[int, int] = {}
     for o in outs:
         with open(o) as f:
-            for w, n in eval(f.read()).items():  # noqa: S307 - our own repr of a dict of ints
+            for w, n in ast.literal_eval(f.read()).items():
                 total[w] = total.get(w, 0) + n
     over = {w: n for w, n in total.items() if n > 20}
     assert len(total) > 50, "the workers did not overlap long enough to test anything"
