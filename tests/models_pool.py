@@ -1,7 +1,18 @@
 """Pure-Python reference model of a Pool's resource choice (lifo / fifo / round_robin /
-least_used, size + overflow), used as the Hypothesis oracle."""
+least_used, size + overflow), used as the Hypothesis oracle; and the fake clock the
+pool tests drive lifetimes with."""
 
 from __future__ import annotations
+
+
+class Clock:
+    """A fake monotonic clock: tests move t by hand."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
 
 
 class PoolModel:

@@ -8,18 +8,11 @@ import gc
 import itertools
 
 import pytest
+from models_pool import Clock
 
 import sluicegate as sg
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class AFactory:
