@@ -13,6 +13,15 @@ import pytest
 import sluicegate as sg
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _remove_this_runs_default_store():
+    """The default store of this test run's application is removed at the end."""
+    from sluicegate import _approot
+
+    yield
+    sg.SharedStore.unlink(_approot.default_store_name(), missing_ok=True)
+
+
 def unique_name(prefix: str = "t") -> str:
     return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 

@@ -299,15 +299,26 @@ def test_fault_injection_switched_from_another_process(mp_ctx, store, store_name
     assert (st["calls"], st["rejections"], st["failures"], st["state"]) == (1, 5, 0, "closed")
 
 
-def test_breaker_on_the_default_anonymous_store_refuses_to_pickle(monkeypatch):
+def test_breaker_on_an_anonymous_store_refuses_to_pickle():
     """A spawn child cannot share an anonymous store: say so in the parent rather than
     let the child silently run its own private breaker."""
+    import pickle
+
+    br = sg.CircuitBreaker("pickled-anon", store=sg.SharedStore(capacity=64))
+    with pytest.raises(sg.StoreError, match="anonymous"):
+        pickle.dumps(br)
+
+
+def test_breaker_on_the_default_store_pickles_to_the_same_breaker(monkeypatch):
     import pickle
 
     from sluicegate import store as store_mod
 
     monkeypatch.delenv("SLUICEGATE_STORE", raising=False)
     monkeypatch.setattr(store_mod, "_default", None)
-    br = sg.CircuitBreaker("pickled-default")
-    with pytest.raises(sg.StoreError, match="anonymous"):
-        pickle.dumps(br)
+    br = sg.CircuitBreaker("pickled-default", failure_threshold=1)
+    twin = pickle.loads(pickle.dumps(br))
+    assert twin.store.name == br.store.name == sg.default_store().name
+    with pytest.raises(ZeroDivisionError), twin:
+        raise ZeroDivisionError
+    assert br.state == "open"

@@ -35,7 +35,7 @@ from .errors import (
 from .limiter import Decision, LimiterChain, RateLimiter
 from .pool import Lease, Pool, ResourceLeakWarning
 from .rates import Rate
-from .store import SharedStore, default_store
+from .store import SharedStore, default_store, open_store
 
 __version__ = "0.1.0"
 
@@ -53,6 +53,7 @@ __all__ = [
     "AsyncLease",
     "ResourceLeakWarning",
     "default_store",
+    "open_store",
     "SluicegateError",
     "ConfigError",
     "InvalidKey",

@@ -11,13 +11,14 @@ two processes racing to create one name end with exactly one initialiser.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import tempfile
 import threading
-from typing import Any
+from typing import Any, Callable
 
-from . import _core
+from . import _approot, _core
 from .errors import ConfigError, StoreClosed, StoreError, StoreNotFound
 
 DEFAULT_CAPACITY = 1 << 16
@@ -264,18 +265,84 @@ def _attach_path(path: str) -> SharedStore:
     return SharedStore(path=path, create=False)
 
 
-# -- the process-default store --------------------------------------------------------
+# -- choosing a store: URLs, the environment and the default ----------------------
+ENV_STORE = "SLUICEGATE_STORE"
+_log = logging.getLogger("sluicegate.store")
+
+
+def _url_capacity(url: str, query: str) -> int | None:
+    capacity = None
+    for part in filter(None, query.split("&")):
+        k, _, v = part.partition("=")
+        if k != "capacity":
+            raise ConfigError(f"store URL {url!r}: unknown option {k!r} (the one option is capacity=N)")
+        try:
+            capacity = int(v)
+        except ValueError:
+            raise ConfigError(f"store URL {url!r}: capacity must be an int, got {v!r}") from None
+    return capacity
+
+
+def _open_shm(url: str, rest: str, query: str) -> SharedStore:
+    if not rest or "/" in rest:
+        raise ConfigError(f"store URL {url!r}: write shm://NAME (a name without '/')")
+    return SharedStore(rest, capacity=_url_capacity(url, query))
+
+
+def _open_file(url: str, rest: str, query: str) -> SharedStore:
+    if not rest.startswith("/"):
+        raise ConfigError(f"store URL {url!r}: write file:///absolute/path (three slashes)")
+    return SharedStore(path=rest, capacity=_url_capacity(url, query))
+
+
+# the one place that maps a URL scheme to a store (redis:// arrives with the Redis store)
+_SCHEMES: dict[str, Callable[[str, str, str], SharedStore]] = {"shm": _open_shm, "file": _open_file}
+
+
+def open_store(url: str) -> SharedStore:
+    """A store from a URL: "shm://orders" (named), "file:///var/lib/app/limits.sg"
+    (file-backed); "?capacity=N" sets the capacity of a store this call creates.
+    A bare name or a path (containing '/') is accepted too, as in $SLUICEGATE_STORE."""
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"store URL must be a non-empty str, got {url!r}")
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return SharedStore(path=url) if "/" in url else SharedStore(url)
+    opener = _SCHEMES.get(scheme.lower())
+    if opener is None:
+        known = ", ".join(f"{s}://" for s in _SCHEMES)
+        raise ConfigError(f"store URL {url!r}: unknown scheme {scheme!r}; sluicegate opens {known}")
+    rest, _, query = rest.partition("?")
+    return opener(url, rest, query)
+
+
 _default: SharedStore | None = None
 _default_lock = threading.Lock()
-ENV_STORE = "SLUICEGATE_STORE"
+
+
+def _remove_stale_defaults() -> None:
+    """Unlink default stores of this user whose application has ended (best effort)."""
+    try:
+        names = os.listdir(_shm_dir())
+    except OSError:
+        return
+    for f in names:
+        if f.startswith(_PREFIX + _approot.PREFIX) and _approot.is_stale(f[len(_PREFIX) :]):
+            try:
+                os.unlink(os.path.join(_shm_dir(), f))
+                _log.debug("removed the default store of an ended application: %s", f)
+            except OSError:
+                pass
 
 
 def default_store() -> SharedStore:
-    """The store policies use when given none.
+    """The store policies use when given none: shared by every process of this application.
 
-    $SLUICEGATE_STORE names a shared store (a path if it contains '/', else a named
-    store). Otherwise it is anonymous; it is created before any os.fork() so that
-    forked children (gunicorn, multiprocessing with fork) share it with the parent.
+    $SLUICEGATE_STORE (a name, a path, or a URL for open_store) chooses it.  Otherwise it
+    is a named store keyed by this process's application root (see _approot): gunicorn
+    and uvicorn workers, multiprocessing and ProcessPoolExecutor children (fork, spawn,
+    forkserver) and Celery workers all find the same one, with or without --preload,
+    while an unrelated application on the same host gets its own.
     """
     global _default
     if _default is None or _default.closed:
@@ -283,28 +350,27 @@ def default_store() -> SharedStore:
             if _default is None or _default.closed:
                 spec = os.environ.get(ENV_STORE)
                 if spec:
-                    _default = SharedStore(path=spec) if "/" in spec else SharedStore(spec)
+                    _default = open_store(spec)
+                    why = f"${ENV_STORE}={spec}"
                 else:
-                    _default = SharedStore()
+                    name = _approot.default_store_name()
+                    _default = SharedStore(name)
+                    if _default.created:
+                        _remove_stale_defaults()
+                    why = "this application's default"
+                _log.debug("default store: %r (%s)", _default, why)
     return _default
 
 
-def resolve_store(store: SharedStore | None) -> SharedStore:
-    """The one place that picks a policy's store."""
+def resolve_store(store: SharedStore | str | None) -> SharedStore:
+    """The one place that picks a policy's store: store=None is default_store(),
+    a URL ("shm://name", "file:///path") goes to open_store()."""
     if store is None:
         return default_store()
+    if isinstance(store, str) and "://" in store:
+        return open_store(store)
     if not isinstance(store, SharedStore):
-        raise ConfigError(f"store must be a SharedStore, not {type(store).__name__}")
+        hint = f" such as 'shm://{store}'" if isinstance(store, str) else ""
+        raise ConfigError(f"store must be a SharedStore or a store URL{hint}, not {store!r}")
     store._check_open()
     return store
-
-
-def _before_fork() -> None:
-    try:
-        default_store()
-    except Exception:  # never break a fork over the convenience store
-        pass
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork)

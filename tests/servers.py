@@ -1,0 +1,161 @@
+"""Real servers for cross-process tests: server_app.py started under gunicorn (sync or
+gthread) or uvicorn in a session of its own, as a shell would start it, and a real
+HTTP client (http.client, several threads) that drives it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    port: int
+    log: str
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(15)
+
+
+def start(kind: str, workers: int = 4, env: dict[str, str] | None = None, extra: tuple[str, ...] = (),
+          log_path: str = "/dev/null", timeout: float = 60.0) -> Server:
+    """kind: "gunicorn" (sync), "gthread" (gunicorn threads) or "uvicorn"; in a session of its own,
+    as a shell would start it (so it is its own application)."""
+    port = free_port()
+    bind = f"127.0.0.1:{port}"
+    if kind in ("gunicorn", "gthread"):
+        cmd = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", bind, "--chdir", HERE,
+               "--graceful-timeout", "2", "--log-level", "warning"]
+        if kind == "gthread":
+            cmd += ["-k", "gthread", "--threads", "4"]
+        cmd += [*extra, "server_app:wsgi_app"]
+    elif kind == "uvicorn":
+        cmd = [sys.executable, "-m", "uvicorn", "--workers", str(workers), "--host", "127.0.0.1",
+               "--port", str(port), "--app-dir", HERE, "--log-level", "warning", "--no-access-log",
+               *extra, "server_app:asgi_app"]
+    else:
+        raise ValueError(kind)
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("SLUICEGATE_STORE", None)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(proc, port, log_path)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} exited with {proc.returncode} before serving; see {log_path}")
+        try:
+            status, _ = server.get("/store", timeout=2.0)
+            if status == 200:
+                return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"{kind} did not serve within {timeout}s; see {log_path}")
+        time.sleep(0.1)
+
+
+def wait_all_workers(server: Server, workers: int, timeout: float = 30.0) -> set[int]:
+    """Ask /store until `workers` distinct worker pids have answered (each has imported the app)."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(pids) < workers and time.monotonic() < deadline:
+        status, body = server.get("/store")
+        if status == 200:
+            pids.add(json.loads(body)["pid"])
+    return pids
+
+
+@dataclass
+class Load:
+    seconds: float
+    statuses: dict[int, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+    errors: int = 0
+
+    def count(self, status: int) -> int:
+        return self.statuses.get(status, 0)
+
+
+def drive(server: Server, path: str, seconds: float, threads: int = 8) -> Load:
+    """Send GET path from `threads` client threads for `seconds`; the elapsed time runs from
+    before the first request is sent to after the last response is read."""
+    load = Load(seconds)
+    lock = threading.Lock()
+    stop_at = [0.0]
+    go = threading.Event()
+
+    def client() -> None:
+        counts: dict[int, int] = {}
+        errors = 0
+        conn = None
+        go.wait()
+        while time.monotonic() < stop_at[0]:
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                conn.request("GET", path)
+                r = conn.getresponse()
+                r.read()
+                counts[r.status] = counts.get(r.status, 0) + 1
+                if r.getheader("connection", "").lower() == "close" or r.version == 10:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException):
+                errors += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+        with lock:
+            for k, v in counts.items():
+                load.statuses[k] = load.statuses.get(k, 0) + v
+            load.errors += errors
+
+    ts = [threading.Thread(target=client) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    t0 = time.monotonic()
+    stop_at[0] = t0 + seconds
+    go.set()
+    for t in ts:
+        t.join(seconds + 30)
+    load.elapsed = time.monotonic() - t0
+    return load
