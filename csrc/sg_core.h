@@ -58,7 +58,7 @@ enum { /* namespaces: limiter "api" and breaker "api" never collide */
 
 /* ---- store layout ---------------------------------------------------------- */
 #define SG_MAGIC64 0x4554414745434c53ULL /* "SLCEGATE" little-endian */
-#define SG_LAYOUT_VERSION 1u
+#define SG_LAYOUT_VERSION 2u /* 2: the policy directory */
 #define SG_HEADER_SIZE 4096u
 #define SG_SLOT_SIZE 64u
 #define SG_MAX_PROBE 64u /* a key lives within this many slots of its home */
@@ -75,8 +75,10 @@ typedef struct sg_header {
     uint32_t max_probe;
     uint64_t total_size;   /* bytes of the whole region */
     uint64_t created_wall; /* CLOCK_REALTIME at creation */
+    uint64_t dir_entries;  /* policy directory entries (after the key table) */
+    uint64_t dir_offset;   /* byte offset of the directory */
     uint64_t checksum;     /* sg_hash of the fields above */
-    uint64_t _pad0[7];
+    uint64_t _pad0[5];
     /* mutable, own cache line */
     uint64_t live;         /* live slots (atomic) */
     int64_t base_mono;     /* store time = mono - base_mono */
@@ -84,6 +86,8 @@ typedef struct sg_header {
     uint64_t wall_epoch;   /* CLOCK_REALTIME at store time 0 */
     uint64_t high_water;   /* a store time already reached (sg_store_mark); 0 in old stores */
     uint64_t _pad1[3];
+    uint64_t dir_lock;     /* creating a directory entry: a writer's claim (sg_directory.c) */
+    uint64_t _pad2[7];
 } sg_header;
 
 typedef struct sg_slot {
@@ -94,8 +98,12 @@ typedef struct sg_slot {
     uint64_t v[4]; /* reclaimable: v[0] = [tag:8 | payload:56]; permanent: raw words */
 } sg_slot;
 
+struct sg_dir_entry;
+
 typedef struct sg_table {
     sg_header *hdr;
+    struct sg_dir_entry *dir; /* the policy directory (sg_directory.h) */
+    uint64_t ndir;
     sg_slot *slots;
     uint8_t *plen; /* per-home max probe distance (only ever grows) */
     uint64_t mask;
@@ -103,10 +111,12 @@ typedef struct sg_table {
     uint64_t next_mark; /* this attachment's next sg_store_mark_lazy (atomic: threads share it) */
 } sg_table;
 
-/* bytes needed for a store with this capacity (0 on overflow) */
-uint64_t sg_store_size(uint64_t capacity);
-/* initialise a zeroed region of exactly sg_store_size(capacity) bytes */
-int sg_store_init(void *base, uint64_t size, uint64_t capacity);
+/* bytes needed for a store with this capacity and directory (0 on overflow) */
+uint64_t sg_store_size(uint64_t capacity, uint64_t dir_entries);
+/* the directory size a store of this capacity gets by default */
+uint64_t sg_default_dir_entries(uint64_t capacity);
+/* initialise a zeroed region of exactly sg_store_size(capacity, dir_entries) bytes */
+int sg_store_init(void *base, uint64_t size, uint64_t capacity, uint64_t dir_entries);
 /* validate a region and fill *t; rebases the clock after a reboot */
 int sg_store_attach(sg_table *t, void *base, uint64_t size);
 

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "sg_core.h"
+#include "sg_directory.h"
 
 /* ctl word: [state:2 | perm:1 | fromlive:1 | tag:8 | prev:8 | stamp:44] */
 enum { ST_EMPTY = 0, ST_CLAIMING = 1, ST_LIVE = 2 };
@@ -59,17 +60,24 @@ static uint64_t size_for_nslots(uint64_t nslots) {
 
 #define SG_MAX_CAPACITY (1ULL << 28)
 
-uint64_t sg_store_size(uint64_t capacity) {
-    if (capacity == 0 || capacity > SG_MAX_CAPACITY) return 0;
-    return size_for_nslots(nslots_for(capacity));
+static uint64_t dir_offset_for(uint64_t nslots) { return size_for_nslots(nslots); }
+
+uint64_t sg_default_dir_entries(uint64_t capacity) {
+    uint64_t n = capacity / 64;
+    return n < 64 ? 64 : n > 1024 ? 1024 : n;
+}
+
+uint64_t sg_store_size(uint64_t capacity, uint64_t dir_entries) {
+    if (capacity == 0 || capacity > SG_MAX_CAPACITY || dir_entries > SG_DIR_MAX_ENTRIES) return 0;
+    return dir_offset_for(nslots_for(capacity)) + dir_entries * SG_DIR_ENTRY_SIZE;
 }
 
 static uint64_t header_checksum(const sg_header *h) {
     return sg_hash(h, offsetof(sg_header, checksum), 0x686561646572ULL).a;
 }
 
-int sg_store_init(void *base, uint64_t size, uint64_t capacity) {
-    uint64_t need = sg_store_size(capacity);
+int sg_store_init(void *base, uint64_t size, uint64_t capacity, uint64_t dir_entries) {
+    uint64_t need = sg_store_size(capacity, dir_entries);
     if (!need || size < need) return SG_ERR_ARG;
     sg_header *h = (sg_header *)base;
     memset(h, 0, sizeof *h);
@@ -82,6 +90,8 @@ int sg_store_init(void *base, uint64_t size, uint64_t capacity) {
     h->max_probe = SG_MAX_PROBE;
     h->total_size = need;
     h->created_wall = sg_wall_ns();
+    h->dir_entries = dir_entries;
+    h->dir_offset = dir_offset_for(h->nslots);
     h->checksum = header_checksum(h);
     /* store time starts at 1 s so that 0 can mean "never" in payloads */
     h->base_mono = (int64_t)sg_mono_ns() - 1000000000LL;
@@ -125,7 +135,8 @@ int sg_store_attach(sg_table *t, void *base, uint64_t size) {
     if (h->header_size != SG_HEADER_SIZE || h->slot_size != SG_SLOT_SIZE || h->max_probe != SG_MAX_PROBE)
         return SG_ERR_HEADER;
     if (h->capacity == 0 || h->capacity > SG_MAX_CAPACITY || h->nslots != nslots_for(h->capacity) ||
-        h->total_size != size_for_nslots(h->nslots))
+        h->dir_entries > SG_DIR_MAX_ENTRIES || h->dir_offset != dir_offset_for(h->nslots) ||
+        h->total_size != h->dir_offset + h->dir_entries * SG_DIR_ENTRY_SIZE)
         return SG_ERR_HEADER;
     if (h->total_size > size) return SG_ERR_SIZE;
     if (rebase_clock(h) != SG_OK) return SG_ERR_CLOCK;
@@ -133,6 +144,8 @@ int sg_store_attach(sg_table *t, void *base, uint64_t size) {
     t->slots = (sg_slot *)((char *)base + SG_HEADER_SIZE);
     t->plen = (uint8_t *)((char *)base + SG_HEADER_SIZE + h->nslots * SG_SLOT_SIZE);
     t->mask = h->nslots - 1;
+    t->dir = (sg_dir_entry *)((char *)base + h->dir_offset);
+    t->ndir = h->dir_entries;
     t->base_mono = __atomic_load_n(&h->base_mono, __ATOMIC_ACQUIRE);
     sg_store_mark(t, sg_store_now(t));
     return SG_OK;

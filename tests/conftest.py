@@ -36,7 +36,7 @@ def store_name():
 @pytest.fixture
 def store(store_name):
     """A fresh named store (so spawned children can attach by name)."""
-    s = sg.SharedStore(store_name, capacity=4096)
+    s = sg.SharedStore(store_name, capacity=4096, policies=1024)
     yield s
     s.close()
 

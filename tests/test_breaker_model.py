@@ -22,7 +22,7 @@ from models_breaker import MS, BreakerModel, mix
 import sluicegate as sg
 from sluicegate import _core
 
-_STORE = sg.SharedStore(capacity=1 << 15)
+_STORE = sg.SharedStore(capacity=1 << 15, policies=8192)
 _names = itertools.count()
 
 START_NS = 1_000 * 1_000_000_000  # fake store time starts at 1000 s

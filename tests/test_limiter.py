@@ -476,17 +476,6 @@ def test_cli_help():
     assert r.returncode == 2 and "rate" in r.stderr
 
 
-def test_same_name_with_another_rate_or_algorithm_never_shares_a_slot(store):
-    """State is namespaced by (name, rate, algorithm): a slot is only ever decided with
-    the algorithm and period recorded in it, which the table's idle test relies on."""
-    name = unique_name("ns")
-    a = sg.RateLimiter(name, "2/day", store=store)
-    b = sg.RateLimiter(name, "2/hour", store=store)
-    c = sg.RateLimiter(name, "2/day", algorithm="fixed_window", store=store)
-    assert a.allow("k") and a.allow("k") and not a.allow("k")
-    assert b.allow("k") and c.allow("k")
-
-
 def test_acquire_sleeps_once_for_exactly_retry_after(store, monkeypatch):
     import sluicegate.limiter as limiter_mod
 

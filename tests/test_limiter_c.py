@@ -66,10 +66,10 @@ static void *run(void *arg) {
 
 int main(int argc, char **argv) {
     ops = argc > 1 ? atoi(argv[1]) : 20000;
-    uint64_t cap = 256, size = sg_store_size(cap);
+    uint64_t cap = 256, size = sg_store_size(cap, 4);
     void *mem = aligned_alloc(4096, size);
     memset(mem, 0, size);
-    if (sg_store_init(mem, size, cap) != SG_OK || sg_store_attach(&T, mem, size) != SG_OK) return 2;
+    if (sg_store_init(mem, size, cap, 4) != SG_OK || sg_store_attach(&T, mem, size) != SG_OK) return 2;
     for (int algo = SG_ALGO_GCRA; algo <= SG_ALGO_SLIDING; algo++) {
         /* budget 10,000 per day: no refill within the run's fake seconds */
         hot = (sg_rate){(uint32_t)algo, BUDGET, 86400000000000ULL, 8640000000ULL};

@@ -22,7 +22,7 @@ _names = itertools.count()
 @pytest.fixture(scope="module")
 def mstore():
     name = unique_name("lm")
-    s = sg.SharedStore(name, capacity=1 << 14)
+    s = sg.SharedStore(name, capacity=1 << 14, policies=8192)
     yield s
     s.close()
     sg.SharedStore.unlink(name, missing_ok=True)

@@ -15,7 +15,7 @@ from conftest import unique_name
 import sluicegate as sg
 from sluicegate import _core
 
-CHECKSUM_OFFSET = 56  # offsetof(sg_header, checksum)
+CHECKSUM_OFFSET = 72  # offsetof(sg_header, checksum) in layout 2
 CHECKSUM_SEED = 0x686561646572
 VERSION_OFFSET = 8
 BASE_MONO_OFFSET = 128
@@ -225,7 +225,15 @@ def test_other_layout_version(tmp_path):
     raw[VERSION_OFFSET : VERSION_OFFSET + 4] = struct.pack("<I", 99)
     checksum = _core.stable_hash(bytes(raw), CHECKSUM_SEED)[0]
     _patch(p, 0, bytes(raw) + struct.pack("<Q", checksum))
-    with pytest.raises(sg.StoreError, match="layout version"):
+    with pytest.raises(sg.StoreError, match="layout version 99; this sluicegate reads version 2.*remove it"):
+        sg.SharedStore(path=p)
+
+
+def test_a_layout_1_store_names_the_fix(tmp_path):
+    """A store left by the previous release (layout 1, before the policy directory)."""
+    p = _make_file(tmp_path)
+    _patch(p, VERSION_OFFSET, struct.pack("<I", 1))
+    with pytest.raises(sg.StoreError, match=r"layout version 1;.*SharedStore.unlink"):
         sg.SharedStore(path=p)
 
 
@@ -292,7 +300,7 @@ def test_a_limiter_whose_keys_exist_keeps_the_high_water_mark_fresh(tmp_path):
 
 
 def test_mmap_of_store_is_shared_size(store):
-    assert os.stat(store.path).st_size == _core.store_size(4096)
+    assert os.stat(store.path).st_size == _core.store_size(4096, 1024)
     assert os.stat(store.path).st_size % mmap.PAGESIZE == 0
 
 

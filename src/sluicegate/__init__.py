@@ -16,13 +16,16 @@ except ImportError as exc:  # no silent slow path: the C core is the product
 from .async_pool import AsyncLease, AsyncPool
 from .breaker import BreakerToken, CircuitBreaker
 from .concurrency import ConcurrencyLimiter, Permit
+from .directory import PolicyInfo
 from .errors import (
     CircuitOpen,
     ConcurrencyLimitExceeded,
     ConfigError,
+    DirectoryFull,
     InjectedFault,
     InvalidKey,
     KeyTypeError,
+    PolicyNotFound,
     PoolExhausted,
     PoolTimeout,
     RateLimited,
@@ -62,6 +65,9 @@ __all__ = [
     "StoreNotFound",
     "StoreClosed",
     "StoreFull",
+    "DirectoryFull",
+    "PolicyNotFound",
+    "PolicyInfo",
     "RateLimited",
     "CircuitOpen",
     "InjectedFault",

@@ -6,6 +6,7 @@ stitches them into one extension module."""
 
 include "_csrc.pxi"
 include "_table.pxi"
+include "_directory.pxi"
 include "_concurrency.pxi"
 include "_limiter.pxi"
 include "_breaker.pxi"

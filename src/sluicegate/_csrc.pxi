@@ -27,6 +27,7 @@ cdef extern from "sg_core.h" nogil:
 
     ctypedef struct sg_header:
         uint64_t capacity
+        uint64_t dir_entries
         uint64_t nslots
         uint64_t live
         uint64_t created_wall
@@ -34,6 +35,7 @@ cdef extern from "sg_core.h" nogil:
     ctypedef struct sg_table:
         sg_header *hdr
         uint64_t mask
+        uint64_t ndir
 
     ctypedef struct sg_stats:
         uint64_t capacity, nslots, live, reclaimable, permanent, claiming
@@ -43,8 +45,9 @@ cdef extern from "sg_core.h" nogil:
     int sg_fast_clock_mode()
     sg_hash128 sg_hash(const void *data, size_t length, uint64_t seed)
     uint64_t sg_ns_seed(uint32_t kind, const void *name, size_t length)
-    uint64_t sg_store_size(uint64_t capacity)
-    int sg_store_init(void *base, uint64_t size, uint64_t capacity)
+    uint64_t sg_store_size(uint64_t capacity, uint64_t dir_entries)
+    uint64_t sg_default_dir_entries(uint64_t capacity)
+    int sg_store_init(void *base, uint64_t size, uint64_t capacity, uint64_t dir_entries)
     int sg_store_attach(sg_table *t, void *base, uint64_t size)
     uint64_t sg_store_now(const sg_table *t)
     int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now,

@@ -1,5 +1,6 @@
 # Rate limiter bindings: the hot path (allow) and Decision.
 from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memcpy
 from libc.stdint cimport uint8_t
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 
@@ -30,6 +31,9 @@ GCRA_MAX_TAU = SG_GCRA_MAX_TAU
 
 cdef enum:
     _NSTRIPES = 16
+
+# What an unwatched policy's version pointer reads: it never changes.
+cdef uint64_t _UNWATCHED = 0
 N_STAT_STRIPES = _NSTRIPES
 
 # Bumped in every forked child, so a limiter re-picks its stats stripe (pid % 16)
@@ -122,6 +126,20 @@ cdef class _RateCore:
     cdef uint64_t *_stat_w
     cdef int _stat_gen
     cdef str _cname
+    # the directory entry's version word, loaded once per decision (see directory.py)
+    cdef uint64_t *_ver
+    cdef uint64_t _seen
+    cdef object _dir_entry
+
+    def __cinit__(self, *args, **kwargs):
+        self._ver = &_UNWATCHED
+
+    def _watch(self, DirEntry entry, uint64_t seen):
+        """Follow entry: a decision that finds its version moved past seen calls
+        self._follow_directory() first."""
+        self._dir_entry = entry
+        self._ver = entry.ver
+        self._seen = seen
 
     def __dealloc__(self):
         free(self._rates)
@@ -152,9 +170,14 @@ cdef class _RateCore:
                 free(rates); free(seeds); free(hbuf)
                 raise _ConfigError(f"rate {i} ({specs[i]!r}) is out of the range the core supports")
             rates[i] = r
-            # the namespace covers the whole rate, so a slot is only ever decided with the
-            # algorithm and period recorded in it (the table's idle test for reclaim uses them)
-            seeds[i] = namespace_seed(SG_NS_LIMITER, f"{name}\x00{i}\x00{algo}:{limit}:{period_ns}:{interval_ns}")
+            # A window's slots record its period (the table's idle test for reclaim uses it),
+            # so the namespace covers algorithm and period: a new period starts fresh windows,
+            # a new limit keeps the counts.  A token bucket's state (its debt, as an arrival
+            # time) means the same under any rate, so it carries over a reconfiguration.
+            if algo == SG_ALGO_GCRA:
+                seeds[i] = namespace_seed(SG_NS_LIMITER, f"{name}\x00{i}\x00gcra")
+            else:
+                seeds[i] = namespace_seed(SG_NS_LIMITER, f"{name}\x00{i}\x00{algo}:{period_ns}")
             if r.limit < maxc:
                 maxc = r.limit
         free(self._rates); free(self._seeds); free(self._hbuf)
@@ -239,6 +262,7 @@ cdef class _RateCore:
         cdef uint8_t[::1] outv
         cdef unsigned char[::1] pin
         cdef uint64_t nallowed = 0, now
+        cdef sg_rate *rates
         rate_ready(self)
         if cost is not 1:
             c = self._cost(cost)
@@ -254,8 +278,14 @@ cdef class _RateCore:
         outv = out.view(_np.uint8)
         nr = self._n
         hs = <sg_hash128 *>malloc(<size_t>n * nr * sizeof(sg_hash128))
-        if hs == NULL:
+        # the GIL-free loop decides with its own copy: another thread may follow a
+        # reconfiguration (and free self._rates) meanwhile
+        rates = <sg_rate *>malloc(nr * sizeof(sg_rate))
+        if hs == NULL or rates == NULL:
+            free(hs)
+            free(rates)
             raise MemoryError()
+        memcpy(rates, self._rates, nr * sizeof(sg_rate))
         try:
             if nr == 1:
                 prev = _NO_KEY
@@ -275,9 +305,10 @@ cdef class _RateCore:
             # thread cannot unmap the region under the GIL-free loop below
             pin = self._tbl.mv
             with nogil:
-                rc = sg_rates_apply_many(&self._tbl.t, hs, <size_t>n, self._rates, nr, c, now, &outv[0], &done)
+                rc = sg_rates_apply_many(&self._tbl.t, hs, <size_t>n, rates, nr, c, now, &outv[0], &done)
         finally:
             free(hs)
+            free(rates)
         for k in range(<Py_ssize_t>done):
             nallowed += outv[k]
         if self._stat_gen != _fork_gen:
@@ -389,4 +420,6 @@ cdef inline int rate_ready(_RateCore self) except -1:
         raise _ConfigError("this RateLimiter was not initialised")
     if self._tbl.t.hdr == NULL:
         self._tbl.check()
+    if sg_load(self._ver) != self._seen:  # the one extra load: a new configuration?
+        self._follow_directory()
     return 0

@@ -67,11 +67,17 @@ def fast_clock_mode():
     return "tsc" if sg_fast_clock_mode() == 1 else "precise"
 
 
-def store_size(uint64_t capacity):
-    """Bytes needed for a store of this many key slots."""
-    cdef uint64_t n = sg_store_size(capacity)
+def default_policies(uint64_t capacity):
+    """How many policies a store of this capacity has room for by default."""
+    return sg_default_dir_entries(capacity)
+
+
+def store_size(uint64_t capacity, policies=None):
+    """Bytes needed for a store of this many key slots and policies (None: the default)."""
+    cdef uint64_t d = sg_default_dir_entries(capacity) if policies is None else policies
+    cdef uint64_t n = sg_store_size(capacity, d)
     if n == 0:
-        raise ValueError(f"capacity {capacity} is out of range (1 .. 2**28)")
+        raise ValueError(f"capacity {capacity} or policies {policies} is out of range")
     return n
 
 
@@ -104,17 +110,22 @@ cdef class Table:
             if rc == SG_ERR_SIZE:
                 raise StoreError(f"{label} is truncated: {len(mm)} bytes is shorter than its header says")
             if rc == SG_ERR_VERSION:
-                raise StoreError(f"{label} was written by another layout version of sluicegate "
-                                 f"(this one reads version {SG_LAYOUT_VERSION})")
+                found = int.from_bytes(bytes(mm[8:12]), "little")
+                raise StoreError(
+                    f"{label} was written by sluicegate's store layout version {found}; this sluicegate reads "
+                    f"version {SG_LAYOUT_VERSION}. Its state cannot be carried over: remove it "
+                    f"(SharedStore.unlink(name), or delete the file) so it is created afresh, or run the "
+                    f"sluicegate release that wrote it")
             if rc == SG_ERR_CLOCK:
                 raise StoreError(f"{label}: could not rebase the store clock after a reboot")
             raise StoreError(f"{label} is not a sluicegate store, or its header is corrupted")
 
     @staticmethod
-    def initialise(mm, uint64_t capacity):
-        """Write a fresh header into a zeroed region of store_size(capacity) bytes."""
+    def initialise(mm, uint64_t capacity, policies=None):
+        """Write a fresh header into a zeroed region of store_size(capacity, policies) bytes."""
         cdef unsigned char[::1] mv = mm
-        if sg_store_init(<void *>&mv[0], <uint64_t>mv.shape[0], capacity) != SG_OK:
+        cdef uint64_t d = sg_default_dir_entries(capacity) if policies is None else policies
+        if sg_store_init(<void *>&mv[0], <uint64_t>mv.shape[0], capacity, d) != SG_OK:
             raise ValueError(f"cannot initialise a store of capacity {capacity} in {mv.shape[0]} bytes")
 
     cdef inline int check(self) except -1:
@@ -136,6 +147,11 @@ cdef class Table:
     def capacity(self):
         self.check()
         return self.t.hdr.capacity
+
+    @property
+    def policies_capacity(self):
+        self.check()
+        return self.t.ndir
 
     def now(self):
         """Store time in ns: monotonic, shared by every process attached to the store."""

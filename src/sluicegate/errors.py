@@ -41,6 +41,15 @@ class StoreFull(StoreError):
     instead: create it with a larger capacity."""
 
 
+class DirectoryFull(StoreFull):
+    """The store's policy directory has no room for another policy name: create the
+    store with a larger policies=."""
+
+
+class PolicyNotFound(SluicegateError, LookupError):
+    """No policy of that name (and kind) in the store's directory."""
+
+
 class RateLimited(SluicegateError):
     """A rate limit denied the call (raised by acquire on timeout)."""
 
@@ -83,6 +92,8 @@ __all__ = [
     "StoreNotFound",
     "StoreClosed",
     "StoreFull",
+    "DirectoryFull",
+    "PolicyNotFound",
     "RateLimited",
     "CircuitOpen",
     "InjectedFault",

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any, Callable, TypeVar, Union
 
 from . import _core
+from .directory import BUILDERS, Entry, effective
 from .errors import ConfigError, RateLimited
 from .rates import Rate, RateSpec, parse_rates
 from .store import SharedStore, resolve_store
@@ -22,6 +24,7 @@ from .store import SharedStore, resolve_store
 Decision = _core.Decision
 Key = Union[str, bytes]
 F = TypeVar("F", bound=Callable[..., Any])
+_log = logging.getLogger("sluicegate.limiter")
 
 ALGORITHMS: dict[str, int] = {
     "token_bucket": _core.ALGO_GCRA,
@@ -56,6 +59,31 @@ def _specs(rates: list[Rate], burst: int | None, algo: int) -> list[tuple[int, i
                 raise ConfigError(f"rate {r}: {_CANONICAL[algo]} supports limits up to {cap}, got {r.limit}")
             specs.append((algo, r.limit, r.period_ns, 0))
     return specs
+
+
+def _limiter_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The one validator of a limiter's shared configuration (code, override or file):
+    {"rate": [str, ...], "burst": int | None, "algorithm": canonical name}."""
+    unknown = set(cfg) - {"rate", "burst", "algorithm"}
+    if unknown:
+        raise ConfigError(f"unknown rate limiter option(s): {', '.join(sorted(unknown))}")
+    algorithm = cfg.get("algorithm", "token_bucket")
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise ConfigError(f"algorithm must be one of {', '.join(repr(a) for a in ALGORITHMS)}; got {algorithm!r}")
+    algo = ALGORITHMS[algorithm]
+    if "rate" not in cfg:
+        raise ConfigError("a rate limiter needs a rate, e.g. rate='10/second'")
+    rates = parse_rates(cfg["rate"])
+    burst = cfg.get("burst")
+    if burst is not None:
+        if algo != _core.ALGO_GCRA:
+            raise ConfigError(f"burst applies to the token bucket only, not to {algorithm!r}")
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ConfigError(f"burst must be a positive int, got {burst!r}")
+        if len(rates) != 1:
+            raise ConfigError("burst applies to a single rate; give each rate its own limiter and chain them")
+    _specs(rates, burst, algo)  # the core's range checks
+    return {"rate": [str(r) for r in rates], "burst": burst, "algorithm": _CANONICAL[algo]}
 
 
 def _check_timeout(timeout: float | None) -> float | None:
@@ -124,33 +152,69 @@ class RateLimiter(_core._RateCore):
         *,
         burst: int | None = None,
         algorithm: str = "token_bucket",
-        store: SharedStore | None = None,
+        store: SharedStore | str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty str, got {name!r}")
         if "\x00" in name:
             raise ConfigError("name must not contain NUL")
-        if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
-            raise ConfigError(
-                f"algorithm must be one of {', '.join(repr(a) for a in ALGORITHMS)}; got {algorithm!r}"
-            )
-        algo = ALGORITHMS[algorithm]
-        rates = parse_rates(rate)
-        if burst is not None:
-            if algo != _core.ALGO_GCRA:
-                raise ConfigError(f"burst applies to the token bucket only, not to {algorithm!r}")
-            if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-                raise ConfigError(f"burst must be a positive int, got {burst!r}")
-            if len(rates) != 1:
-                raise ConfigError("burst applies to a single rate; give each rate its own limiter and chain them")
-        specs = _specs(rates, burst, algo)
+        code = _limiter_config({"rate": rate, "burst": burst, "algorithm": algorithm})
         st = resolve_store(store)
-        self._setup(st._table, name, specs)
         self.name = name
-        self.rates = tuple(rates)
-        self.burst = burst
-        self.algorithm = _CANONICAL[algo]
         self.store = st
+        self._code = code  # what this process's code says (pickled; the directory may say more)
+        self._entry = Entry(st, "limiter", name)
+        version, doc = self._entry.publish_code(code)
+        self._follow(effective(doc), version)
+
+    # -- configuration: the directory's, followed at the next decision ---------------------
+    def _follow(self, cfg: dict[str, Any], version: int) -> None:
+        cfg = _limiter_config(cfg)
+        rates = parse_rates(cfg["rate"])
+        algo = ALGORITHMS[cfg["algorithm"]]
+        old = getattr(self, "algorithm", None)
+        self._setup(self.store._table, self.name, _specs(rates, cfg["burst"], algo))
+        if old is not None and old != cfg["algorithm"]:
+            _log.warning("rate limiter %r: algorithm changed from %s to %s; its keys start fresh",
+                         self.name, old, cfg["algorithm"])
+        self.rates = tuple(rates)
+        self.burst = cfg["burst"]
+        self.algorithm = cfg["algorithm"]
+        self._watch(self._entry.dir_entry, version)
+
+    def _follow_directory(self) -> None:
+        """Called by a decision that found the directory's version moved."""
+        version, doc = self._entry.read()
+        try:
+            assert doc is not None
+            self._follow(effective(doc), version)
+        except Exception:  # a configuration this process cannot use: keep the last one
+            _log.exception("rate limiter %r: cannot follow configuration version %d; keeping %s",
+                           self.name, version, self.config)
+            self._watch(self._entry.dir_entry, version)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The configuration in effect: rate, burst, algorithm."""
+        return {"rate": [str(r) for r in self.rates], "burst": self.burst, "algorithm": self.algorithm}
+
+    def reconfigure(self, **options: Any) -> None:
+        """Change this limiter in every process, at each one's next decision, until
+        reconfigure() with no options clears the override (the code's configuration
+        applies again).  Options: rate, burst, algorithm.  A token bucket keeps each
+        key's debt under a new rate; window counts stay under a new limit; a new
+        period or algorithm starts the keys fresh."""
+        unknown = set(options) - {"rate", "burst", "algorithm"}
+        if unknown:
+            raise ConfigError(f"rate limiter {self.name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
+                              "reconfigure takes rate, burst and algorithm")
+        if options:
+            _, doc = self._entry.read()
+            assert doc is not None
+            new = _limiter_config({**effective(doc), **options})
+            options = {k: new[k] for k in options}
+        version, doc = self._entry.set_override(options or None)
+        self._follow(effective(doc), version)
 
     # -- waiting ------------------------------------------------------------------------
     def acquire(self, key: Key, cost: int = 1, timeout: float | None = None) -> Decision:
@@ -252,7 +316,8 @@ class RateLimiter(_core._RateCore):
         return LimiterChain(*limiters)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.name, list(self.rates), self.burst, self.algorithm, self.store))
+        c = self._code
+        return (_rebuild, (self.name, c["rate"], c["burst"], c["algorithm"], self.store))
 
     def __repr__(self) -> str:
         rates = ", ".join(str(r) for r in self.rates)
@@ -260,8 +325,15 @@ class RateLimiter(_core._RateCore):
         return f"<RateLimiter {self.name!r} [{rates}]{burst} {self.algorithm}>"
 
 
-def _rebuild(name: str, rates: list[Rate], burst: int | None, algorithm: str, store: SharedStore) -> RateLimiter:
+def _rebuild(name: str, rates: list[str], burst: int | None, algorithm: str, store: SharedStore) -> RateLimiter:
     return RateLimiter(name, rates, burst=burst, algorithm=algorithm, store=store)
+
+
+def _build(store: SharedStore, name: str, code: dict[str, Any]) -> RateLimiter:
+    return RateLimiter(name, code["rate"], burst=code.get("burst"), algorithm=code["algorithm"], store=store)
+
+
+BUILDERS["limiter"] = _build
 
 
 class LimiterChain:

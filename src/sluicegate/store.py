@@ -19,11 +19,14 @@ import threading
 from typing import Any, Callable
 
 from . import _approot, _core
+from . import directory as _directory
+from .directory import PolicyInfo
 from .errors import ConfigError, StoreClosed, StoreError, StoreNotFound
 
 DEFAULT_CAPACITY = 1 << 16
 _PREFIX = "sluicegate."
 _MAX_NAME = 200
+_MAX_POLICIES = 65536
 
 
 def _shm_dir() -> str:
@@ -92,11 +95,12 @@ def _open_existing(path: str, label: str, *, own: bool = False) -> _core.Table:
         raise
 
 
-def _create(path: str, capacity: int, label: str, *, own: bool = False) -> tuple[_core.Table, bool]:
+def _create(path: str, capacity: int, policies: int | None, label: str, *,
+            own: bool = False) -> tuple[_core.Table, bool]:
     """Create-or-attach; returns (table, created_by_us)."""
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
-    size = _core.store_size(capacity)
+    size = _core.store_size(capacity, policies)
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(tmp, flags, 0o600)
@@ -105,7 +109,7 @@ def _create(path: str, capacity: int, label: str, *, own: bool = False) -> tuple
     try:
         os.ftruncate(fd, size)
         mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        _core.Table.initialise(mm, capacity)
+        _core.Table.initialise(mm, capacity, policies)
         try:
             os.link(tmp, path)
             created = True
@@ -132,6 +136,9 @@ class SharedStore:
     SharedStore("orders")          named: create-or-attach from any process
     SharedStore(path="x.sg")       file-backed: survives every process exiting
     SharedStore()                  anonymous: shared with children forked after it
+
+    capacity: key slots (live keys at once); policies: room in the policy directory
+    (default: capacity / 64, from 64 to 1024).  Both are fixed when the store is created.
     """
 
     def __init__(
@@ -141,9 +148,14 @@ class SharedStore:
         capacity: int | None = None,
         path: str | os.PathLike[str] | None = None,
         create: bool = True,
+        policies: int | None = None,
     ) -> None:
         if capacity is not None:
             _check_capacity(capacity)
+        if policies is not None and (
+            isinstance(policies, bool) or not isinstance(policies, int) or not 1 <= policies <= _MAX_POLICIES
+        ):
+            raise ConfigError(f"policies must be an int from 1 to {_MAX_POLICIES}, got {policies!r}")
         if name is not None and path is not None:
             raise ConfigError("give a store either a name or a path, not both")
         self._name = name
@@ -152,8 +164,8 @@ class SharedStore:
         if name is None and self._path is None:
             self.kind = "anonymous"
             cap = capacity or DEFAULT_CAPACITY
-            mm = mmap.mmap(-1, _core.store_size(cap))
-            _core.Table.initialise(mm, cap)
+            mm = mmap.mmap(-1, _core.store_size(cap, policies))
+            _core.Table.initialise(mm, cap, policies)
             self._table = _core.Table(mm, "anonymous store")
             self.created = True
         else:
@@ -169,7 +181,7 @@ class SharedStore:
             except FileNotFoundError:
                 if not create:
                     raise StoreNotFound(f"{label} does not exist") from None
-                self._table, self.created = _create(file, capacity or DEFAULT_CAPACITY, label, own=own)
+                self._table, self.created = _create(file, capacity or DEFAULT_CAPACITY, policies, label, own=own)
             if capacity is not None and self._table.capacity != capacity:
                 have = self._table.capacity
                 self._table.close().close()
@@ -225,6 +237,18 @@ class SharedStore:
         if not isinstance(name, str):
             raise ConfigError(f"counter name must be a str, not {type(name).__name__}")
         return _core.Counter(self._table, name)
+
+    def policies(self) -> list[PolicyInfo]:
+        """The policy directory: every limiter, breaker and cap of this store, with its
+        effective configuration, the code's, the runtime override, version and times."""
+        self._check_open()
+        return _directory.policies(self)
+
+    def policy(self, name: str, kind: str | None = None) -> Any:
+        """A working policy object for a policy in the directory, with no options restated
+        (kind: "limiter", "breaker" or "cap", needed only when several kinds share the name)."""
+        self._check_open()
+        return _directory.build(self, name, kind)
 
     def stats(self) -> dict[str, int]:
         """capacity (key slots), used (live slots), slots (table size) and a breakdown."""

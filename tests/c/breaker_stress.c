@@ -218,9 +218,9 @@ static void run(void *(*fn)(void *)) {
 }
 
 int main(void) {
-    uint64_t cap = 64, size = sg_store_size(cap);
+    uint64_t cap = 64, size = sg_store_size(cap, 4);
     void *mem = calloc(1, size);
-    CHECK(mem && sg_store_init(mem, size, cap) == SG_OK && sg_store_attach(&tb, mem, size) == SG_OK);
+    CHECK(mem && sg_store_init(mem, size, cap, 4) == SG_OK && sg_store_attach(&tb, mem, size) == SG_OK);
     uint64_t rng = 1;
     sg_br_result r;
 

@@ -12,10 +12,10 @@
 static sg_table T;
 static void *region;
 static void make_store(uint64_t capacity) {
-    uint64_t size = sg_store_size(capacity);
+    uint64_t size = sg_store_size(capacity, 4);
     free(region);
     region = calloc(1, size);
-    if (!region || sg_store_init(region, size, capacity) != SG_OK || sg_store_attach(&T, region, size) != SG_OK) {
+    if (!region || sg_store_init(region, size, capacity, 4) != SG_OK || sg_store_attach(&T, region, size) != SG_OK) {
         fprintf(stderr, "cannot make store\n");
         exit(2);
     }

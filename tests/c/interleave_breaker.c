@@ -111,9 +111,9 @@ static void report_real(int outcome) {
     } while (0)
 
 int main(void) {
-    uint64_t cap = 64, size = sg_store_size(cap);
+    uint64_t cap = 64, size = sg_store_size(cap, 4);
     void *mem = calloc(1, size);
-    if (!mem || sg_store_init(mem, size, cap) != SG_OK || sg_store_attach(&tb, mem, size) != SG_OK) return 2;
+    if (!mem || sg_store_init(mem, size, cap, 4) != SG_OK || sg_store_attach(&tb, mem, size) != SG_OK) return 2;
     uint64_t g = 0, i = E0 % NB;
 
     /* 1. A writer claims bucket i for epoch E0 and stalls before adding.  A window

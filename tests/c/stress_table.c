@@ -183,7 +183,7 @@ static void scenario_full(void) {
 /* ---- 5. garbage regions never crash ---------------------------------------------- */
 static void scenario_garbage(void) {
     make_store(64);
-    uint64_t size = sg_store_size(64);
+    uint64_t size = sg_store_size(64, 4);
     uint64_t rng = 12345;
     for (int round = 0; round < 200; round++) {
         /* whole random words: a flipped byte in a fresh ctl word would look like a
@@ -210,7 +210,7 @@ static void scenario_garbage(void) {
  * found).  Attach, the store clock and decisions must stay defined (UBSan:
  * mono - base_mono overflowed for a base near INT64_MIN). */
 static void scenario_garbage_header(void) {
-    uint64_t size = sg_store_size(64), rng = 777;
+    uint64_t size = sg_store_size(64, 4), rng = 777;
     const uint64_t extremes[] = {0, 2, 1ULL << 62, (1ULL << 63) - 1, 1ULL << 63, (1ULL << 63) + 1, UINT64_MAX - 1,
                                  UINT64_MAX};
     const unsigned nex = sizeof extremes / sizeof extremes[0];
