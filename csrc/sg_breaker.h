@@ -10,7 +10,7 @@
  *   st[0]  state word S = [consec:8 | succ:8 | issued:8 | gen:24 | state:3]
  *   st[1]  phase word   = [gen:24 | start_ms:40]  (start of the current state)
  *   st[2]  transitions (count)
- *   st[3]  configuration fingerprint (set once; mismatch is a config error)
+ *   st[3]  reserved (0; layout 1 kept a configuration fingerprint here)
  *   stats  [calls, failures, slow, rejections]        (totals, fetch-add)
  *   fault  [reject_p32, fail_p32, latency_p32, latency_ns]
  *   bucket [calls, failures, slow, rejected]  each [gen:12 | epoch:24 | count:28]

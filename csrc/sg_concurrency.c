@@ -7,23 +7,30 @@ static inline uint32_t clamp_limit(const sg_cap *c, uint64_t l) {
     return (uint32_t)l;
 }
 
-int sg_cap_init(sg_cap *c, uint64_t fingerprint, uint32_t initial_limit, uint32_t min_limit) {
-    uint64_t zero = 0;
-    uint32_t want = clamp_limit(c, initial_limit);
-    sg_cas(&c->ctl[0], &zero, want); /* first one in sets the limit */
-    uint64_t fp = 0;
-    if (!sg_cas(&c->ctl[1], &fp, fingerprint)) {
-        if (fp != fingerprint) return SG_CAP_MISMATCH;
-    } else if (!c->strict) {
-        sg_store(&c->ctl[0], want); /* a static cap's limit is its configuration */
+int sg_cap_init(sg_cap *c, uint32_t initial_limit, uint32_t min_limit, int fixed) {
+    /* every process sizes its records to the most any configuration declared */
+    uint64_t have = sg_load(&c->ctl[1]);
+    while (have < c->nrec && !sg_cas(&c->ctl[1], &have, c->nrec)) {
     }
+    uint32_t want = clamp_limit(c, initial_limit);
+    if (fixed) { /* a static cap's limit is its configuration */
+        sg_store(&c->ctl[0], want);
+        return SG_OK;
+    }
+    uint64_t zero = 0;
+    sg_cas(&c->ctl[0], &zero, want); /* the first one in sets the adaptive limit */
     /* keep an inherited (adaptive) limit within this configuration's bounds */
     for (;;) {
         uint64_t cur = sg_load(&c->ctl[0]);
-        uint64_t fixed = clamp_limit(c, cur < min_limit ? min_limit : cur);
-        if (fixed == cur || sg_cas(&c->ctl[0], &cur, fixed)) break;
+        uint64_t fixed_l = clamp_limit(c, cur < min_limit ? min_limit : cur);
+        if (fixed_l == cur || sg_cas(&c->ctl[0], &cur, fixed_l)) break;
     }
     return SG_OK;
+}
+
+uint32_t sg_cap_records(const sg_cap *c) {
+    uint64_t n = sg_load(&c->ctl[1]);
+    return n > SG_CAP_MAX_LIMIT ? SG_CAP_MAX_LIMIT : (uint32_t)n;
 }
 
 uint32_t sg_cap_limit(const sg_cap *c) { return clamp_limit(c, sg_load(&c->ctl[0])); }

@@ -8,9 +8,15 @@
  * from the exact owner value to 0.  Dead holders are found by the caller (liveness
  * is an OS question) and freed with the same CAS.
  *
- * Control words (one permanent slot): [0] current limit, [1] configuration
- * fingerprint, [2] store time the cap was last found full (contention hint),
- * [3] total permits granted.
+ * Control words (one permanent slot): [0] current limit, [1] holder records any
+ * configuration has declared (every process scans that many, so holders above a
+ * lowered limit are still counted), [2] store time the cap was last found full
+ * (contention hint), [3] total permits granted.
+ *
+ * A cap's configuration can change while permits are held (a deploy, a runtime
+ * override): each process then re-runs sg_cap_init with its new view.  Strict mode
+ * (counting every record, not only those below the limit) makes a lowered limit hold
+ * for new acquires while the holders above it keep their permits.
  */
 #ifndef SG_CONCURRENCY_H
 #define SG_CONCURRENCY_H
@@ -24,7 +30,7 @@ extern "C" {
 #define SG_CAP_MAX_LIMIT 65536u
 #define SG_CAP_PER_SLOT 2u
 
-enum { SG_CAP_FULL = 3, SG_CAP_MISMATCH = 4 };
+enum { SG_CAP_FULL = 3 };
 
 typedef struct sg_cap {
     uint64_t *ctl;    /* 4 control words */
@@ -37,9 +43,12 @@ static inline uint64_t *sg_cap_rec(const sg_cap *c, uint32_t i) {
     return c->pairs[i / SG_CAP_PER_SLOT] + (i % SG_CAP_PER_SLOT) * 2;
 }
 
-/* Publish the configuration (fingerprint != 0) and the initial limit.
- * SG_CAP_MISMATCH if the cap already exists with another fingerprint. */
-int sg_cap_init(sg_cap *c, uint64_t fingerprint, uint32_t initial_limit, uint32_t min_limit);
+/* Apply this process's configuration: raise the record count (ctl[1]) to c->nrec, and
+ * set the limit: fixed != 0 (a static cap) to initial_limit; otherwise (adaptive) keep
+ * the shared limit, clamped into [min_limit, nrec], or initial_limit when none is set. */
+int sg_cap_init(sg_cap *c, uint32_t initial_limit, uint32_t min_limit, int fixed);
+/* The record count any configuration declared (ctl[1]). */
+uint32_t sg_cap_records(const sg_cap *c);
 /* Take a free record below the current limit (scan starts at hint). SG_OK / SG_CAP_FULL. */
 int sg_cap_try_acquire(sg_cap *c, uint64_t owner, uint32_t hint, uint64_t now, uint32_t *idx);
 /* Free record idx if it still holds owner. 1 if freed, 0 if not (already free / another owner). */

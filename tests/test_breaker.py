@@ -845,18 +845,6 @@ def test_force_close_when_closed_starts_the_window_afresh(anon):
     assert br.state == "closed"  # the 1st failure of a fresh window, not the 3rd
 
 
-def test_same_breaker_with_another_configuration_is_refused(anon):
-    """One shared state machine read with two configurations disagrees (here: how many
-    half-open probes exist).  sg_breaker.h records a configuration fingerprint in the
-    state slot; a different configuration must be refused, as ConcurrencyLimiter does."""
-    name = unique_name("cfg")
-    a = sg.CircuitBreaker(name, store=anon, failure_threshold=1, half_open_calls=1)
-    sg.CircuitBreaker(name, store=anon, failure_threshold=1, half_open_calls=1, on_state_change=print)
-    with pytest.raises(sg.ConfigError, match="half_open_calls"):
-        sg.CircuitBreaker(name, store=anon, failure_threshold=1, half_open_calls=3)
-    assert a.state == "closed"
-
-
 def test_reset_zeroes_the_transition_count_too(anon):
     """totals() / stats() count transitions "since creation or reset()"."""
     br = mk(anon, failure_threshold=1)

@@ -170,12 +170,6 @@ def test_bad_timeout(store):
         cap.acquire(timeout=-1)
 
 
-def test_same_name_other_configuration_is_refused(store):
-    sg.ConcurrencyLimiter("db", 3, store=store)
-    with pytest.raises(sg.ConfigError, match="already exists .* limit=3; got limit=4"):
-        sg.ConcurrencyLimiter("db", 4, store=store)
-
-
 def test_closed_store_raises(store_name):
     s = sg.SharedStore(store_name, capacity=256)
     cap = sg.ConcurrencyLimiter("db", 1, store=s)

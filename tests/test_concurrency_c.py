@@ -52,8 +52,8 @@ static void *worker(void *arg) {
 int main(void) {
     for (int i = 0; i < NREC / 2; i++) pairs[i] = slots[i];
     cap.ctl = ctl; cap.pairs = pairs; cap.nrec = NREC; cap.strict = 0;
-    if (sg_cap_init(&cap, 1234, LIMIT, 1) != SG_OK) return 2;
-    if (sg_cap_init(&cap, 999, LIMIT, 1) != SG_CAP_MISMATCH) return 3;
+    if (sg_cap_init(&cap, LIMIT, 1, 1) != SG_OK) return 2;
+    if (sg_cap_records(&cap) != NREC) return 3;
     pthread_t t[THREADS];
     for (uintptr_t i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, worker, (void *)i);
     for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);

@@ -45,7 +45,7 @@ static void *worker(void *arg) {
 int main(void) {
     for (int i = 0; i < NREC / 2; i++) pairs[i] = slots[i];
     cap.ctl = ctl; cap.pairs = pairs; cap.nrec = NREC; cap.strict = 1;
-    if (sg_cap_init(&cap, 1234, NREC, 1) != SG_OK) return 2;
+    if (sg_cap_init(&cap, NREC, 1, 0) != SG_OK) return 2;
     /* the limit was NREC; two permits are held at records 6 and 7; then it drops to LIMIT */
     uint32_t i6, i7;
     if (sg_cap_try_acquire(&cap, 99ull << 42, 6, 1, &i6) != SG_OK || i6 != 6) return 4;

@@ -5,7 +5,6 @@
 # enter/exit used by begin() and by the model tests (with a fake clock `now`).
 # The Python policy class sluicegate.breaker.CircuitBreaker subclasses it.
 import contextvars as _contextvars
-import hashlib as _hashlib
 import time as _time
 from types import MethodType as _MethodType
 
@@ -102,6 +101,7 @@ cdef object _CircuitOpen = _CircuitOpenCls
 cdef object _exc_new = BaseException.__new__
 cdef object _InjectedFault = _InjectedFaultCls
 cdef uint64_t _SEEN_MASK = (1ULL << 27) - 1  # state + generation
+cdef uint64_t _UNWATCHED_BR = 0  # what an unwatched breaker's version pointer reads
 
 
 def _log_predicate_error(name):
@@ -145,10 +145,22 @@ cdef class BreakerCore:
     cdef bint has_listeners
     cdef int _last_reason
     cdef uint64_t _last_retry_ns
+    # the directory entry's version word, loaded once per call (see directory.py)
+    cdef uint64_t *_ver
+    cdef uint64_t _seen
+    cdef object _dir_entry
 
     def __cinit__(self, *args, **kwargs):
         self.tbl = None
         self.seen = 0
+        self._ver = &_UNWATCHED_BR
+
+    def _watch(self, DirEntry entry, uint64_t seen):
+        """Follow entry: a call that finds its version moved past seen calls
+        self._follow_directory() first."""
+        self._dir_entry = entry
+        self._ver = entry.ver
+        self._seen = seen
 
     def _configure(self, Table tbl, str name, dict cfg, uint64_t rng_seed):
         """Resolve the shared words and load the configuration (all durations in ns)."""
@@ -182,34 +194,43 @@ cdef class BreakerCore:
             raise _ConfigErrorCls(f"circuit breaker {name!r}: invalid configuration {cfg!r}")
         tbl.check()
         cdef uint64_t *st = tbl.permanent_words(SG_NS_BREAKER, name, "state")
-        # st[3]: fingerprint of the configuration, set by the first process; every
-        # process must read the shared words with the same configuration
-        cdef uint64_t fp = int.from_bytes(
-            _hashlib.blake2b(repr(sorted(cfg.items())).encode(), digest_size=8).digest(), "little") or 1
-        cdef uint64_t have = 0
-        if not sg_cas(&st[3], &have, fp) and have != fp:
-            raise _ConfigErrorCls(
-                f"circuit breaker {name!r} already exists in this store with another configuration; "
-                f"got {cfg!r} (use another name, or the same configuration)")
+        cdef uint64_t *stats = tbl.permanent_words(SG_NS_BREAKER, name, "stats")
+        cdef uint64_t *fault = tbl.permanent_words(SG_NS_BREAKER, name, "fault")
+        # The rolling window's buckets are named for its geometry: a bucket's epoch counts
+        # in units of bucket_ns, so a new window starts its counts afresh, while the state
+        # word, the totals and the fault settings carry over any reconfiguration.
+        cdef uint64_t *bk[SG_BR_MAX_BUCKETS]
+        cdef uint64_t *epw[SG_BR_MAX_BUCKETS]
+        cdef uint64_t *ep = NULL
+        geo = f"{c.nbuckets}x{c.bucket_ns}"
+        for i in range(<Py_ssize_t>c.nbuckets):
+            bk[i] = tbl.permanent_words(SG_NS_BREAKER, name, f"bucket{geo}:{i}")
+            if i % 4 == 0:  # each bucket's full epoch: four to a slot
+                ep = tbl.permanent_words(SG_NS_BREAKER, name, f"epochs{geo}:{i // 4}")
+            epw[i] = &ep[i % 4]
         self.tbl = tbl
         self.name = name
         self.b.t = &tbl.t
         self.b.st = st
-        self.b.stats = tbl.permanent_words(SG_NS_BREAKER, name, "stats")
-        self.b.fault = tbl.permanent_words(SG_NS_BREAKER, name, "fault")
-        cdef uint64_t *ep = NULL
+        self.b.stats = stats
+        self.b.fault = fault
         for i in range(<Py_ssize_t>c.nbuckets):
-            self.b.bk[i] = tbl.permanent_words(SG_NS_BREAKER, name, f"bucket{i}")
-            if i % 4 == 0:  # each bucket's full epoch: four to a slot
-                ep = tbl.permanent_words(SG_NS_BREAKER, name, f"epochs{i // 4}")
-            self.b.ep[i] = &ep[i % 4]
+            self.b.bk[i] = bk[i]
+            self.b.ep[i] = epw[i]
         self.b.c = c
         self.timed = c.slow_ns != 0
-        self.rng = rng_seed if rng_seed else 0x9E3779B97F4A7C15
-        self.cv = _contextvars.ContextVar(f"sluicegate.breaker.{name}", default=None)
+        if rng_seed or self.rng == 0:  # 0: a reconfiguration keeps the generator where it is
+            self.rng = rng_seed if rng_seed else 0x9E3779B97F4A7C15
+        if self.cv is None:  # kept across reconfigurations: `with` tickets may be stacked in it
+            self.cv = _contextvars.ContextVar(f"sluicegate.breaker.{name}", default=None)
         self.messages = tuple(
             f"circuit breaker {name!r} rejected the call ({r})" if r else "" for r in BR_REJECT_REASONS)
         self.seen = sg_load(self.b.st) & _SEEN_MASK
+
+    def _follow_if_moved(self):
+        """Follow the directory now if its version moved (config reads use it)."""
+        if sg_load(self._ver) != self._seen:
+            self._follow_directory()
 
     def _set_outcomes(self, record, ignore, is_failure, result_is_failure):
         self.record_types = record
@@ -226,6 +247,8 @@ cdef class BreakerCore:
             raise _ConfigErrorCls("circuit breaker is not configured")
         if self.tbl.t.hdr == NULL:
             self.tbl.check()
+        if sg_load(self._ver) != self._seen:  # the one extra load: a new configuration?
+            self._follow_directory()
         return 0
 
     cdef int _notice(self, uint64_t s) except -1:

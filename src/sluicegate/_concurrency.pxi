@@ -4,7 +4,6 @@ from libc.stdlib cimport malloc, free
 cdef extern from "sg_concurrency.h" nogil:
     enum:
         SG_CAP_FULL
-        SG_CAP_MISMATCH
         SG_CAP_MAX_LIMIT
         SG_CAP_PER_SLOT
 
@@ -15,7 +14,8 @@ cdef extern from "sg_concurrency.h" nogil:
         int strict
 
     uint64_t *sg_cap_rec(const sg_cap *c, uint32_t i)
-    int sg_cap_init(sg_cap *c, uint64_t fingerprint, uint32_t initial_limit, uint32_t min_limit)
+    int sg_cap_init(sg_cap *c, uint32_t initial_limit, uint32_t min_limit, int fixed)
+    uint32_t sg_cap_records(const sg_cap *c)
     int sg_cap_try_acquire(sg_cap *c, uint64_t owner, uint32_t hint, uint64_t now, uint32_t *idx)
     int sg_cap_release(sg_cap *c, uint32_t idx, uint64_t owner)
     uint32_t sg_cap_in_use(const sg_cap *c)
@@ -26,6 +26,7 @@ cdef extern from "sg_concurrency.h" nogil:
     void sg_cap_set_limit(sg_cap *c, uint32_t limit)
 
 CAP_MAX_LIMIT = SG_CAP_MAX_LIMIT
+cdef uint64_t _UNWATCHED_CAP = 0
 
 
 cdef class CapCore:
@@ -35,27 +36,55 @@ cdef class CapCore:
     cdef sg_cap c
     cdef readonly str name
     cdef readonly uint32_t nrec
+    # the directory entry's version word (see directory.py): try_acquire answers -2
+    # when it moved, so the policy follows the new configuration first
+    cdef uint64_t *_ver
+    cdef uint64_t _seen
+    cdef object _dir_entry
 
-    def __cinit__(self, Table tbl, str name, uint32_t nrec, uint64_t fingerprint, uint32_t initial_limit,
-                  uint32_t min_limit, bint strict):
-        cdef uint32_t i, npairs
+    def __cinit__(self, Table tbl, str name):
         self.c.pairs = NULL
-        if nrec < 1 or nrec > SG_CAP_MAX_LIMIT:
-            raise ValueError(f"nrec must be in 1..{SG_CAP_MAX_LIMIT}")
+        self.c.nrec = 0
+        self._ver = &_UNWATCHED_CAP
         self.tbl = tbl
         self.name = name
-        self.nrec = nrec
-        npairs = (nrec + SG_CAP_PER_SLOT - 1) // SG_CAP_PER_SLOT
-        self.c.pairs = <uint64_t **>malloc(npairs * sizeof(uint64_t *))
-        if self.c.pairs == NULL:
-            raise MemoryError()
-        self.c.nrec = nrec
-        self.c.strict = strict
         self.c.ctl = tbl.permanent_words(SG_NS_CONCURRENCY, name, "ctl")
-        for i in range(npairs):
-            self.c.pairs[i] = tbl.permanent_words(SG_NS_CONCURRENCY, name, f"h{i}")
-        if sg_cap_init(&self.c, fingerprint, initial_limit, min_limit) == SG_CAP_MISMATCH:
-            raise ValueError(sg_load(&self.c.ctl[1]))
+
+    def configure(self, uint32_t nrec, uint32_t limit, uint32_t min_limit, bint adaptive):
+        """Apply a configuration: nrec holder records (at least as many as any
+        configuration declared), and the limit (see sg_cap_init).  Counting is strict,
+        so holders above a lowered limit still count against it."""
+        cdef uint32_t i, npairs
+        cdef uint64_t **pairs
+        if nrec < 1 or nrec > SG_CAP_MAX_LIMIT:
+            raise ValueError(f"nrec must be in 1..{SG_CAP_MAX_LIMIT}")
+        self._open()
+        nrec = max(nrec, sg_cap_records(&self.c))
+        npairs = (nrec + SG_CAP_PER_SLOT - 1) // SG_CAP_PER_SLOT
+        pairs = <uint64_t **>malloc(npairs * sizeof(uint64_t *))
+        if pairs == NULL:
+            raise MemoryError()
+        try:
+            for i in range(npairs):
+                pairs[i] = self.tbl.permanent_words(SG_NS_CONCURRENCY, self.name, f"h{i}")
+        except BaseException:
+            free(pairs)
+            raise
+        free(self.c.pairs)
+        self.c.pairs = pairs
+        self.c.nrec = nrec
+        self.nrec = nrec
+        self.c.strict = 1
+        sg_cap_init(&self.c, limit, min_limit, 0 if adaptive else 1)
+
+    def _watch(self, DirEntry entry, uint64_t seen):
+        self._dir_entry = entry
+        self._ver = entry.ver
+        self._seen = seen
+
+    def _moved(self):
+        """True if the directory's version moved past the one this process follows."""
+        return sg_load(self._ver) != self._seen
 
     def __dealloc__(self):
         if self.c.pairs != NULL:
@@ -67,15 +96,19 @@ cdef class CapCore:
             self.tbl.check()
         return 0
 
-    def fingerprint(self):
+    def records(self):
+        """Holder records any configuration of this cap has declared."""
         self._open()
-        return sg_load(&self.c.ctl[1])
+        return sg_cap_records(&self.c)
 
     def try_acquire(self, uint64_t owner, uint32_t hint):
-        """Index of the record taken for owner, or -1 when the cap is full."""
+        """Index of the record taken for owner, -1 when the cap is full, or -2 when the
+        configuration changed (follow it, then try again)."""
         cdef uint32_t idx
         if self.tbl.t.hdr == NULL:
             self.tbl.check()
+        if sg_load(self._ver) != self._seen:
+            return -2
         if sg_cap_try_acquire(&self.c, owner, hint, sg_store_now(&self.tbl.t), &idx) == SG_OK:
             return idx
         return -1

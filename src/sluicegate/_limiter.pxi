@@ -141,6 +141,11 @@ cdef class _RateCore:
         self._ver = entry.ver
         self._seen = seen
 
+    def _follow_if_moved(self):
+        """Follow the directory now if its version moved (config reads use it)."""
+        if sg_load(self._ver) != self._seen:
+            self._follow_directory()
+
     def __dealloc__(self):
         free(self._rates)
         free(self._seeds)

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Callable, TypeVar, Union
 
 from . import _core
+from .directory import BUILDERS, Entry, effective
 from .errors import ConfigError
 from .store import SharedStore, resolve_store
 
@@ -74,6 +75,29 @@ def _types(arg: str, value: ExcTypes) -> tuple[type, ...]:
     return items
 
 
+# the options every process shares through the directory; the others (record, ignore,
+# is_failure, result_is_failure, on_state_change, seed) are this process's own
+SHARED_OPTIONS = (
+    "failure_threshold", "window", "reset_timeout", "failure_rate", "minimum_calls", "slow_call_duration",
+    "slow_call_rate", "half_open_calls", "probe_timeout", "backoff_multiplier", "max_reset_timeout", "jitter",
+    "degraded", "degraded_step", "adaptive", "adaptive_k", "adaptive_max_reject", "buckets",
+)
+_DEFAULTS: dict[str, Any] = {}  # filled from CircuitBreaker.__init__'s signature below
+
+
+def _breaker_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The one validator of a breaker's shared configuration (code, override or file):
+    every shared option, defaults filled in, in a form JSON keeps as is."""
+    unknown = set(cfg) - set(SHARED_OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown circuit breaker option(s): {', '.join(sorted(unknown))}")
+    out = {**_DEFAULTS, **cfg}
+    if isinstance(out["degraded"], (list, tuple)):
+        out["degraded"] = list(out["degraded"])
+    CircuitBreaker._build_config("x", **out)  # raises ConfigError naming the option
+    return out
+
+
 def _mix(x: int) -> int:
     return int(_core.breaker_mix(x & 0xFFFFFFFFFFFFFFFF))
 
@@ -99,7 +123,7 @@ class CircuitBreaker(_core.BreakerCore):
         self,
         name: str,
         *,
-        store: SharedStore | None = None,
+        store: SharedStore | str | None = None,
         failure_threshold: int | None = 5,
         window: float = 10.0,
         reset_timeout: float = 30.0,
@@ -131,9 +155,8 @@ class CircuitBreaker(_core.BreakerCore):
         self._init_kwargs: dict[str, Any] = {
             k: v for k, v in given.items() if k not in ("self", "name", "store", "__class__")
         }
-        self._store = resolve_store(store)
-        cfg = self._build_config(name, **self._init_kwargs)
-        self._config = cfg
+        code = _breaker_config({k: given[k] for k in SHARED_OPTIONS})
+        self._code = code
         if seed is None:
             rng_seed = int.from_bytes(os.urandom(8), "little")
             _unseeded.add(self)
@@ -141,7 +164,11 @@ class CircuitBreaker(_core.BreakerCore):
             if isinstance(seed, bool) or not isinstance(seed, int):
                 raise ConfigError(f"seed must be an int or None, got {seed!r}")
             rng_seed = _mix(seed)
-        self._configure(self._store._table, name, cfg, rng_seed or 1)
+        self._rng_seed = rng_seed or 1
+        self._store = resolve_store(store)
+        self._entry = Entry(self._store, "breaker", name)
+        version, doc = self._entry.publish_code(code)
+        self._follow(effective(doc), version)
         record_t = _types("record", record)
         ignore_t = _types("ignore", ignore)
         for arg, pred in (("is_failure", is_failure), ("result_is_failure", result_is_failure)):
@@ -158,6 +185,46 @@ class CircuitBreaker(_core.BreakerCore):
                 raise ConfigError(f"on_state_change must be a callable or a list of callables, got {on_state_change!r}")
             for fn in listeners:
                 self.add_listener(fn)
+
+    # ---- configuration: the directory's, followed at the next call ----------------
+    def _follow(self, cfg: dict[str, Any], version: int) -> None:
+        cfg = _breaker_config(cfg)
+        name = self._entry.name
+        self._config = self._build_config(name, **cfg)  # the core's form (ns, ppm, ...)
+        self._configure(self._store._table, name, self._config, self._rng_seed)
+        self._rng_seed = 0  # later configurations keep the generator where it is
+        self._options = cfg
+        self._watch(self._entry.dir_entry, version)
+
+    def _follow_directory(self) -> None:
+        """Called by a call that found the directory's version moved."""
+        version, doc = self._entry.read()
+        try:
+            assert doc is not None
+            self._follow(effective(doc), version)
+        except Exception:  # a configuration this process cannot use: keep the last one
+            _log.exception("circuit breaker %r: cannot follow configuration version %d; keeping %s",
+                           self.name, version, self._options)
+            self._watch(self._entry.dir_entry, version)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The shared configuration in effect (the directory's: code, or a runtime override)."""
+        self._follow_if_moved()
+        return dict(self._options)
+
+    def reconfigure(self, **options: Any) -> None:
+        """Change this breaker in every process, at each one's next call, until
+        reconfigure() with no options clears the override.  The state, its totals and the
+        fault settings carry over; a new window or bucket count starts the window afresh.
+        Options: the shared ones of the constructor (failure_threshold, window, ...)."""
+        if options:
+            _, doc = self._entry.read()
+            assert doc is not None
+            new = _breaker_config({**effective(doc), **options})
+            options = {k: new[k] for k in options}
+        version, doc = self._entry.set_override(options or None)
+        self._follow(effective(doc), version)
 
     @staticmethod
     def _build_config(
@@ -471,3 +538,13 @@ if hasattr(os, "register_at_fork"):
 
 def _rebuild(name: str, store: SharedStore | None, kwargs: dict[str, Any]) -> CircuitBreaker:
     return CircuitBreaker(name, store=store, **kwargs)
+
+
+def _build(store: SharedStore, name: str, code: dict[str, Any]) -> CircuitBreaker:
+    return CircuitBreaker(name, store=store, **code)
+
+
+BUILDERS["breaker"] = _build
+_DEFAULTS.update(
+    (k, p.default) for k, p in inspect.signature(CircuitBreaker.__init__).parameters.items() if k in SHARED_OPTIONS
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import os
 import random
 import threading
@@ -23,6 +24,7 @@ from typing import Any, Callable, TypeVar
 
 from . import _core
 from . import _procident as _pi
+from .directory import BUILDERS, Entry, effective
 from .errors import ConcurrencyLimitExceeded, ConfigError
 from .store import SharedStore, resolve_store
 
@@ -33,6 +35,7 @@ _MAX_DELAY = 0.02
 _CONTENDED_WINDOW_NS = 50_000_000  # "someone found the cap full within 50 ms"
 
 _current_owner = _pi.current_owner
+_log = logging.getLogger("sluicegate.concurrency")
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> int:
@@ -49,15 +52,36 @@ def _check_seconds(name: str, value: object, *, allow_none: bool = True) -> floa
     return float(value)
 
 
-def _fingerprint(adaptive: bool, limit: int, min_limit: int, max_limit: int) -> int:
-    return (int(adaptive) << 63) | (limit & 0x1FFFF) | ((min_limit & 0x1FFFF) << 17) | ((max_limit & 0x1FFFF) << 34)
-
-
-def _describe(fp: int) -> str:
-    limit, lo, hi = fp & 0x1FFFF, (fp >> 17) & 0x1FFFF, (fp >> 34) & 0x1FFFF
-    if fp >> 63:
-        return f"adaptive=True, limit={limit}, min_limit={lo}, max_limit={hi}"
-    return f"limit={limit}"
+def _cap_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The one validator of a cap's shared configuration (code, override or file):
+    limit, adaptive, min_limit, max_limit, backoff, slow_call."""
+    unknown = set(cfg) - {"limit", "adaptive", "min_limit", "max_limit", "backoff", "slow_call"}
+    if unknown:
+        raise ConfigError(f"unknown ConcurrencyLimiter option(s): {', '.join(sorted(unknown))}")
+    if "limit" not in cfg:
+        raise ConfigError("a ConcurrencyLimiter needs a limit, e.g. limit=20")
+    limit = _check_int("limit", cfg["limit"], 1, MAX_LIMIT)
+    adaptive = cfg.get("adaptive", False)
+    min_limit, max_limit = cfg.get("min_limit"), cfg.get("max_limit")
+    if not isinstance(adaptive, bool):
+        raise ConfigError(f"adaptive must be a bool, got {adaptive!r}")
+    if adaptive:
+        lo = 1 if min_limit is None else _check_int("min_limit", min_limit, 1, MAX_LIMIT)
+        hi = min(MAX_LIMIT, 2 * limit) if max_limit is None else _check_int("max_limit", max_limit, 1, MAX_LIMIT)
+        if lo > hi:
+            raise ConfigError(f"min_limit ({lo}) must not exceed max_limit ({hi})")
+        if not lo <= limit <= hi:
+            raise ConfigError(f"limit ({limit}) must lie within min_limit..max_limit ({lo}..{hi})")
+    else:
+        if min_limit is not None or max_limit is not None:
+            raise ConfigError("min_limit and max_limit apply only with adaptive=True")
+        lo = hi = limit
+    backoff = cfg.get("backoff", 0.9)
+    if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 0.0 < backoff < 1.0:
+        raise ConfigError(f"backoff must be a number in (0, 1), got {backoff!r}")
+    return {"limit": limit, "adaptive": adaptive, "min_limit": lo if adaptive else None,
+            "max_limit": hi if adaptive else None, "backoff": float(backoff),
+            "slow_call": _check_seconds("slow_call", cfg.get("slow_call"))}
 
 
 class Permit:
@@ -176,7 +200,7 @@ class ConcurrencyLimiter:
         name: str,
         limit: int,
         *,
-        store: SharedStore | None = None,
+        store: SharedStore | str | None = None,
         adaptive: bool = False,
         min_limit: int | None = None,
         max_limit: int | None = None,
@@ -186,47 +210,22 @@ class ConcurrencyLimiter:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty str, got {name!r}")
-        _check_int("limit", limit, 1, MAX_LIMIT)
-        if not isinstance(adaptive, bool):
-            raise ConfigError(f"adaptive must be a bool, got {adaptive!r}")
-        if adaptive:
-            lo = 1 if min_limit is None else _check_int("min_limit", min_limit, 1, MAX_LIMIT)
-            hi = min(MAX_LIMIT, 2 * limit) if max_limit is None else _check_int("max_limit", max_limit, 1, MAX_LIMIT)
-            if lo > hi:
-                raise ConfigError(f"min_limit ({lo}) must not exceed max_limit ({hi})")
-            if not lo <= limit <= hi:
-                raise ConfigError(f"limit ({limit}) must lie within min_limit..max_limit ({lo}..{hi})")
-        else:
-            if min_limit is not None or max_limit is not None:
-                raise ConfigError("min_limit and max_limit apply only with adaptive=True")
-            lo = hi = limit
-        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 0.0 < backoff < 1.0:
-            raise ConfigError(f"backoff must be a number in (0, 1), got {backoff!r}")
+        code = _cap_config({"limit": limit, "adaptive": adaptive, "min_limit": min_limit, "max_limit": max_limit,
+                            "backoff": backoff, "slow_call": slow_call})
         if isinstance(drop_on, type):
             drop_on = (drop_on,)
         if not isinstance(drop_on, tuple) or not all(
             isinstance(t, type) and issubclass(t, BaseException) for t in drop_on
         ):
             raise ConfigError(f"drop_on must be an exception class or a tuple of them, got {drop_on!r}")
-        self.slow_call: float | None = _check_seconds("slow_call", slow_call)
         self.name = name
-        self.adaptive = adaptive
-        self.min_limit = lo
-        self.max_limit = hi
-        self.backoff = float(backoff)
         self.drop_on: tuple[type[BaseException], ...] = drop_on
-        self._configured = limit
+        self._code = code  # what this process's code says (pickled; the directory may say more)
         self._store = resolve_store(store)
-        fp = _fingerprint(adaptive, limit, lo, hi)
-        try:
-            self._core = _core.CapCore(self._store._table, name, hi, fp, limit, lo, adaptive)
-        except ValueError as e:
-            have = _describe(int(e.args[0]))
-            raise ConfigError(
-                f"ConcurrencyLimiter {name!r} already exists in this store with {have}; "
-                f"got {_describe(fp)} (use another name, or the same configuration)"
-            ) from None
-        self._backoff_1024 = max(1, min(1023, int(self.backoff * 1024)))
+        self._core = _core.CapCore(self._store._table, name)
+        self._entry = Entry(self._store, "cap", name)
+        version, doc = self._entry.publish_code(code)
+        self._follow(effective(doc), version)
         self._held: list[Permit] = []
         # waiters in this process sleep on a condition that local releases notify; releases in
         # other processes are seen by polling with backoff (no cross-process wakeup primitive)
@@ -234,11 +233,60 @@ class ConcurrencyLimiter:
         self._nwait = 0
         _live_caps.add(self)
 
+    # -- configuration: the directory's, followed at the next acquire --------------------
+    def _follow(self, cfg: dict[str, Any], version: int) -> None:
+        cfg = _cap_config(cfg)
+        self.adaptive: bool = cfg["adaptive"]
+        limit = cfg["limit"]
+        self.min_limit: int = cfg["min_limit"] if self.adaptive else limit
+        self.max_limit: int = cfg["max_limit"] if self.adaptive else limit
+        self.backoff: float = cfg["backoff"]
+        self.slow_call: float | None = cfg["slow_call"]
+        self._configured = limit
+        self._backoff_1024 = max(1, min(1023, int(self.backoff * 1024)))
+        self._core.configure(self.max_limit, limit, self.min_limit, self.adaptive)
+        self._core._watch(self._entry.dir_entry, version)
+
+    def _follow_directory(self) -> None:
+        version, doc = self._entry.read()
+        try:
+            assert doc is not None
+            self._follow(effective(doc), version)
+        except Exception:  # a configuration this process cannot use: keep the last one
+            _log.exception("ConcurrencyLimiter %r: cannot follow configuration version %d; keeping %s",
+                           self.name, version, self.config)
+            self._core._watch(self._entry.dir_entry, version)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The configuration in effect."""
+        if self._core._moved():
+            self._follow_directory()
+        return {"limit": self._configured, "adaptive": self.adaptive,
+                "min_limit": self.min_limit if self.adaptive else None,
+                "max_limit": self.max_limit if self.adaptive else None,
+                "backoff": self.backoff, "slow_call": self.slow_call}
+
+    def reconfigure(self, **options: Any) -> None:
+        """Change this cap in every process, at each one's next acquire, until reconfigure()
+        with no options clears the override.  A new limit applies to new acquires; holders
+        keep their permits (and count against a lowered limit until they release)."""
+        if options:
+            _, doc = self._entry.read()
+            assert doc is not None
+            new = _cap_config({**effective(doc), **options})
+            options = {k: new[k] for k in options}
+        version, doc = self._entry.set_override(options or None)
+        self._follow(effective(doc), version)
+
     # -- acquiring ----------------------------------------------------------------------
     def try_acquire(self) -> Permit | None:
         """A permit now, or None if the cap is full (after reclaiming dead holders)."""
         owner = _pi._owner or _current_owner()
         idx = self._core.try_acquire(owner, owner >> 42)
+        if idx == -2:  # a new configuration: follow it first
+            self._follow_directory()
+            idx = self._core.try_acquire(owner, owner >> 42)
         if idx < 0:
             if not self.reclaim():
                 return None
@@ -464,11 +512,7 @@ class ConcurrencyLimiter:
         }
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            _rebuild,
-            (self.name, self._configured, self._store, self.adaptive, self.min_limit, self.max_limit,
-             self.backoff, self.drop_on, self.slow_call),
-        )
+        return (_rebuild, (self.name, self._store, self._code, self.drop_on))
 
     def __repr__(self) -> str:
         return f"<ConcurrencyLimiter {self.name!r} in_use={self.in_use} limit={self.limit}>"
@@ -489,9 +533,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _rebuild(name: str, limit: int, store: SharedStore, adaptive: bool, lo: int, hi: int, backoff: float,
-             drop_on: tuple[type[BaseException], ...], slow_call: float | None) -> ConcurrencyLimiter:
-    if adaptive:
-        return ConcurrencyLimiter(name, limit, store=store, adaptive=True, min_limit=lo, max_limit=hi,
-                                  backoff=backoff, drop_on=drop_on, slow_call=slow_call)
-    return ConcurrencyLimiter(name, limit, store=store, drop_on=drop_on, slow_call=slow_call)
+def _rebuild(name: str, store: SharedStore, code: dict[str, Any],
+             drop_on: tuple[type[BaseException], ...]) -> ConcurrencyLimiter:
+    return ConcurrencyLimiter(name, store=store, drop_on=drop_on, **code)
+
+
+def _build(store: SharedStore, name: str, code: dict[str, Any]) -> ConcurrencyLimiter:
+    return ConcurrencyLimiter(name, store=store, **code)
+
+
+BUILDERS["cap"] = _build

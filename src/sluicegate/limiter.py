@@ -196,6 +196,7 @@ class RateLimiter(_core._RateCore):
     @property
     def config(self) -> dict[str, Any]:
         """The configuration in effect: rate, burst, algorithm."""
+        self._follow_if_moved()
         return {"rate": [str(r) for r in self.rates], "burst": self.burst, "algorithm": self.algorithm}
 
     def reconfigure(self, **options: Any) -> None:
