@@ -11,6 +11,7 @@ two processes racing to create one name end with exactly one initialiser.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import tempfile
@@ -91,6 +92,52 @@ def _open_existing(path: str, label: str, *, own: bool = False) -> _core.Table:
         raise
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_ZERO_CHUNK = 1 << 20
+
+
+def _free_bytes(directory: str) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _no_space(label: str, directory: str, size: int, e: OSError) -> StoreError:
+    free = _free_bytes(directory)
+    have = "an unknown number of" if free is None else str(free)
+    return StoreError(
+        f"cannot create {label}: {directory} cannot back it ({e.strerror}); it needs {size} bytes and "
+        f"{have} bytes are free. Free space there, enlarge the filesystem (a container's /dev/shm: "
+        "docker run --shm-size), or create the store with a smaller capacity"
+    )
+
+
+def _reserve(fd: int, size: int, label: str, directory: str) -> None:
+    """Allocate every block of the store file before it is mapped.  A sparse file on a
+    filesystem that fills up (a small tmpfs such as a container's 64 MiB /dev/shm) kills
+    the process that first touches an unbacked page with SIGBUS; reserved, it cannot."""
+    try:
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fd, 0, size)
+                return
+            except OSError as e:
+                if e.errno in _NO_SPACE:
+                    raise
+                # not supported by this filesystem (EOPNOTSUPP, EINVAL): write the zeros
+        os.ftruncate(fd, 0)
+        zeros = bytes(min(size, _ZERO_CHUNK))
+        done = 0
+        while done < size:
+            done += os.pwrite(fd, zeros[: size - done], done)
+    except OSError as e:
+        if e.errno in _NO_SPACE:
+            raise _no_space(label, directory, size, e) from None
+        raise StoreError(f"cannot create {label} in {directory}: {e.strerror}") from e
+
+
 def _create(path: str, capacity: int, label: str, *, own: bool = False) -> tuple[_core.Table, bool]:
     """Create-or-attach; returns (table, created_by_us)."""
     directory = os.path.dirname(path) or "."
@@ -102,7 +149,7 @@ def _create(path: str, capacity: int, label: str, *, own: bool = False) -> tuple
     except OSError as e:
         raise StoreError(f"cannot create {label} in {directory}: {e.strerror}") from e
     try:
-        os.ftruncate(fd, size)
+        _reserve(fd, size, label, directory)
         mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         _core.Table.initialise(mm, capacity)
         try:
