@@ -65,9 +65,30 @@ def _map_fd(fd: int, label: str) -> tuple[mmap.mmap, int]:
     return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE), size
 
 
-def _open_existing(path: str, label: str, *, own: bool = False) -> _core.Table:
-    """Attach to an existing store file.  own=True (named stores, which live in the
-    world-writable shm directory) refuses a file another user created there."""
+def _check_trusted(fd: int, path: str, label: str) -> None:
+    """Refuse a store file that another user owns or can write: whoever can write it
+    can change this process's limits and breakers, or kill it by truncating the file."""
+    if not hasattr(os, "geteuid"):
+        return
+    st = os.fstat(fd)
+    me = os.geteuid()
+    if st.st_uid != me:
+        raise StoreError(
+            f"{label} ({path}) belongs to uid {st.st_uid}, not to this process (uid {me}); "
+            "refusing to share limits with another user's store. Use a store this user "
+            "created, or pass trust_foreign=True if that user is trusted"
+        )
+    if st.st_mode & 0o022:
+        raise StoreError(
+            f"{label} ({path}) is writable by its group or by other users (mode {st.st_mode & 0o777:#o}); "
+            "any of them could change the limits or kill every process using it by truncating it. "
+            f"Run chmod 600 {path}, or pass trust_foreign=True if they are trusted"
+        )
+
+
+def _open_existing(path: str, label: str, *, trust_foreign: bool = False) -> _core.Table:
+    """Attach to an existing store file.  Unless trust_foreign, a file another user
+    owns or can write is refused (_check_trusted)."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -75,13 +96,8 @@ def _open_existing(path: str, label: str, *, own: bool = False) -> _core.Table:
     except OSError as e:
         raise StoreError(f"cannot open {label}: {e.strerror}") from e
     try:
-        if own and hasattr(os, "geteuid"):
-            uid = os.fstat(fd).st_uid
-            if uid != os.geteuid():
-                raise StoreError(
-                    f"{label} ({path}) belongs to uid {uid}, not to this process (uid {os.geteuid()}); "
-                    "refusing to share limits with another user's store"
-                )
+        if not trust_foreign:
+            _check_trusted(fd, path, label)
         mm, _ = _map_fd(fd, label)
     finally:
         os.close(fd)
@@ -138,7 +154,7 @@ def _reserve(fd: int, size: int, label: str, directory: str) -> None:
         raise StoreError(f"cannot create {label} in {directory}: {e.strerror}") from e
 
 
-def _create(path: str, capacity: int, label: str, *, own: bool = False) -> tuple[_core.Table, bool]:
+def _create(path: str, capacity: int, label: str, *, trust_foreign: bool = False) -> tuple[_core.Table, bool]:
     """Create-or-attach; returns (table, created_by_us)."""
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -168,7 +184,7 @@ def _create(path: str, capacity: int, label: str, *, own: bool = False) -> tuple
             pass
     if not created:
         mm.close()
-        return _open_existing(path, label, own=own), False
+        return _open_existing(path, label, trust_foreign=trust_foreign), False
     return _core.Table(mm, label), True
 
 
@@ -178,6 +194,9 @@ class SharedStore:
     SharedStore("orders")          named: create-or-attach from any process
     SharedStore(path="x.sg")       file-backed: survives every process exiting
     SharedStore()                  anonymous: shared with children forked after it
+
+    A named or file store that another user owns, or that its group or other users
+    can write, is refused with StoreError unless trust_foreign=True.
     """
 
     def __init__(
@@ -187,13 +206,17 @@ class SharedStore:
         capacity: int | None = None,
         path: str | os.PathLike[str] | None = None,
         create: bool = True,
+        trust_foreign: bool = False,
     ) -> None:
         if capacity is not None:
             _check_capacity(capacity)
         if name is not None and path is not None:
             raise ConfigError("give a store either a name or a path, not both")
+        if not isinstance(trust_foreign, bool):
+            raise ConfigError(f"trust_foreign must be a bool, got {trust_foreign!r}")
         self._name = name
         self._path = os.fspath(path) if path is not None else None
+        self._trust_foreign = trust_foreign
         self.created = False
         if name is None and self._path is None:
             self.kind = "anonymous"
@@ -209,13 +232,14 @@ class SharedStore:
                 assert self._path is not None
                 self.kind, file, label = "file", os.path.abspath(self._path), f"store file {self._path!r}"
             self._file = file
-            own = self.kind == "named"
             try:
-                self._table = _open_existing(file, label, own=own)
+                self._table = _open_existing(file, label, trust_foreign=trust_foreign)
             except FileNotFoundError:
                 if not create:
                     raise StoreNotFound(f"{label} does not exist") from None
-                self._table, self.created = _create(file, capacity or DEFAULT_CAPACITY, label, own=own)
+                self._table, self.created = _create(
+                    file, capacity or DEFAULT_CAPACITY, label, trust_foreign=trust_foreign
+                )
             if capacity is not None and self._table.capacity != capacity:
                 have = self._table.capacity
                 self._table.close().close()
@@ -294,8 +318,8 @@ class SharedStore:
         # attach only, by absolute path: a store that is gone, or a relative path read
         # from another working directory, must not become a new, empty, unshared store
         if self.kind == "named":
-            return (_attach_named, (self._name,))
-        return (_attach_path, (self._file,))
+            return (_attach_named, (self._name, self._trust_foreign))
+        return (_attach_path, (self._file, self._trust_foreign))
 
     def __repr__(self) -> str:
         where = {"named": f"name={self._name!r}", "file": f"path={self._path!r}", "anonymous": "anonymous"}[self.kind]
@@ -303,12 +327,12 @@ class SharedStore:
         return f"<SharedStore {where}{state}>"
 
 
-def _attach_named(name: str) -> SharedStore:
-    return SharedStore(name, create=False)
+def _attach_named(name: str, trust_foreign: bool = False) -> SharedStore:
+    return SharedStore(name, create=False, trust_foreign=trust_foreign)
 
 
-def _attach_path(path: str) -> SharedStore:
-    return SharedStore(path=path, create=False)
+def _attach_path(path: str, trust_foreign: bool = False) -> SharedStore:
+    return SharedStore(path=path, create=False, trust_foreign=trust_foreign)
 
 
 # -- the process-default store --------------------------------------------------------
