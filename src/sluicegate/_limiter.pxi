@@ -238,6 +238,7 @@ cdef class _RateCore:
         cdef sg_hash128 *hs
         cdef uint8_t[::1] outv
         cdef unsigned char[::1] pin
+        cdef sg_table tl
         cdef uint64_t nallowed = 0, now
         rate_ready(self)
         if cost is not 1:
@@ -271,11 +272,17 @@ cdef class _RateCore:
                     for i in range(nr):
                         hash_key(klist[k], self._seeds[i], &hs[k * nr + i])
             now = 0  # the core reads the clock, and again if the batch outlives a window
-            # pin the mapping: while this buffer export lives, a close() from another
-            # thread cannot unmap the region under the GIL-free loop below
+            # Fence against a close() from another thread while the GIL is released: the
+            # pin (a buffer export) keeps the region mapped (mmap.close() refuses while it
+            # lives, and the last reference unmaps it), and the loop works on a copy of the
+            # table struct, because close() clears the Table's own hdr under it.  A batch in
+            # flight finishes on the still-mapped region; every call after close() raises.
             pin = self._tbl.mv
+            tl = self._tbl.t
+            if tl.hdr == NULL:  # closed while the keys were hashed
+                self._tbl.check()
             with nogil:
-                rc = sg_rates_apply_many(&self._tbl.t, hs, <size_t>n, self._rates, nr, c, now, &outv[0], &done)
+                rc = sg_rates_apply_many(&tl, hs, <size_t>n, self._rates, nr, c, now, &outv[0], &done)
         finally:
             free(hs)
         for k in range(<Py_ssize_t>done):
