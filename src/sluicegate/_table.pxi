@@ -145,6 +145,8 @@ cdef class Table:
     def stats(self):
         cdef sg_stats s
         self.check()
+        # it reads every slot anyway: first repair a count a killed process left too high
+        sg_table_recount(&self.t)
         sg_table_stats(&self.t, &s)
         return {"capacity": s.capacity, "slots": s.nslots, "used": s.live,
                 "reclaimable": s.reclaimable, "permanent": s.permanent, "claiming": s.claiming}
