@@ -1,8 +1,9 @@
 """ConcurrencyLimiter: a host-wide semaphore in the shared store.
 
-Every permit is a holder record [pid | process start time] taken with one CAS, so a
-SIGKILLed holder leaves a record that the next acquire finding the cap full frees
-(a reused pid has another start time and is never mistaken for the holder).
+Every permit is a holder record [pid | pid namespace | process start time] taken with
+one CAS, so a SIGKILLed holder leaves a record that the next acquire finding the cap
+full frees (a reused pid has another start time and is never mistaken for the holder;
+a holder in another pid namespace cannot be judged from here and is never freed).
 Adaptive mode is AIMD as in Netflix concurrency-limits: a success with enough
 permits in flight grows the shared limit by one, a drop (an exception listed in
 drop_on, or a call slower than slow_call) multiplies it by backoff, always within
@@ -430,7 +431,7 @@ class ConcurrencyLimiter:
         return freed
 
     def holders(self) -> list[dict[str, Any]]:
-        """Every held permit: index, pid, alive, held_for (seconds)."""
+        """Every held permit: index, pid, alive, local (False: another pid namespace), held_for (seconds)."""
         now = int(self._store._table.now())
         out = []
         for idx, owner, since in self._core.holders():
@@ -439,6 +440,9 @@ class ConcurrencyLimiter:
                     "index": idx,
                     "pid": _pi.owner_pid(owner),
                     "alive": _pi.owner_alive(owner),
+                    # False: a holder in another pid namespace (a container sharing the
+                    # store), whose liveness cannot be judged here; it is never reclaimed
+                    "local": _pi.owner_local(owner),
                     "held_for": max(0, now - since) / 1e9 if since else 0.0,
                 }
             )
