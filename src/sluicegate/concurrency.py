@@ -199,6 +199,7 @@ class ConcurrencyLimiter:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty str, got {name!r}")
+        _core.namespace_seed(4, name)  # ConfigError for a name with no UTF-8 form
         _check_int("limit", limit, 1, MAX_LIMIT)
         if not isinstance(adaptive, bool):
             raise ConfigError(f"adaptive must be a bool, got {adaptive!r}")
@@ -306,7 +307,7 @@ class ConcurrencyLimiter:
     def acquire(self, timeout: float | None = None, block: bool = True) -> Permit:
         """Wait for a permit (timeout None: forever). Raises ConcurrencyLimitExceeded on
         timeout, or at once with block=False. Give it back with permit.release() or release()."""
-        p = self._acquire(timeout, block)
+        p = self._acquire(_check_seconds("timeout", timeout), block)
         self._remember(p)
         return p
 
@@ -339,7 +340,7 @@ class ConcurrencyLimiter:
 
     async def acquire_async(self, timeout: float | None = None, block: bool = True) -> Permit:
         """The async form of acquire()."""
-        p = await self._acquire_async(timeout, block)
+        p = await self._acquire_async(_check_seconds("timeout", timeout), block)
         self._remember(p)
         return p
 
@@ -384,11 +385,11 @@ class ConcurrencyLimiter:
 
     def slot(self, timeout: float | None = None) -> Permit:
         """Context manager holding one permit for the block (acquired on enter)."""
-        return Permit(self, -1, 0, timeout)
+        return Permit(self, -1, 0, _check_seconds("timeout", timeout))
 
     def slot_async(self, timeout: float | None = None) -> Permit:
         """Async context manager: `async with cap.slot_async(timeout=1.0): ...`."""
-        return Permit(self, -1, 0, timeout)
+        return Permit(self, -1, 0, _check_seconds("timeout", timeout))
 
     def __call__(self, fn: F) -> F:
         """Decorator: every call of fn (sync or async) holds one permit.

@@ -16,6 +16,7 @@ import mmap
 import os
 import tempfile
 import threading
+import time
 from typing import Any
 
 from . import _core
@@ -154,9 +155,47 @@ def _reserve(fd: int, size: int, label: str, directory: str) -> None:
         raise StoreError(f"cannot create {label} in {directory}: {e.strerror}") from e
 
 
+_STALE_TMP_S = 60.0  # a creator takes milliseconds: a temp file this old is abandoned
+
+
+def _remove_stale_tmp(directory: str, base: str) -> None:
+    """Remove the temp files of creators of `base` that died before publishing it
+    (SIGKILLed mid-create): they would hold their size in the directory for good.
+    Only files older than _STALE_TMP_S whose pid is gone here: a pid of another pid
+    namespace (a container sharing the directory) looks gone but may be mid-create."""
+    prefix = f".{base}."
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except OSError:
+        return
+    cutoff = time.time() - _STALE_TMP_S
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    for e in entries:
+        pid_s = e.name[len(prefix):].split(".", 1)[0]
+        try:
+            st = e.stat(follow_symlinks=False)
+            pid = int(pid_s)
+        except (OSError, ValueError):
+            continue
+        if st.st_mtime > cutoff or (me is not None and st.st_uid != me) or pid <= 0:
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive (a very slow creator): leave it
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.unlink(e.path)
+        except OSError:
+            pass
+
+
 def _create(path: str, capacity: int, label: str, *, trust_foreign: bool = False) -> tuple[_core.Table, bool]:
     """Create-or-attach; returns (table, created_by_us)."""
     directory = os.path.dirname(path) or "."
+    _remove_stale_tmp(directory, os.path.basename(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
     size = _core.store_size(capacity)
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -288,6 +327,11 @@ class SharedStore:
         except FileNotFoundError:
             if not missing_ok:
                 raise StoreNotFound(f"store {name!r} does not exist") from None
+        except OSError as e:
+            raise StoreError(
+                f"cannot unlink store {name!r} ({path}): {e.strerror}; in the sticky shm directory only "
+                "the user who created a store (or root) can remove it"
+            ) from None
 
     # -- contents -------------------------------------------------------------------
     def counter(self, name: str) -> _core.Counter:
