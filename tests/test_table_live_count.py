@@ -26,7 +26,8 @@ STORM = textwrap.dedent("""
     import json, os, random, signal, sys, time
     import sluicegate as sg
 
-    name, capacity, workers, seconds, most = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+    name, capacity, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    seconds, most = float(sys.argv[4]), int(sys.argv[5])  # the storm ends at whichever comes first
     store = sg.SharedStore(name, capacity=capacity)
 
     def churn(seed):
