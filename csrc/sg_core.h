@@ -85,7 +85,9 @@ typedef struct sg_header {
     uint64_t boot_key;     /* boot the base belongs to; 1 while rebasing */
     uint64_t wall_epoch;   /* CLOCK_REALTIME at store time 0 */
     uint64_t high_water;   /* a store time already reached (sg_store_mark); 0 in old stores */
-    uint64_t _pad1[3];
+    uint64_t sweep_cursor; /* next slot the bounded sweep of a full store looks at (atomic) */
+    uint64_t recount_ns;   /* store time of the last recount of live (atomic); 0 never */
+    uint64_t _pad1[1];
     uint64_t dir_lock;     /* creating a directory entry: a writer's claim (sg_directory.c) */
     uint64_t _pad2[7];
 } sg_header;
@@ -187,6 +189,20 @@ typedef struct {
     uint64_t capacity, nslots, live, reclaimable, permanent, claiming;
 } sg_stats;
 void sg_table_stats(const sg_table *t, sg_stats *out);
+
+/* Slots the slow path of a full store looks at per call (its sweep for an idle key
+ * anywhere in the table), so a new key on a full store costs a bounded time. */
+#define SG_SWEEP_BUDGET 128u
+/* `live` is a reservation count: a process killed between reserving and claiming a
+ * slot (or between failing and giving the reservation back) leaves it too high for
+ * good.  A create that finds the store full recounts the LIVE and CLAIMING slots, at
+ * most once per max(SG_RECOUNT_MIN_NS, SG_RECOUNT_NS_PER_SLOT * nslots) for the whole
+ * store (a recount reads every slot: at most ~1% of one CPU), and CASes the count.
+ * Reservations in flight during a recount are not in it; the next recount restores
+ * them.  sg_table_recount does one now (returns 1 if it changed the count). */
+#define SG_RECOUNT_MIN_NS 100000000ULL
+#define SG_RECOUNT_NS_PER_SLOT 1000ULL
+int sg_table_recount(sg_table *t);
 
 static inline uint64_t *sg_words(sg_table *t, uint64_t idx) { return t->slots[idx].v; }
 

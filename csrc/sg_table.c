@@ -387,11 +387,18 @@ static int write_identity(sg_slot *s, uint64_t mine, sg_hash128 h, uint8_t tag, 
     return 1;
 }
 
-/* Free some idle reclaimable slots anywhere in the table (slow path when full). */
-static int sweep(sg_table *t, uint64_t start, uint64_t now) {
+/* Free the idle reclaimable slots of the next SG_SWEEP_BUDGET slots after a cursor
+ * shared by every process in the header (slow path when full).  Its cost is bounded
+ * whatever the table's size, successive calls (from any process) go round the whole
+ * table, and every idle slot of the stretch is freed, not just one: the next creates
+ * then reserve a place at once instead of each sweeping a stretch of its own. */
+static int sweep(sg_table *t, uint64_t now) {
     uint64_t real_now = sg_store_now(t);
+    uint64_t budget = t->mask < SG_SWEEP_BUDGET ? t->mask + 1 : SG_SWEEP_BUDGET;
+    uint64_t start = __atomic_fetch_add(&t->hdr->sweep_cursor, budget, __ATOMIC_RELAXED);
     int took = 0; /* a dead claim taken over gives its reservation back: worth a retry */
-    for (uint64_t k = 0; k <= t->mask; k++) {
+    int freed = 0;
+    for (uint64_t k = 0; k < budget; k++) {
         sg_slot *s = &t->slots[(start + k) & t->mask];
         uint64_t c = sg_load(&s->ctl), mine;
         if (CTL_STATE(c) == ST_CLAIMING && claim_is_stale(c, real_now)) {
@@ -402,17 +409,50 @@ static int sweep(sg_table *t, uint64_t start, uint64_t now) {
         if (CTL_STATE(c) != ST_LIVE || CTL_PERM(c)) continue;
         if (try_claim(t, s, c, 1, 0, now, real_now, &mine)) {
             abort_claim(t, s, mine); /* sealed and emptied: live - 1 */
-            return 1;
+            freed = 1;
         }
     }
-    return took;
+    return freed || took;
+}
+
+/* Slots holding a reservation: LIVE or CLAIMING, permanent or reclaimable. */
+static uint64_t count_held(const sg_table *t) {
+    uint64_t n = 0;
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        unsigned st = CTL_STATE(sg_load(&t->slots[i].ctl));
+        n += st == ST_LIVE || st == ST_CLAIMING;
+    }
+    return n;
+}
+
+/* Set live to the number of slots that hold a reservation, if it did not change while
+ * they were counted (a reservation or release meanwhile: leave it to the next one). */
+static int recount(sg_table *t) {
+    uint64_t before = __atomic_load_n(&t->hdr->live, __ATOMIC_ACQUIRE);
+    uint64_t held = count_held(t);
+    return held != before && __atomic_compare_exchange_n(&t->hdr->live, &before, held, 0, __ATOMIC_ACQ_REL,
+                                                         __ATOMIC_ACQUIRE);
+}
+
+int sg_table_recount(sg_table *t) { return recount(t); }
+
+/* A recount from the full path: one process per interval (a CAS of recount_ns). */
+static int recount_due(sg_table *t, uint64_t real_now) {
+    uint64_t every = (t->mask + 1) * SG_RECOUNT_NS_PER_SLOT;
+    if (every < SG_RECOUNT_MIN_NS) every = SG_RECOUNT_MIN_NS;
+    uint64_t last = __atomic_load_n(&t->hdr->recount_ns, __ATOMIC_ACQUIRE);
+    /* a stamp from the future (garbage, or another boot's clock) is overdue too */
+    if (last && last <= real_now && real_now - last < every) return 0;
+    if (!__atomic_compare_exchange_n(&t->hdr->recount_ns, &last, real_now, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return 0; /* another process is recounting */
+    return recount(t);
 }
 
 int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now, int create,
                  uint64_t *idx, uint8_t *tag) {
     int perm = kind == SG_SLOT_PERMANENT;
     uint64_t home = h.a & t->mask;
-    int swept = 0;
+    int swept = 0, recounted = 0;
     for (unsigned attempt = 0; attempt < 100000; attempt++) {
         if (find_live(t, h, idx, tag) == SG_OK) return SG_OK;
         if (!create) return SG_NOTFOUND;
@@ -456,9 +496,14 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         if (!found) {
             if (reserved) live_dec(t);
             if (took && !reserved) continue; /* a dead claim's reservation came back: reserve again */
-            if (!swept && sweep(t, h.b, now)) {
+            if (!swept) {
                 swept = 1;
-                continue;
+                if (sweep(t, now)) continue;
+            }
+            /* full by the count: it may be a dead process's leaked reservations */
+            if (!reserved && !recounted) {
+                recounted = 1;
+                if (recount_due(t, real_now)) continue;
             }
             return SG_ERR_FULL;
         }

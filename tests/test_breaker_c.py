@@ -52,3 +52,16 @@ def test_breaker_core_under_sanitizer(tmp_path, sanitizer):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "WARNING: ThreadSanitizer" not in run.stderr, run.stderr
     assert run.stdout.startswith("ok"), run.stdout
+
+
+@pytest.mark.skipif(CC is None or not CSRC.is_dir(), reason="needs a C compiler and the csrc/ tree (source checkout)")
+def test_breaker_stress_survives_a_preemption_between_a_step_and_its_check(tmp_path):
+    """The sanitizer run above failed now and then (issue 9) at its first check: a 1 ms
+    reset was judged on the real clock, so a preemption of over 1 ms between the failure
+    and the check had already ended the open period.  The harness stalls 2 ms there."""
+    exe = tmp_path / "breaker_stress_stall"
+    cmd = [CC, "-std=c11", "-O1", "-DSTRESS_STALL_NS=2000000", f"-I{CSRC}", *SOURCES, "-o", str(exe), "-lpthread"]
+    build = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], check=False, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith("ok"), run.stdout + run.stderr

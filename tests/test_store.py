@@ -356,7 +356,7 @@ def test_named_store_of_another_user_is_refused(store_name):
         return
     with pytest.raises(sg.StoreError, match="belongs to uid"):
         sg.SharedStore(store_name)
-    with sg.SharedStore(path=path) as s:  # an explicit path is the caller's own choice
+    with sg.SharedStore(path=path, trust_foreign=True) as s:  # only with an explicit opt-in
         assert s.capacity == 16
 
 

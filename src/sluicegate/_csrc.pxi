@@ -53,6 +53,7 @@ cdef extern from "sg_core.h" nogil:
     int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now,
                      int create, uint64_t *idx, uint8_t *tag)
     void sg_table_stats(const sg_table *t, sg_stats *out)
+    int sg_table_recount(sg_table *t)
     uint64_t *sg_words(sg_table *t, uint64_t idx)
     uint64_t sg_load(const uint64_t *p)
     void sg_store(uint64_t *p, uint64_t v)

@@ -90,7 +90,7 @@ def dir_find(Table tbl, uint32_t kind, str name, bint create):
     try:
         b = name.encode("utf-8")
     except UnicodeEncodeError:
-        raise _DirConfigError(f"policy name {name!r} is not valid UTF-8 text") from None
+        raise _DirConfigError(f"policy name {name!r} has no UTF-8 form (a lone surrogate?)") from None
     rc = sg_dir_find(&tbl.t, kind, b, len(b), create, &idx)
     if rc == SG_NOTFOUND:
         return None

@@ -20,7 +20,6 @@ import os as _os
 
 _np = None  # numpy, imported on the first allow_many (keeps `import sluicegate` light)
 _NO_KEY = object()
-from sluicegate.errors import ConfigError as _ConfigError
 
 ALGO_GCRA = SG_ALGO_GCRA
 ALGO_FIXED = SG_ALGO_FIXED
@@ -266,11 +265,15 @@ cdef class _RateCore:
         cdef sg_hash128 *hs
         cdef uint8_t[::1] outv
         cdef unsigned char[::1] pin
+        cdef sg_table tl
         cdef uint64_t nallowed = 0, now
         cdef sg_rate *rates
         rate_ready(self)
         if cost is not 1:
             c = self._cost(cost)
+        if isinstance(keys, (str, bytes)):
+            raise KeyTypeError(f"allow_many takes an iterable of keys, not one {type(keys).__name__} key "
+                               f"(it would decide each character): use allow(key), or allow_many([key])")
         cdef list klist = keys if type(keys) is list else list(keys)
         n = len(klist)
         global _np
@@ -306,22 +309,40 @@ cdef class _RateCore:
                     for i in range(nr):
                         hash_key(klist[k], self._seeds[i], &hs[k * nr + i])
             now = 0  # the core reads the clock, and again if the batch outlives a window
-            # pin the mapping: while this buffer export lives, a close() from another
-            # thread cannot unmap the region under the GIL-free loop below
+            # Fence against a close() from another thread while the GIL is released: the
+            # pin (a buffer export) keeps the region mapped (mmap.close() refuses while it
+            # lives, and the last reference unmaps it), and the loop works on a copy of the
+            # table struct, because close() clears the Table's own hdr under it.  A batch in
+            # flight finishes on the still-mapped region; every call after close() raises.
             pin = self._tbl.mv
+            tl = self._tbl.t
+            if tl.hdr == NULL:  # closed while the keys were hashed
+                self._tbl.check()
             with nogil:
-                rc = sg_rates_apply_many(&self._tbl.t, hs, <size_t>n, rates, nr, c, now, &outv[0], &done)
+                rc = sg_rates_apply_many(&tl, hs, <size_t>n, rates, nr, c, now, &outv[0], &done)
+            for k in range(<Py_ssize_t>done):
+                nallowed += outv[k]
+            if rc != SG_OK:
+                # no silent charge: give back what the keys decided before the failure
+                # were charged (best effort, as refund()), then raise
+                now = sg_store_now(&tl)
+                for k in range(<Py_ssize_t>done):
+                    if outv[k]:
+                        for i in range(nr):
+                            sg_rate_refund(&tl, hs[k * nr + i], &rates[i], c, now)
         finally:
             free(hs)
             free(rates)
-        for k in range(<Py_ssize_t>done):
-            nallowed += outv[k]
+        if rc == SG_ERR_FULL:
+            raise StoreFull(f"rate limiter {self._cname!r}: allow_many found no free or idle slot for key "
+                            f"{done} of {n}; the {nallowed} keys admitted before it were refunded and the "
+                            "batch decided nothing. Create the store with a larger capacity")
+        if rc != SG_OK:
+            raise_table_rc(rc, f"rate limiter {self._cname!r}")
         if self._stat_gen != _fork_gen:
             self._restripe()
         sg_add(self._stat_w, nallowed)
         sg_add(self._stat_w + 1, <uint64_t>done - nallowed)
-        if rc != SG_OK:
-            raise_table_rc(rc, f"rate limiter {self._cname!r}")
         return out
 
     # -- fake-clock entry points (tests): now is store time in ns -----------------------

@@ -1,11 +1,18 @@
 """Who holds a permit: a process identity that survives pid reuse.
 
-An owner word is [pid:22 | start:42], where start is the process start time
-(clock ticks since boot from /proc/<pid>/stat field 22 on Linux, epoch seconds from
-`ps -o lstart` elsewhere).  A pid that was reused by a new process has another
-start time, so it is never mistaken for the old holder.  When a process exists but
-its start time cannot be read, it counts as alive: a permit may then stay held
-until that pid is gone, but a live holder never loses its permit."""
+An owner word is [pid:22 | pidns:16 | start:26], where start is the process start
+time (clock ticks since boot from /proc/<pid>/stat field 22 on Linux, epoch seconds
+from `ps -o lstart` elsewhere; kept modulo 2**26) and pidns a 16-bit tag of the
+holder's pid namespace (the inode of /proc/self/ns/pid; 0 where it cannot be read).
+A pid that was reused by a new process has another start time, so it is never
+mistaken for the old holder.  When a process exists but its start time cannot be
+read, it counts as alive: a permit may then stay held until that pid is gone, but a
+live holder never loses its permit.
+
+Containers that share /dev/shm or a volume run in other pid namespaces: there the
+holder's pid means another process, or none, so its liveness cannot be judged from
+here, and a holder whose pidns tag is not ours counts as alive (it is reclaimed from
+its own namespace).  Two namespaces share a tag with probability 2**-16."""
 
 from __future__ import annotations
 
@@ -14,11 +21,30 @@ import sys
 import time
 
 PID_BITS = 22
-START_BITS = 42
+NS_BITS = 16
+START_BITS = 26
 START_MASK = (1 << START_BITS) - 1
+NS_MASK = (1 << NS_BITS) - 1
+PID_SHIFT = START_BITS + NS_BITS  # 42: the pid is owner >> 42
 _LINUX = sys.platform.startswith("linux")
 
 _owner: int = 0
+_ns: int = -1
+
+
+def pid_namespace() -> int:
+    """This process's pid-namespace tag (1..2**16-1), or 0 where it cannot be read."""
+    global _ns
+    if _ns < 0:
+        try:
+            ino = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            _ns = 0
+        else:
+            # namespace inodes are nearly sequential: mix them before keeping 16 bits
+            tag = ((ino * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> (64 - NS_BITS)
+            _ns = tag or 1
+    return _ns
 
 
 UNKNOWN = -1  # the process exists but its start time cannot be read
@@ -66,10 +92,13 @@ def _ps_start(pid: int) -> int | None:
         return UNKNOWN
 
 
-def owner_word(pid: int, start: int) -> int:
+def owner_word(pid: int, start: int, ns: int | None = None) -> int:
+    """The owner word of (pid, start) in pid namespace tag ns (default: ours)."""
     if not 0 < pid < (1 << PID_BITS):
         raise OverflowError(f"pid {pid} does not fit in {PID_BITS} bits")
-    return (pid << START_BITS) | (start & START_MASK)
+    if ns is None:
+        ns = pid_namespace()
+    return (pid << PID_SHIFT) | ((ns & NS_MASK) << START_BITS) | (start & START_MASK)
 
 
 def current_owner() -> int:
@@ -83,12 +112,26 @@ def current_owner() -> int:
 
 
 def owner_pid(owner: int) -> int:
-    return owner >> START_BITS
+    return owner >> PID_SHIFT
+
+
+def owner_ns(owner: int) -> int:
+    return (owner >> START_BITS) & NS_MASK
+
+
+def owner_local(owner: int) -> bool:
+    """True if owner's liveness can be judged here: its pid namespace is ours (or was
+    not recorded, where there are none to tell apart)."""
+    ns = owner_ns(owner)
+    return ns == 0 or ns == pid_namespace()
 
 
 def owner_alive(owner: int) -> bool:
-    """True if the process recorded in owner is still running (same pid AND start time)."""
-    pid = owner >> START_BITS
+    """True if the process recorded in owner is still running (same pid AND start time),
+    or cannot be judged from here (another pid namespace)."""
+    if not owner_local(owner):
+        return True  # its pid means another process here, or none: never take its permit
+    pid = owner >> PID_SHIFT
     if pid <= 0:
         return False
     hidden = False
@@ -109,8 +152,9 @@ def owner_alive(owner: int) -> bool:
 
 
 def _after_fork_in_child() -> None:
-    global _owner
+    global _owner, _ns
     _owner = 0
+    _ns = -1  # a parent that called unshare(CLONE_NEWPID) forks into another namespace
 
 
 if hasattr(os, "register_at_fork"):

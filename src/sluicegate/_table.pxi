@@ -6,7 +6,7 @@ cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object, Py_ssize_t *) except NULL
 
 from sluicegate.errors import (
-    InvalidKey, KeyTypeError, StoreClosed, StoreError, StoreFull,
+    ConfigError as _ConfigError, InvalidKey, KeyTypeError, StoreClosed, StoreError, StoreFull,
 )
 
 MAX_KEY_BYTES = 1024
@@ -19,7 +19,11 @@ HEADER_SIZE = SG_HEADER_SIZE
 cdef int key_bytes(object key, const char **p, Py_ssize_t *n) except -1:
     """UTF-8 bytes of a str key (cached by CPython) or the bytes themselves."""
     if PyUnicode_CheckExact(key) or isinstance(key, str):
-        p[0] = PyUnicode_AsUTF8AndSize(key, n)
+        try:
+            p[0] = PyUnicode_AsUTF8AndSize(key, n)
+        except UnicodeEncodeError:
+            raise InvalidKey(f"key {key!r} has no UTF-8 form (a lone surrogate, as from a bad decode); "
+                             "pass valid text, or bytes") from None
     elif PyBytes_CheckExact(key) or isinstance(key, bytes):
         p[0] = PyBytes_AS_STRING(key)
         n[0] = PyBytes_GET_SIZE(key)
@@ -40,7 +44,12 @@ cdef int hash_key(object key, uint64_t seed, sg_hash128 *out) except -1:
 
 cpdef uint64_t namespace_seed(uint32_t kind, str name) except? 0:
     """Seed for one policy object's keys: (kind, name) -> 64-bit, stable everywhere."""
-    cdef bytes b = name.encode("utf-8")
+    cdef bytes b
+    try:
+        b = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _ConfigError(f"name {name.split(chr(0))[0]!r} has no UTF-8 form (a lone surrogate); "
+                           "use valid text") from None
     return sg_ns_seed(kind, <const char *>b, <size_t>len(b))
 
 
@@ -161,6 +170,8 @@ cdef class Table:
     def stats(self):
         cdef sg_stats s
         self.check()
+        # it reads every slot anyway: first repair a count a killed process left too high
+        sg_table_recount(&self.t)
         sg_table_stats(&self.t, &s)
         return {"capacity": s.capacity, "slots": s.nslots, "used": s.live,
                 "reclaimable": s.reclaimable, "permanent": s.permanent, "claiming": s.claiming}

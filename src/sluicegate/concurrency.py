@@ -1,8 +1,9 @@
 """ConcurrencyLimiter: a host-wide semaphore in the shared store.
 
-Every permit is a holder record [pid | process start time] taken with one CAS, so a
-SIGKILLed holder leaves a record that the next acquire finding the cap full frees
-(a reused pid has another start time and is never mistaken for the holder).
+Every permit is a holder record [pid | pid namespace | process start time] taken with
+one CAS, so a SIGKILLed holder leaves a record that the next acquire finding the cap
+full frees (a reused pid has another start time and is never mistaken for the holder;
+a holder in another pid namespace cannot be judged from here and is never freed).
 Adaptive mode is AIMD as in Netflix concurrency-limits: a success with enough
 permits in flight grows the shared limit by one, a drop (an exception listed in
 drop_on, or a call slower than slow_call) multiplies it by backoff, always within
@@ -88,9 +89,11 @@ class Permit:
     """One held permit (also the context manager returned by slot()/slot_async()).
 
     release() is idempotent: it frees the record only if it still holds exactly this
-    process's owner word, and only the first time."""
+    process's owner word, and only the first time, even when threads release it at once
+    (the owner word is the process's, so a second release would free the record that
+    another thread of the process took after the first)."""
 
-    __slots__ = ("_cap", "_state", "_t0", "_timeout", "index", "owner")
+    __slots__ = ("_cap", "_state", "_t0", "_thread", "_timeout", "index", "owner")
 
     def __init__(self, cap: ConcurrencyLimiter, index: int = -1, owner: int = 0, timeout: float | None = None) -> None:
         self._cap = cap
@@ -98,20 +101,31 @@ class Permit:
         self.owner = owner
         self._timeout = timeout
         self._t0 = 0.0
+        self._thread = 0  # the thread whose cap.release() may release it (acquire())
         self._state = 1 if index >= 0 else 0  # 0 pending, 1 held, 2 released
 
     @property
     def held(self) -> bool:
         return self._state == 1
 
+    def _settle(self) -> bool:
+        """Move held -> released exactly once across threads: True for the one caller
+        that must free the record."""
+        with self._cap._state_lock:
+            if self._state != 1:
+                return False
+            self._state = 2
+            return True
+
     def release(self) -> bool:
         """Give the permit back. True the first time, False afterwards (a no-op)."""
-        if self._state != 1:
-            return False
-        self._state = 2
-        if self.owner != _pi._owner:  # inherited through fork: the parent's permit, not ours
+        if not self._settle():
             return False
         cap = self._cap
+        if self._thread:
+            cap._forget(self)
+        if self.owner != _pi._owner:  # inherited through fork: the parent's permit, not ours
+            return False
         freed = bool(cap._core.release(self.index, self.owner))
         if cap._nwait:
             cap._wake()
@@ -156,8 +170,7 @@ class Permit:
     def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._cap.adaptive:
             self._finish(exc)
-        elif self._state == 1:
-            self._state = 2
+        elif self._settle():
             cap = self._cap
             if self.owner == _pi._owner:
                 cap._core.release(self.index, self.owner)
@@ -210,6 +223,7 @@ class ConcurrencyLimiter:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty str, got {name!r}")
+        _core.namespace_seed(4, name)  # ConfigError for a name with no UTF-8 form
         code = _cap_config({"limit": limit, "adaptive": adaptive, "min_limit": min_limit, "max_limit": max_limit,
                             "backoff": backoff, "slow_call": slow_call})
         if isinstance(drop_on, type):
@@ -226,7 +240,11 @@ class ConcurrencyLimiter:
         self._entry = Entry(self._store, "cap", name)
         version, doc = self._entry.publish_code(code)
         self._follow(effective(doc), version)
-        self._held: list[Permit] = []
+        # permits acquire() gave out, per thread (cap.release() with no argument releases
+        # the calling thread's last one); _state_lock makes each permit's release happen once
+        self._held: dict[int, list[Permit]] = {}
+        self._held_lock = threading.Lock()
+        self._state_lock = threading.Lock()
         # waiters in this process sleep on a condition that local releases notify; releases in
         # other processes are seen by polling with backoff (no cross-process wakeup primitive)
         self._cond = threading.Condition(threading.Lock())
@@ -337,7 +355,7 @@ class ConcurrencyLimiter:
     def acquire(self, timeout: float | None = None, block: bool = True) -> Permit:
         """Wait for a permit (timeout None: forever). Raises ConcurrencyLimitExceeded on
         timeout, or at once with block=False. Give it back with permit.release() or release()."""
-        p = self._acquire(timeout, block)
+        p = self._acquire(_check_seconds("timeout", timeout), block)
         self._remember(p)
         return p
 
@@ -346,14 +364,31 @@ class ConcurrencyLimiter:
             self._cond.notify()
 
     def _remember(self, p: Permit) -> None:
-        held = self._held
-        if len(held) >= 32:  # drop permits released directly (permit.release()), amortised
-            held[:] = [q for q in held if q._state == 1]
-        held.append(p)
+        me = threading.get_ident()
+        p._thread = me
+        with self._held_lock:
+            held = self._held.setdefault(me, [])
+            if len(held) >= 32:  # drop permits released elsewhere, amortised
+                held[:] = [q for q in held if q._state == 1]
+            held.append(p)
+        if p._state != 1:  # released by another thread before it was recorded
+            self._forget(p)
+
+    def _forget(self, p: Permit) -> None:
+        with self._held_lock:
+            held = self._held.get(p._thread)
+            if held is None:
+                return
+            try:
+                held.remove(p)
+            except ValueError:
+                pass
+            if not held:
+                del self._held[p._thread]
 
     async def acquire_async(self, timeout: float | None = None, block: bool = True) -> Permit:
         """The async form of acquire()."""
-        p = await self._acquire_async(timeout, block)
+        p = await self._acquire_async(_check_seconds("timeout", timeout), block)
         self._remember(p)
         return p
 
@@ -379,27 +414,30 @@ class ConcurrencyLimiter:
         return p
 
     def release(self, permit: Permit | None = None) -> bool:
-        """Release permit, or (without one) the last permit acquire() gave this object that
-        is still held. Idempotent: False when there was nothing left to release."""
+        """Release permit, or (without one) the last permit acquire() gave the calling
+        thread that is still held; never another thread's. Idempotent: False when there
+        was nothing left to release."""
         if permit is not None:
-            try:
-                self._held.remove(permit)
-            except ValueError:
-                pass
             return permit.release()
-        while self._held:
-            p = self._held.pop()
+        me = threading.get_ident()
+        while True:
+            with self._held_lock:
+                held = self._held.get(me)
+                if not held:
+                    return False
+                p = held.pop()
+                if not held:
+                    del self._held[me]
             if p.release():
                 return True
-        return False
 
     def slot(self, timeout: float | None = None) -> Permit:
         """Context manager holding one permit for the block (acquired on enter)."""
-        return Permit(self, -1, 0, timeout)
+        return Permit(self, -1, 0, _check_seconds("timeout", timeout))
 
     def slot_async(self, timeout: float | None = None) -> Permit:
         """Async context manager: `async with cap.slot_async(timeout=1.0): ...`."""
-        return Permit(self, -1, 0, timeout)
+        return Permit(self, -1, 0, _check_seconds("timeout", timeout))
 
     def __call__(self, fn: F) -> F:
         """Decorator: every call of fn (sync or async) holds one permit.
@@ -442,7 +480,7 @@ class ConcurrencyLimiter:
         return freed
 
     def holders(self) -> list[dict[str, Any]]:
-        """Every held permit: index, pid, alive, held_for (seconds)."""
+        """Every held permit: index, pid, alive, local (False: another pid namespace), held_for (seconds)."""
         now = int(self._store._table.now())
         out = []
         for idx, owner, since in self._core.holders():
@@ -451,6 +489,9 @@ class ConcurrencyLimiter:
                     "index": idx,
                     "pid": _pi.owner_pid(owner),
                     "alive": _pi.owner_alive(owner),
+                    # False: a holder in another pid namespace (a container sharing the
+                    # store), whose liveness cannot be judged here; it is never reclaimed
+                    "local": _pi.owner_local(owner),
                     "held_for": max(0, now - since) / 1e9 if since else 0.0,
                 }
             )
@@ -508,8 +549,12 @@ class ConcurrencyLimiter:
             "timeouts": int(timeouts),
             "reclaimed": int(reclaimed),
             "drops": int(drops),
-            "held_here": sum(1 for p in self._held if p.held),
+            "held_here": self._held_here(),
         }
+
+    def _held_here(self) -> int:
+        with self._held_lock:
+            return sum(1 for held in self._held.values() for p in held if p.held)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.name, self._store, self._code, self.drop_on))
@@ -527,6 +572,10 @@ def _after_fork_in_child() -> None:
     for cap in list(_live_caps):
         cap._cond = threading.Condition(threading.Lock())
         cap._nwait = 0
+        cap._held_lock = threading.Lock()
+        cap._state_lock = threading.Lock()
+        # only this thread exists in the child, and the permits are the parent's
+        cap._held = {}
 
 
 if hasattr(os, "register_at_fork"):

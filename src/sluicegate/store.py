@@ -11,11 +11,13 @@ two processes racing to create one name end with exactly one initialiser.
 
 from __future__ import annotations
 
+import errno
 import logging
 import mmap
 import os
 import tempfile
 import threading
+import time
 from typing import Any, Callable
 
 from . import _approot, _core
@@ -68,9 +70,30 @@ def _map_fd(fd: int, label: str) -> tuple[mmap.mmap, int]:
     return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE), size
 
 
-def _open_existing(path: str, label: str, *, own: bool = False) -> _core.Table:
-    """Attach to an existing store file.  own=True (named stores, which live in the
-    world-writable shm directory) refuses a file another user created there."""
+def _check_trusted(fd: int, path: str, label: str) -> None:
+    """Refuse a store file that another user owns or can write: whoever can write it
+    can change this process's limits and breakers, or kill it by truncating the file."""
+    if not hasattr(os, "geteuid"):
+        return
+    st = os.fstat(fd)
+    me = os.geteuid()
+    if st.st_uid != me:
+        raise StoreError(
+            f"{label} ({path}) belongs to uid {st.st_uid}, not to this process (uid {me}); "
+            "refusing to share limits with another user's store. Use a store this user "
+            "created, or pass trust_foreign=True if that user is trusted"
+        )
+    if st.st_mode & 0o022:
+        raise StoreError(
+            f"{label} ({path}) is writable by its group or by other users (mode {st.st_mode & 0o777:#o}); "
+            "any of them could change the limits or kill every process using it by truncating it. "
+            f"Run chmod 600 {path}, or pass trust_foreign=True if they are trusted"
+        )
+
+
+def _open_existing(path: str, label: str, *, trust_foreign: bool = False) -> _core.Table:
+    """Attach to an existing store file.  Unless trust_foreign, a file another user
+    owns or can write is refused (_check_trusted)."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -78,13 +101,8 @@ def _open_existing(path: str, label: str, *, own: bool = False) -> _core.Table:
     except OSError as e:
         raise StoreError(f"cannot open {label}: {e.strerror}") from e
     try:
-        if own and hasattr(os, "geteuid"):
-            uid = os.fstat(fd).st_uid
-            if uid != os.geteuid():
-                raise StoreError(
-                    f"{label} ({path}) belongs to uid {uid}, not to this process (uid {os.geteuid()}); "
-                    "refusing to share limits with another user's store"
-                )
+        if not trust_foreign:
+            _check_trusted(fd, path, label)
         mm, _ = _map_fd(fd, label)
     finally:
         os.close(fd)
@@ -95,10 +113,94 @@ def _open_existing(path: str, label: str, *, own: bool = False) -> _core.Table:
         raise
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_ZERO_CHUNK = 1 << 20
+
+
+def _free_bytes(directory: str) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _no_space(label: str, directory: str, size: int, e: OSError) -> StoreError:
+    free = _free_bytes(directory)
+    have = "an unknown number of" if free is None else str(free)
+    return StoreError(
+        f"cannot create {label}: {directory} cannot back it ({e.strerror}); it needs {size} bytes and "
+        f"{have} bytes are free. Free space there, enlarge the filesystem (a container's /dev/shm: "
+        "docker run --shm-size), or create the store with a smaller capacity"
+    )
+
+
+def _reserve(fd: int, size: int, label: str, directory: str) -> None:
+    """Allocate every block of the store file before it is mapped.  A sparse file on a
+    filesystem that fills up (a small tmpfs such as a container's 64 MiB /dev/shm) kills
+    the process that first touches an unbacked page with SIGBUS; reserved, it cannot."""
+    try:
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fd, 0, size)
+                return
+            except OSError as e:
+                if e.errno in _NO_SPACE:
+                    raise
+                # not supported by this filesystem (EOPNOTSUPP, EINVAL): write the zeros
+        os.ftruncate(fd, 0)
+        zeros = bytes(min(size, _ZERO_CHUNK))
+        done = 0
+        while done < size:
+            done += os.pwrite(fd, zeros[: size - done], done)
+    except OSError as e:
+        if e.errno in _NO_SPACE:
+            raise _no_space(label, directory, size, e) from None
+        raise StoreError(f"cannot create {label} in {directory}: {e.strerror}") from e
+
+
+_STALE_TMP_S = 60.0  # a creator takes milliseconds: a temp file this old is abandoned
+
+
+def _remove_stale_tmp(directory: str, base: str) -> None:
+    """Remove the temp files of creators of `base` that died before publishing it
+    (SIGKILLed mid-create): they would hold their size in the directory for good.
+    Only files older than _STALE_TMP_S whose pid is gone here: a pid of another pid
+    namespace (a container sharing the directory) looks gone but may be mid-create."""
+    prefix = f".{base}."
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except OSError:
+        return
+    cutoff = time.time() - _STALE_TMP_S
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    for e in entries:
+        pid_s = e.name[len(prefix):].split(".", 1)[0]
+        try:
+            st = e.stat(follow_symlinks=False)
+            pid = int(pid_s)
+        except (OSError, ValueError):
+            continue
+        if st.st_mtime > cutoff or (me is not None and st.st_uid != me) or pid <= 0:
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive (a very slow creator): leave it
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.unlink(e.path)
+        except OSError:
+            pass
+
+
 def _create(path: str, capacity: int, policies: int | None, label: str, *,
-            own: bool = False) -> tuple[_core.Table, bool]:
+            trust_foreign: bool = False) -> tuple[_core.Table, bool]:
     """Create-or-attach; returns (table, created_by_us)."""
     directory = os.path.dirname(path) or "."
+    _remove_stale_tmp(directory, os.path.basename(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
     size = _core.store_size(capacity, policies)
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -107,7 +209,7 @@ def _create(path: str, capacity: int, policies: int | None, label: str, *,
     except OSError as e:
         raise StoreError(f"cannot create {label} in {directory}: {e.strerror}") from e
     try:
-        os.ftruncate(fd, size)
+        _reserve(fd, size, label, directory)
         mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         _core.Table.initialise(mm, capacity, policies)
         try:
@@ -126,7 +228,7 @@ def _create(path: str, capacity: int, policies: int | None, label: str, *,
             pass
     if not created:
         mm.close()
-        return _open_existing(path, label, own=own), False
+        return _open_existing(path, label, trust_foreign=trust_foreign), False
     return _core.Table(mm, label), True
 
 
@@ -136,6 +238,9 @@ class SharedStore:
     SharedStore("orders")          named: create-or-attach from any process
     SharedStore(path="x.sg")       file-backed: survives every process exiting
     SharedStore()                  anonymous: shared with children forked after it
+
+    A named or file store that another user owns, or that its group or other users
+    can write, is refused with StoreError unless trust_foreign=True.
 
     capacity: key slots (live keys at once); policies: room in the policy directory
     (default: capacity / 64, from 64 to 1024).  Both are fixed when the store is created.
@@ -149,6 +254,7 @@ class SharedStore:
         path: str | os.PathLike[str] | None = None,
         create: bool = True,
         policies: int | None = None,
+        trust_foreign: bool = False,
     ) -> None:
         if capacity is not None:
             _check_capacity(capacity)
@@ -158,8 +264,11 @@ class SharedStore:
             raise ConfigError(f"policies must be an int from 1 to {_MAX_POLICIES}, got {policies!r}")
         if name is not None and path is not None:
             raise ConfigError("give a store either a name or a path, not both")
+        if not isinstance(trust_foreign, bool):
+            raise ConfigError(f"trust_foreign must be a bool, got {trust_foreign!r}")
         self._name = name
         self._path = os.fspath(path) if path is not None else None
+        self._trust_foreign = trust_foreign
         self.created = False
         if name is None and self._path is None:
             self.kind = "anonymous"
@@ -175,13 +284,14 @@ class SharedStore:
                 assert self._path is not None
                 self.kind, file, label = "file", os.path.abspath(self._path), f"store file {self._path!r}"
             self._file = file
-            own = self.kind == "named"
             try:
-                self._table = _open_existing(file, label, own=own)
+                self._table = _open_existing(file, label, trust_foreign=trust_foreign)
             except FileNotFoundError:
                 if not create:
                     raise StoreNotFound(f"{label} does not exist") from None
-                self._table, self.created = _create(file, capacity or DEFAULT_CAPACITY, policies, label, own=own)
+                self._table, self.created = _create(
+                    file, capacity or DEFAULT_CAPACITY, policies, label, trust_foreign=trust_foreign
+                )
             if capacity is not None and self._table.capacity != capacity:
                 have = self._table.capacity
                 self._table.close().close()
@@ -230,6 +340,11 @@ class SharedStore:
         except FileNotFoundError:
             if not missing_ok:
                 raise StoreNotFound(f"store {name!r} does not exist") from None
+        except OSError as e:
+            raise StoreError(
+                f"cannot unlink store {name!r} ({path}): {e.strerror}; in the sticky shm directory only "
+                "the user who created a store (or root) can remove it"
+            ) from None
 
     # -- contents -------------------------------------------------------------------
     def counter(self, name: str) -> _core.Counter:
@@ -272,8 +387,8 @@ class SharedStore:
         # attach only, by absolute path: a store that is gone, or a relative path read
         # from another working directory, must not become a new, empty, unshared store
         if self.kind == "named":
-            return (_attach_named, (self._name,))
-        return (_attach_path, (self._file,))
+            return (_attach_named, (self._name, self._trust_foreign))
+        return (_attach_path, (self._file, self._trust_foreign))
 
     def __repr__(self) -> str:
         where = {"named": f"name={self._name!r}", "file": f"path={self._path!r}", "anonymous": "anonymous"}[self.kind]
@@ -281,12 +396,12 @@ class SharedStore:
         return f"<SharedStore {where}{state}>"
 
 
-def _attach_named(name: str) -> SharedStore:
-    return SharedStore(name, create=False)
+def _attach_named(name: str, trust_foreign: bool = False) -> SharedStore:
+    return SharedStore(name, create=False, trust_foreign=trust_foreign)
 
 
-def _attach_path(path: str) -> SharedStore:
-    return SharedStore(path=path, create=False)
+def _attach_path(path: str, trust_foreign: bool = False) -> SharedStore:
+    return SharedStore(path=path, create=False, trust_foreign=trust_foreign)
 
 
 # -- choosing a store: URLs, the environment and the default ----------------------

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sg_breaker.h"
 
@@ -28,6 +29,16 @@
             exit(1);                                                              \
         }                                                                         \
     } while (0)
+
+/* tests/test_breaker_c.py builds one run with a 2 ms stall here: the preemption that a
+ * loaded machine (or ThreadSanitizer) can put between a step and its check */
+#ifndef STRESS_STALL_NS
+#define STRESS_STALL_NS 0
+#endif
+static void stall(void) {
+    struct timespec ts = {0, STRESS_STALL_NS};
+    if (STRESS_STALL_NS) nanosleep(&ts, NULL);
+}
 
 static sg_table tb;
 #define EPW (3 + SG_BR_MAX_BUCKETS) /* first row of the bucket epoch words */
@@ -227,10 +238,15 @@ int main(void) {
     /* 1. exact probe count */
     for (uint32_t hoc = 1; hoc <= 5; hoc += 2) {
         mkbr(&B, hoc, 1);
-        uint64_t t = sg_br_enter(&B, 0, &rng, &r);
-        sg_br_exit(&B, t, SG_BR_FAILURE, 0, 0);
-        CHECK(SG_BR_STATE(sg_br_poll(&B, 0)) == SG_BR_OPEN);
-        uint64_t now = sg_store_now(&tb) + 2000000ULL; /* past reset: half-open on next enter */
+        /* judged at the failure's own instant: on the real clock, a preemption longer
+           than the 1 ms reset between the failure and the check (ThreadSanitizer on a
+           loaded machine) ended the open period first, and the check failed */
+        uint64_t t0 = sg_store_now(&tb);
+        uint64_t t = sg_br_enter(&B, t0, &rng, &r);
+        sg_br_exit(&B, t, SG_BR_FAILURE, 0, t0);
+        stall();
+        CHECK(SG_BR_STATE(sg_br_poll(&B, t0)) == SG_BR_OPEN);
+        uint64_t now = t0 + 2000000ULL; /* past reset: half-open on next enter */
         CHECK(SG_BR_STATE(sg_br_poll(&B, now)) == SG_BR_HALF_OPEN);
         memset(round_admitted, 0, sizeof round_admitted);
         run(probe_racer);

@@ -362,6 +362,29 @@ static void scenario_fresh_key_idle_at_index_wrap(void) {
     }
 }
 
+/* 10. A process killed between reserving a place (live + 1) and claiming a slot leaves
+ *     live one too high for good.  At capacity by the count, with a slot really free,
+ *     the create recounts and succeeds; a second recount within the interval is not
+ *     run (one per store per interval), and sg_table_recount repairs at once. */
+static void scenario_leaked_reservation_is_recounted(void) {
+    make_store(4);
+    uint64_t idx;
+    uint8_t tag;
+    for (unsigned k = 0; k < 3; k++)
+        CHECK(sg_table_get(&T, key(30, k), SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag) == SG_OK, "fill");
+    sg_add(&T.hdr->live, 1); /* the dead reserver */
+    CHECK(sg_table_get(&T, key(31, 0), SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag) == SG_OK,
+          "leaked reservation: a create was refused with a place free");
+    CHECK(T.hdr->live == 4, "leaked reservation: live %llu after the recount, want 4", (unsigned long long)T.hdr->live);
+    CHECK(T.hdr->recount_ns != 0, "leaked reservation: the recount was not stamped");
+    sg_add(&T.hdr->live, 1); /* leaks again at once: over capacity by the count */
+    CHECK(sg_table_get(&T, key(31, 1), SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag) == SG_ERR_FULL,
+          "leaked reservation: full store admitted");
+    CHECK(T.hdr->live == 5, "leaked reservation: recounted twice within the interval");
+    CHECK(sg_table_recount(&T) == 1 && T.hdr->live == 4, "leaked reservation: sg_table_recount left %llu",
+          (unsigned long long)T.hdr->live);
+}
+
 int main(int argc, char **argv) {
     int only = argc > 1 ? atoi(argv[1]) : 0;
     if (!only || only == 1) {
@@ -407,6 +430,11 @@ int main(int argc, char **argv) {
         int before = failures;
         scenario_fresh_key_idle_at_index_wrap();
         printf("fresh key idle at index wrap: %s\n", failures > before ? "FAILED" : "ok");
+    }
+    if (!only || only == 10) {
+        int before = failures;
+        scenario_leaked_reservation_is_recounted();
+        printf("leaked reservation is recounted: %s\n", failures > before ? "FAILED" : "ok");
     }
     free(region);
     if (failures) {
