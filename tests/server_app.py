@@ -3,7 +3,9 @@ sluicegate used the way a new user writes it, policies made at import with no st
 
 APP_RATE sets the limit (default "50/second"); APP_STORE="private" gives each
 worker its own anonymous store instead, the per-process control that must multiply
-the limit; APP_CAP sets the /slow endpoint's concurrency cap (default 3).
+the limit; APP_CAP sets the /slow endpoint's concurrency cap (default 3).  APP_CONFIG
+names a JSON file read at import ({"cap": N, "threshold": N}), so a reload (SIGHUP)
+after editing it brings up workers whose code configures the policies differently.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import time
 import sluicegate as sg
 
 _store = sg.SharedStore() if os.environ.get("APP_STORE") == "private" else None
+_file = json.load(open(os.environ["APP_CONFIG"])) if os.environ.get("APP_CONFIG") else {}
 lim = sg.RateLimiter("api", os.environ.get("APP_RATE", "50/second"), store=_store)
-cap = sg.ConcurrencyLimiter("slow", limit=int(os.environ.get("APP_CAP", "3")), store=_store)
+cap = sg.ConcurrencyLimiter("slow", limit=int(_file.get("cap", os.environ.get("APP_CAP", "3"))), store=_store)
+br = sg.CircuitBreaker("dep", failure_threshold=int(_file.get("threshold", 5)), store=_store)
 _inflight = (_store or sg.default_store()).counter("servers.inflight")
 _peak = (_store or sg.default_store()).counter("servers.peak")
 
@@ -37,6 +41,9 @@ def _handle(path: str) -> tuple[int, bytes]:
         except sg.ConcurrencyLimitExceeded:
             return 503, b"busy"
         return 200, b"ok"
+    if path == "/config":
+        return 200, json.dumps({"pid": os.getpid(), "cap": cap.limit, "threshold": br.config["failure_threshold"],
+                                "code_cap": cap._code["limit"]}).encode()
     if path == "/peak":
         return 200, str(_peak.value).encode()
     if lim.allow("client"):

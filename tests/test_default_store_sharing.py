@@ -180,3 +180,36 @@ def test_a_stale_default_store_of_an_ended_application_is_removed():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, start_new_session=True)
     assert r.returncode == 0, r.stderr
     assert not os.path.exists(path)  # ...and the next application to create its own removed it
+
+
+def test_a_reload_with_changed_options_keeps_serving_with_the_new_ones(tmp_path):
+    """The outage this replaces: a changed cap limit or breaker threshold followed by a
+    gunicorn reload made every new worker raise ConfigError and the master exit."""
+    import signal
+    import time
+
+    cfg = tmp_path / "app.json"
+    cfg.write_text(json.dumps({"cap": 3, "threshold": 5}))
+    srv = servers.start("gunicorn", workers=2, env={"APP_CONFIG": str(cfg)}, log_path=str(tmp_path / "hup.log"))
+    name = json.loads(srv.get("/store")[1])["name"]
+    try:
+        before = {json.loads(srv.get("/config")[1])["pid"] for _ in range(10)}
+        cfg.write_text(json.dumps({"cap": 4, "threshold": 2}))
+        os.kill(srv.proc.pid, signal.SIGHUP)  # gunicorn: new workers with the new code, old ones retire
+        deadline = time.monotonic() + 30
+        seen: dict = {}
+        while time.monotonic() < deadline:
+            assert srv.proc.poll() is None, open(tmp_path / "hup.log").read()[-2000:]
+            c = json.loads(srv.get("/config")[1])
+            if c["pid"] not in before:
+                seen[c["pid"]] = c
+            if len(seen) >= 2:
+                break
+            time.sleep(0.05)
+        assert len(seen) >= 2, f"new workers did not serve: {seen}"
+        assert all(c["cap"] == 4 and c["threshold"] == 2 for c in seen.values()), seen
+        assert srv.get("/")[0] in (200, 429)
+    finally:
+        srv.stop()
+        sg.SharedStore.unlink(name, missing_ok=True)
+    assert "ConfigError" not in open(tmp_path / "hup.log").read()
