@@ -63,6 +63,7 @@ enum { /* namespaces: limiter "api" and breaker "api" never collide */
 #define SG_SLOT_SIZE 64u
 #define SG_MAX_PROBE 64u /* a key lives within this many slots of its home */
 #define SG_CLAIM_STALE_NS 200000000ULL /* a claim older than 200 ms is abandoned */
+#define SG_PERM_PER_POLICY 16u /* permanent slots budgeted per directory entry */
 
 typedef struct sg_header {
     /* immutable after creation, covered by checksum */
@@ -77,8 +78,9 @@ typedef struct sg_header {
     uint64_t created_wall; /* CLOCK_REALTIME at creation */
     uint64_t dir_entries;  /* policy directory entries (after the key table) */
     uint64_t dir_offset;   /* byte offset of the directory */
+    uint64_t perm_capacity; /* permanent slots (policies' state) allowed, apart from capacity */
     uint64_t checksum;     /* sg_hash of the fields above */
-    uint64_t _pad0[5];
+    uint64_t _pad0[4];
     /* mutable, own cache line */
     uint64_t live;         /* live slots (atomic) */
     int64_t base_mono;     /* store time = mono - base_mono */
@@ -89,7 +91,8 @@ typedef struct sg_header {
     uint64_t recount_ns;   /* store time of the last recount of live (atomic); 0 never */
     uint64_t _pad1[1];
     uint64_t dir_lock;     /* creating a directory entry: a writer's claim (sg_directory.c) */
-    uint64_t _pad2[7];
+    uint64_t perm_live;    /* permanent slots held (atomic); live counts keys only */
+    uint64_t _pad2[6];
 } sg_header;
 
 typedef struct sg_slot {
@@ -186,7 +189,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
                  int create, uint64_t *idx, uint8_t *tag);
 
 typedef struct {
-    uint64_t capacity, nslots, live, reclaimable, permanent, claiming;
+    uint64_t capacity, nslots, live, reclaimable, permanent, claiming, perm_capacity, perm_live;
 } sg_stats;
 void sg_table_stats(const sg_table *t, sg_stats *out);
 

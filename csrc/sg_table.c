@@ -47,11 +47,16 @@ static inline int cas_sc(uint64_t *p, uint64_t *exp, uint64_t want) {
 
 /* ---- header ---------------------------------------------------------------- */
 
-static uint64_t nslots_for(uint64_t capacity) {
-    uint64_t want = capacity * 2, n = 64;
+/* Keys and the policies' permanent slots share one table, each counted against its
+ * own budget (capacity keys, perm_capacity permanent slots); the table is at least
+ * twice their sum, so that a key finds room within SG_MAX_PROBE of its home. */
+static uint64_t nslots_for(uint64_t capacity, uint64_t perm_capacity) {
+    uint64_t want = (capacity + perm_capacity) * 2, n = 64;
     while (n < want) n <<= 1;
     return n;
 }
+
+static uint64_t perm_capacity_for(uint64_t dir_entries) { return dir_entries * SG_PERM_PER_POLICY; }
 
 static uint64_t size_for_nslots(uint64_t nslots) {
     uint64_t bytes = SG_HEADER_SIZE + nslots * SG_SLOT_SIZE + nslots;
@@ -63,13 +68,13 @@ static uint64_t size_for_nslots(uint64_t nslots) {
 static uint64_t dir_offset_for(uint64_t nslots) { return size_for_nslots(nslots); }
 
 uint64_t sg_default_dir_entries(uint64_t capacity) {
-    uint64_t n = capacity / 64;
-    return n < 64 ? 64 : n > 1024 ? 1024 : n;
+    uint64_t n = capacity / 128;
+    return n < 64 ? 64 : n > 512 ? 512 : n;
 }
 
 uint64_t sg_store_size(uint64_t capacity, uint64_t dir_entries) {
     if (capacity == 0 || capacity > SG_MAX_CAPACITY || dir_entries > SG_DIR_MAX_ENTRIES) return 0;
-    return dir_offset_for(nslots_for(capacity)) + dir_entries * SG_DIR_ENTRY_SIZE;
+    return dir_offset_for(nslots_for(capacity, perm_capacity_for(dir_entries))) + dir_entries * SG_DIR_ENTRY_SIZE;
 }
 
 static uint64_t header_checksum(const sg_header *h) {
@@ -85,7 +90,8 @@ int sg_store_init(void *base, uint64_t size, uint64_t capacity, uint64_t dir_ent
     h->version = SG_LAYOUT_VERSION;
     h->header_size = SG_HEADER_SIZE;
     h->capacity = capacity;
-    h->nslots = nslots_for(capacity);
+    h->perm_capacity = perm_capacity_for(dir_entries);
+    h->nslots = nslots_for(capacity, h->perm_capacity);
     h->slot_size = SG_SLOT_SIZE;
     h->max_probe = SG_MAX_PROBE;
     h->total_size = need;
@@ -134,7 +140,9 @@ int sg_store_attach(sg_table *t, void *base, uint64_t size) {
     if (h->checksum != header_checksum(h)) return SG_ERR_HEADER;
     if (h->header_size != SG_HEADER_SIZE || h->slot_size != SG_SLOT_SIZE || h->max_probe != SG_MAX_PROBE)
         return SG_ERR_HEADER;
-    if (h->capacity == 0 || h->capacity > SG_MAX_CAPACITY || h->nslots != nslots_for(h->capacity) ||
+    if (h->capacity == 0 || h->capacity > SG_MAX_CAPACITY || h->dir_entries > SG_DIR_MAX_ENTRIES ||
+        h->perm_capacity != perm_capacity_for(h->dir_entries) ||
+        h->nslots != nslots_for(h->capacity, h->perm_capacity) ||
         h->dir_entries > SG_DIR_MAX_ENTRIES || h->dir_offset != dir_offset_for(h->nslots) ||
         h->total_size != h->dir_offset + h->dir_entries * SG_DIR_ENTRY_SIZE)
         return SG_ERR_HEADER;
@@ -159,10 +167,17 @@ void sg_store_mark(sg_table *t, uint64_t now) {
     }
 }
 
+/* The reservation count of keys (perm 0: against capacity) or of permanent slots
+ * (perm 1: against perm_capacity). */
+static inline uint64_t *live_of(const sg_table *t, unsigned perm) {
+    return perm ? &t->hdr->perm_live : &t->hdr->live;
+}
+
 /* Never below zero: a corrupted body can hold claims nobody counted. */
-static void live_dec(sg_table *t) {
-    uint64_t cur = __atomic_load_n(&t->hdr->live, __ATOMIC_ACQUIRE);
-    while (cur && !__atomic_compare_exchange_n(&t->hdr->live, &cur, cur - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+static void live_dec(sg_table *t, unsigned perm) {
+    uint64_t *w = live_of(t, perm);
+    uint64_t cur = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+    while (cur && !__atomic_compare_exchange_n(w, &cur, cur - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
     }
 }
 
@@ -242,7 +257,7 @@ static void abort_claim(sg_table *t, sg_slot *s, uint64_t mine) {
     uint64_t v = sg_load(&s->v[0]);
     if (v && SG_TAG(v) == CTL_TAG(mine)) sg_cas(&s->v[0], &v, 0);
     if (cas_sc(&s->ctl, &mine, mk_ctl(ST_EMPTY, 0, 0, CTL_TAG(mine), 0, 0)))
-        live_dec(t);
+        live_dec(t, CTL_PERM(mine)); /* the slot held the reservation of the claim's kind */
 }
 
 /* A claim whose stamp is older than SG_CLAIM_STALE_NS: its claimer is presumed
@@ -394,7 +409,12 @@ static int write_identity(sg_slot *s, uint64_t mine, sg_hash128 h, uint8_t tag, 
  * then reserve a place at once instead of each sweeping a stretch of its own. */
 static int sweep(sg_table *t, uint64_t now) {
     uint64_t real_now = sg_store_now(t);
-    uint64_t budget = t->mask < SG_SWEEP_BUDGET ? t->mask + 1 : SG_SWEEP_BUDGET;
+    /* about SG_SWEEP_BUDGET / 2 keys' worth of slots: where the table is sparse in keys
+       (room for many policies' state beside few keys), a stretch that size covers more */
+    uint64_t nslots = t->mask + 1, keys = t->hdr->capacity ? t->hdr->capacity : 1;
+    uint64_t spread = nslots / (2 * keys);
+    uint64_t budget = SG_SWEEP_BUDGET * (spread > 1 ? spread : 1);
+    if (budget > nslots) budget = nslots;
     uint64_t start = __atomic_fetch_add(&t->hdr->sweep_cursor, budget, __ATOMIC_RELAXED);
     int took = 0; /* a dead claim taken over gives its reservation back: worth a retry */
     int freed = 0;
@@ -415,23 +435,29 @@ static int sweep(sg_table *t, uint64_t now) {
     return freed || took;
 }
 
-/* Slots holding a reservation: LIVE or CLAIMING, permanent or reclaimable. */
-static uint64_t count_held(const sg_table *t) {
-    uint64_t n = 0;
+/* Slots holding a reservation: LIVE or CLAIMING, of keys (held[0]) and permanent (held[1]). */
+static void count_held(const sg_table *t, uint64_t held[2]) {
+    held[0] = held[1] = 0;
     for (uint64_t i = 0; i <= t->mask; i++) {
-        unsigned st = CTL_STATE(sg_load(&t->slots[i].ctl));
-        n += st == ST_LIVE || st == ST_CLAIMING;
+        uint64_t c = sg_load(&t->slots[i].ctl);
+        unsigned st = CTL_STATE(c);
+        if (st == ST_LIVE || st == ST_CLAIMING) held[CTL_PERM(c)]++;
     }
-    return n;
 }
 
-/* Set live to the number of slots that hold a reservation, if it did not change while
- * they were counted (a reservation or release meanwhile: leave it to the next one). */
+/* Set each count to the number of slots that hold a reservation of its kind, if it did
+ * not change while they were counted (a reservation or release meanwhile: leave it to
+ * the next one). */
 static int recount(sg_table *t) {
-    uint64_t before = __atomic_load_n(&t->hdr->live, __ATOMIC_ACQUIRE);
-    uint64_t held = count_held(t);
-    return held != before && __atomic_compare_exchange_n(&t->hdr->live, &before, held, 0, __ATOMIC_ACQ_REL,
-                                                         __ATOMIC_ACQUIRE);
+    uint64_t before[2] = {__atomic_load_n(live_of(t, 0), __ATOMIC_ACQUIRE),
+                          __atomic_load_n(live_of(t, 1), __ATOMIC_ACQUIRE)};
+    uint64_t held[2];
+    count_held(t, held);
+    int changed = 0;
+    for (unsigned k = 0; k < 2; k++)
+        changed |= held[k] != before[k] && __atomic_compare_exchange_n(live_of(t, k), &before[k], held[k], 0,
+                                                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    return changed;
 }
 
 int sg_table_recount(sg_table *t) { return recount(t); }
@@ -459,12 +485,14 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         uint64_t real_now = sg_store_now(t); /* claim stamps only: keep it off the lookup path */
         sg_store_mark(t, real_now);
 
-        /* Reserve a live slot if capacity allows; otherwise only reuse an idle one. */
+        /* Reserve a slot of this kind if its budget allows; otherwise a key only
+           reuses an idle key's slot, and a permanent slot is refused. */
         int reserved = 0;
-        if (__atomic_add_fetch(&t->hdr->live, 1, __ATOMIC_ACQ_REL) <= t->hdr->capacity)
+        if (__atomic_add_fetch(live_of(t, perm), 1, __ATOMIC_ACQ_REL) <=
+            (perm ? t->hdr->perm_capacity : t->hdr->capacity))
             reserved = 1;
         else
-            live_dec(t);
+            live_dec(t, perm);
 
         uint64_t mine = 0;
         unsigned d = 0, found = 0, took = 0;
@@ -485,7 +513,8 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
                 }
                 if (st > ST_LIVE) continue; /* garbage */
                 if (st == ST_EMPTY && !reserved) continue;
-                if (st == ST_LIVE && (CTL_PERM(c) || pass == 0)) continue;
+                /* a permanent slot needs a reservation: without one, only take over dead claims */
+                if (st == ST_LIVE && (CTL_PERM(c) || pass == 0 || (perm && !reserved))) continue;
                 raise_probe_len(t, home, d);
                 if (try_claim(t, s, c, st == ST_LIVE, perm, now, real_now, &mine)) {
                     found = 1;
@@ -494,7 +523,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
             }
         }
         if (!found) {
-            if (reserved) live_dec(t);
+            if (reserved) live_dec(t, perm);
             if (took && !reserved) continue; /* a dead claim's reservation came back: reserve again */
             if (!swept) {
                 swept = 1;
@@ -507,8 +536,9 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
             }
             return SG_ERR_FULL;
         }
-        /* a reclaimed slot was already counted live; give our reservation back */
-        if (CTL_FROMLIVE(mine) && reserved) live_dec(t);
+        /* an idle key was evicted: it leaves the keys' count (a key's reservation then
+           stands for the new key in its place, so it is given back) */
+        if (CTL_FROMLIVE(mine) && (perm || reserved)) live_dec(t, 0);
 
         uint8_t mytag = CTL_TAG(mine);
         if (!write_identity(s, mine, h, mytag, perm, algo, param) || !no_rival(t, h, home, d)) {
@@ -529,6 +559,8 @@ void sg_table_stats(const sg_table *t, sg_stats *out) {
     out->capacity = t->hdr->capacity;
     out->nslots = t->mask + 1;
     out->live = __atomic_load_n(&t->hdr->live, __ATOMIC_ACQUIRE);
+    out->perm_capacity = t->hdr->perm_capacity;
+    out->perm_live = __atomic_load_n(&t->hdr->perm_live, __ATOMIC_ACQUIRE);
     for (uint64_t i = 0; i <= t->mask; i++) {
         uint64_t c = __atomic_load_n(&t->slots[i].ctl, __ATOMIC_ACQUIRE);
         if (CTL_STATE(c) == ST_LIVE) {

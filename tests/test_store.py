@@ -15,7 +15,7 @@ from conftest import unique_name
 import sluicegate as sg
 from sluicegate import _core
 
-CHECKSUM_OFFSET = 72  # offsetof(sg_header, checksum) in layout 2
+CHECKSUM_OFFSET = 80  # offsetof(sg_header, checksum) in layout 2
 CHECKSUM_SEED = 0x686561646572
 VERSION_OFFSET = 8
 BASE_MONO_OFFSET = 128
@@ -112,15 +112,36 @@ def test_use_after_close_raises_not_crashes(store_name):
 
 
 def test_full_store_raises_store_full():
-    with sg.SharedStore(capacity=8) as s:
-        counters = [s.counter(f"c{i}") for i in range(8)]
-        with pytest.raises(sg.StoreFull):
+    """Counters are policy state: they fill the permanent budget (policies= x 16 slots),
+    which never takes room from keys, and a full one says to raise policies=."""
+    with sg.SharedStore(capacity=8, policies=1) as s:
+        n = s.stats()["permanent_capacity"]
+        assert n == 16
+        counters = [s.counter(f"c{i}") for i in range(n)]
+        with pytest.raises(sg.StoreFull, match="larger policies="):
             s.counter("one too many")
         # existing entries still answer, and correctly
         for i, c in enumerate(counters):
             c.add(i)
-        assert [c.value for c in counters] == list(range(8))
-        assert s.stats()["used"] == 8
+        assert [c.value for c in counters] == list(range(n))
+        assert s.stats()["permanent_used"] == n and s.stats()["used"] == 0
+        with pytest.raises(sg.StoreFull, match="larger policies="):
+            sg.RateLimiter("keys", "1/hour", store=s)  # its stats stripe is policy state too
+
+
+def test_capacity_holds_that_many_keys_next_to_50_policies():
+    with sg.SharedStore(capacity=100) as s:
+        lims = [sg.RateLimiter(f"p{i}", "1/hour", store=s) for i in range(25)]
+        brs = [sg.CircuitBreaker(f"b{i}", store=s) for i in range(25)]
+        assert len(s.policies()) == 50
+        for i in range(100):  # 100 live keys, each busy for an hour
+            assert lims[i % 25].allow(f"key{i}")
+        with pytest.raises(sg.StoreFull, match="larger capacity"):
+            lims[0].allow("key-101")
+        with brs[0]:
+            pass
+        st = s.stats()
+        assert st["used"] == 100 and st["permanent_used"] > 0
 
 
 def test_stats(store):
@@ -129,7 +150,7 @@ def test_stats(store):
     store.counter("a")
     store.counter("b")
     st = store.stats()
-    assert st["used"] == 2 and st["permanent"] == 2 and st["claiming"] == 0
+    assert st["used"] == 0 and st["permanent"] == st["permanent_used"] == 2 and st["claiming"] == 0
 
 
 def test_file_backed_store_persists(tmp_path):

@@ -28,6 +28,7 @@ cdef extern from "sg_core.h" nogil:
     ctypedef struct sg_header:
         uint64_t capacity
         uint64_t dir_entries
+        uint64_t perm_capacity
         uint64_t nslots
         uint64_t live
         uint64_t created_wall
@@ -38,7 +39,7 @@ cdef extern from "sg_core.h" nogil:
         uint64_t ndir
 
     ctypedef struct sg_stats:
-        uint64_t capacity, nslots, live, reclaimable, permanent, claiming
+        uint64_t capacity, nslots, live, reclaimable, permanent, claiming, perm_capacity, perm_live
 
     uint64_t sg_mono_ns()
     uint64_t sg_fast_mono_ns()

@@ -174,7 +174,9 @@ cdef class Table:
         sg_table_recount(&self.t)
         sg_table_stats(&self.t, &s)
         return {"capacity": s.capacity, "slots": s.nslots, "used": s.live,
-                "reclaimable": s.reclaimable, "permanent": s.permanent, "claiming": s.claiming}
+                "reclaimable": s.reclaimable, "permanent": s.permanent, "claiming": s.claiming,
+                "permanent_capacity": s.perm_capacity, "permanent_used": s.perm_live,
+                "policies_capacity": self.t.ndir}
 
     cdef uint64_t *permanent_words(self, uint32_t kind, str name, str part) except NULL:
         """The four raw words of a never-reclaimed slot for (kind, name, part)."""
@@ -184,6 +186,10 @@ cdef class Table:
         self.check()
         hash_key(part, namespace_seed(kind, name), &h)
         rc = sg_table_get(&self.t, h, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&self.t), 1, &idx, &tag)
+        if rc == SG_ERR_FULL:
+            raise StoreFull(f"{name!r}: no room left for the policies' state in {self.label} "
+                            f"({self.t.hdr.perm_capacity} slots for {self.t.ndir} policies); create the store "
+                            f"with a larger policies= (keys have their own room: capacity)")
         if rc != SG_OK:
             raise_table_rc(rc, f"{name!r}")
         return sg_words(&self.t, idx)

@@ -50,7 +50,7 @@ static uint64_t stale_claim_on_empty(sg_slot *s, int perm) {
         fprintf(stderr, "setup: could not claim\n");
         exit(2);
     }
-    sg_add(&T.hdr->live, 1); /* the claimer's reservation */
+    sg_add(perm ? &T.hdr->perm_live : &T.hdr->live, 1); /* the claimer's reservation */
     return mine;
 }
 
@@ -225,8 +225,11 @@ static void scenario_decider_vs_permanent_reuse(void) {
     uint64_t now = sg_store_now(&T);
     CHECK(sg_rate_apply(&T, s5_k1, &HOT, 1, now, 1, &d) == SG_OK, "K1");
     CHECK(find_live(&T, s5_k1, &idx, &tag) == SG_OK && idx == home && tag == 1, "K1 not at home with tag 1");
-    /* fill the store with busy keys: with room, the counter would take an empty slot
-       rather than evict idle K1; s5_reuse frees one of them again for K1's retry */
+    /* fill the whole table with busy keys: with an empty slot in its window, the counter
+       would take it rather than evict idle K1 (keys and permanent slots have separate
+       budgets, and the table is twice their sum, so the key budget is raised here to
+       make the window dense); s5_reuse frees one of them again for K1's retry */
+    T.hdr->capacity = T.mask + 1;
     for (unsigned k = 0; T.hdr->live < T.hdr->capacity; k++)
         CHECK(sg_rate_apply(&T, key(9, k), &HOT, 1, now, 1, &d) == SG_OK && d.allowed, "filler");
     after_lookup = s5_reuse;
@@ -248,14 +251,16 @@ static void scenario_full_but_dead_claim(void) {
     uint8_t tag;
     sg_hash128 hn = key(10, 0);
     uint64_t home = hn.a & T.mask;
-    for (unsigned k = 0; k < 3; k++) {
+    uint64_t cap = T.hdr->perm_capacity; /* permanent slots: their own budget */
+    for (unsigned k = 0; k < cap - 1; k++) {
         sg_hash128 h = key(11, k);
         CHECK(sg_table_get(&T, h, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag) == SG_OK, "fill");
     }
     sg_slot *dead = &T.slots[home];
     for (uint64_t i = 1; CTL_STATE(dead->ctl) != ST_EMPTY; i++) dead = &T.slots[(home + i) & T.mask];
     stale_claim_on_empty(dead, 1);
-    CHECK(T.hdr->live == 4, "live %llu, want 4", (unsigned long long)T.hdr->live);
+    CHECK(T.hdr->perm_live == cap, "perm_live %llu, want %llu", (unsigned long long)T.hdr->perm_live,
+          (unsigned long long)cap);
     int rc = sg_table_get(&T, hn, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag);
     CHECK(rc == SG_OK, "full but dead claim: create returned %d with a dead claim holding the last place", rc);
 }
@@ -370,19 +375,21 @@ static void scenario_leaked_reservation_is_recounted(void) {
     make_store(4);
     uint64_t idx;
     uint8_t tag;
-    for (unsigned k = 0; k < 3; k++)
+    uint64_t cap = T.hdr->perm_capacity, *pl = &T.hdr->perm_live; /* permanent slots: their own budget */
+    for (unsigned k = 0; k < cap - 1; k++)
         CHECK(sg_table_get(&T, key(30, k), SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag) == SG_OK, "fill");
-    sg_add(&T.hdr->live, 1); /* the dead reserver */
+    sg_add(pl, 1); /* the dead reserver */
     CHECK(sg_table_get(&T, key(31, 0), SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag) == SG_OK,
           "leaked reservation: a create was refused with a place free");
-    CHECK(T.hdr->live == 4, "leaked reservation: live %llu after the recount, want 4", (unsigned long long)T.hdr->live);
+    CHECK(*pl == cap, "leaked reservation: perm_live %llu after the recount, want %llu", (unsigned long long)*pl,
+          (unsigned long long)cap);
     CHECK(T.hdr->recount_ns != 0, "leaked reservation: the recount was not stamped");
-    sg_add(&T.hdr->live, 1); /* leaks again at once: over capacity by the count */
+    sg_add(pl, 1); /* leaks again at once: over capacity by the count */
     CHECK(sg_table_get(&T, key(31, 1), SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag) == SG_ERR_FULL,
           "leaked reservation: full store admitted");
-    CHECK(T.hdr->live == 5, "leaked reservation: recounted twice within the interval");
-    CHECK(sg_table_recount(&T) == 1 && T.hdr->live == 4, "leaked reservation: sg_table_recount left %llu",
-          (unsigned long long)T.hdr->live);
+    CHECK(*pl == cap + 1, "leaked reservation: recounted twice within the interval");
+    CHECK(sg_table_recount(&T) == 1 && *pl == cap, "leaked reservation: sg_table_recount left %llu",
+          (unsigned long long)*pl);
 }
 
 int main(int argc, char **argv) {

@@ -47,8 +47,8 @@ static void scenario_counters(void) {
     }
     CHECK(total == (uint64_t)NTHREADS * COUNTER_ITERS, "counters: %llu != %llu", (unsigned long long)total,
           (unsigned long long)NTHREADS * COUNTER_ITERS);
-    CHECK(__atomic_load_n(&T.hdr->live, __ATOMIC_RELAXED) == 4, "counters: live %llu",
-          (unsigned long long)T.hdr->live);
+    CHECK(__atomic_load_n(&T.hdr->perm_live, __ATOMIC_RELAXED) == 4, "counters: perm_live %llu",
+          (unsigned long long)T.hdr->perm_live);
 }
 
 /* ---- 2. exact admission on hot keys while cold keys churn the table ----------- */
@@ -121,8 +121,9 @@ static void scenario_churn(void) {
     sg_stats st;
     sg_table_stats(&T, &st);
     CHECK(st.claiming == 0, "churn: %llu slots left claiming", (unsigned long long)st.claiming);
-    CHECK(st.live == st.reclaimable + st.permanent, "churn: live count %llu != scanned %llu",
-          (unsigned long long)st.live, (unsigned long long)(st.reclaimable + st.permanent));
+    CHECK(st.live == st.reclaimable && st.perm_live == st.permanent, "churn: live counts %llu/%llu != scanned %llu/%llu",
+          (unsigned long long)st.live, (unsigned long long)st.perm_live, (unsigned long long)st.reclaimable,
+          (unsigned long long)st.permanent);
     check_no_duplicates("churn");
     for (int k = 0; k < HOT_KEYS; k++)
         CHECK(admitted[k] == 2 * HOT_BUDGET, "churn: hot key %d admitted %llu, want exactly %d", k,
@@ -163,7 +164,7 @@ static void scenario_insert_race(void) {
             CHECK(0, "key %u missing", k);
     }
     CHECK(total == (uint64_t)NTHREADS * 3000, "insert race: total %llu", (unsigned long long)total);
-    CHECK(T.hdr->live == 3000, "insert race: live %llu", (unsigned long long)T.hdr->live);
+    CHECK(T.hdr->perm_live == 3000, "insert race: perm_live %llu", (unsigned long long)T.hdr->perm_live);
 }
 
 /* ---- 4. a full store answers FULL, never wrongly -------------------------------- */
@@ -172,11 +173,12 @@ static void scenario_full(void) {
     uint64_t idx;
     uint8_t tag;
     int full = 0;
-    for (unsigned k = 0; k < 100; k++)
+    unsigned n = (unsigned)T.hdr->perm_capacity; /* permanent slots have their own budget */
+    for (unsigned k = 0; k < n; k++)
         CHECK(sg_table_get(&T, key(9, k), SG_SLOT_PERMANENT, 0, 0, 1, 1, &idx, &tag) == SG_OK, "fill %u", k);
     full = sg_table_get(&T, key(9, 1000), SG_SLOT_PERMANENT, 0, 0, 1, 1, &idx, &tag);
     CHECK(full == SG_ERR_FULL, "full store returned %d", full);
-    for (unsigned k = 0; k < 100; k++)
+    for (unsigned k = 0; k < n; k++)
         CHECK(sg_table_get(&T, key(9, k), SG_SLOT_PERMANENT, 0, 0, 1, 0, &idx, &tag) == SG_OK, "lost %u", k);
 }
 
