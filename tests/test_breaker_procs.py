@@ -197,10 +197,8 @@ def test_killed_probe_holder_does_not_wedge_half_open(mp_ctx, store, store_name)
     p.join(10)
     assert p.exitcode == -signal.SIGKILL
     assert br.state == "half_open"
-    with pytest.raises(sg.CircuitOpen) as info:  # the dead process still holds the permit
-        br.begin()
-    assert 0 < info.value.retry_after <= 1.0
-    # after probe_timeout the permit is released and a new probe decides
+    # the dead holder's probe is given back to the next caller (issue 9), long before
+    # probe_timeout: the loop is only a bound
     deadline = time.monotonic() + 5
     while True:
         try:

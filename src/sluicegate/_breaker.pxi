@@ -122,9 +122,33 @@ cdef inline str _state_name(uint64_t s):
     return BREAKER_STATES[st]
 
 
+# Probe holders: a probe permit lives in the state word's issued count, which a holder
+# SIGKILLed before its exit would keep until probe_timeout (30 s by default) restarted
+# the round.  So a process that takes a probe records [owner, ticket] in one of
+# _NPROBE_REC holder records (two permanent slots), clears it before its exit, and a
+# caller rejected because every probe is out gives back the probes of dead holders (an
+# IGNORE exit of their ticket), as ConcurrencyLimiter frees a dead holder's permit.
+# Probes beyond the records fall back to probe_timeout.
+cdef enum:
+    _NPROBE_REC = 4
+cdef uint64_t _PROBE_RECLAIM_EVERY_NS = 100000000  # one look per process per 100 ms
+_pi = None  # sluicegate._procident, imported on the first probe
+
+
+cdef inline uint64_t _me() except 0:
+    global _pi
+    if _pi is None:
+        from sluicegate import _procident
+        _pi = _procident
+    return _pi._owner or _pi.current_owner()
+
+
 cdef class BreakerCore:
     """Compiled half of CircuitBreaker (use sluicegate.CircuitBreaker)."""
     cdef sg_breaker b
+    cdef uint64_t *prec0  # probe holder records 0-1 and 2-3, NULL until first needed
+    cdef uint64_t *prec1
+    cdef uint64_t next_reclaim
     cdef Table tbl
     cdef uint64_t rng
     cdef uint64_t seen
@@ -279,9 +303,87 @@ cdef class BreakerCore:
         cdef uint64_t ticket
         self._live()
         ticket = sg_br_enter(&self.b, now, &self.rng, res)
+        if ticket & SG_BR_T_PROBE:
+            self._hold_probe(ticket)
+        elif ticket == 0 and res.reason == SG_BR_REJ_HALF_OPEN and self._reclaim_probes():
+            ticket = sg_br_enter(&self.b, now, &self.rng, res)
+            if ticket & SG_BR_T_PROBE:
+                self._hold_probe(ticket)
         if (res.s & _SEEN_MASK) != self.seen:
             self._notice(res.s)
         return ticket
+
+    # ---- probe holders (see _NPROBE_REC) -------------------------------------------
+    cdef bint _probe_words(self) except -1:
+        """Map the holder records; False if the store has no slot left for them."""
+        if self.prec1 == NULL:
+            try:
+                self.prec0 = self.tbl.permanent_words(SG_NS_BREAKER, self.name, "probes0")
+                self.prec1 = self.tbl.permanent_words(SG_NS_BREAKER, self.name, "probes1")
+            except StoreFull:
+                self.prec0 = NULL
+                return False
+        return True
+
+    cdef inline uint64_t *_rec(self, int i):
+        return (self.prec0 if i < 2 else self.prec1) + (i % 2) * 2
+
+    cdef int _hold_probe(self, uint64_t ticket) except -1:
+        cdef uint64_t me = _me(), zero
+        cdef uint64_t *r
+        cdef int i
+        if not self._probe_words():
+            return 0
+        for i in range(_NPROBE_REC):
+            r = self._rec(i)
+            zero = 0
+            # the ticket word of a free record is 0 (cleared before its owner), so a
+            # holder killed between these two writes leaves nothing to give back
+            if sg_cas(r, &zero, me):
+                sg_store(r + 1, ticket)
+                return 0
+        return 0  # every record in use: this probe relies on probe_timeout
+
+    cdef int _drop_probe(self, uint64_t ticket) except -1:
+        """Clear our record of ticket before its exit: a holder killed after this and
+        before the exit leaves the probe to probe_timeout, never given back twice."""
+        cdef uint64_t me = _me(), exp
+        cdef uint64_t *r
+        cdef int i
+        if self.prec1 == NULL:
+            return 0
+        for i in range(_NPROBE_REC):
+            r = self._rec(i)
+            if sg_load(r) == me and sg_load(r + 1) == ticket:
+                sg_store(r + 1, 0)
+                exp = me
+                sg_cas(r, &exp, 0)
+                return 0
+        return 0
+
+    cdef int _reclaim_probes(self) except -1:
+        """Give back the probes of dead holders; the number given back."""
+        cdef uint64_t now = sg_store_now(&self.tbl.t), me, owner, t
+        cdef uint64_t *r
+        cdef int i, n = 0
+        if now < self.next_reclaim:
+            return 0
+        self.next_reclaim = now + _PROBE_RECLAIM_EVERY_NS
+        if not self._probe_words():
+            return 0
+        me = _me()
+        for i in range(_NPROBE_REC):
+            r = self._rec(i)
+            owner = sg_load(r)
+            if owner == 0 or owner == me or _pi.owner_alive(owner):
+                continue
+            t = sg_load(r + 1)
+            # the ticket word is claimed first: of two reclaimers only one gives it back
+            if t != 0 and sg_cas(r + 1, &t, 0):
+                sg_br_exit(&self.b, t, SG_BR_IGNORE, 0, 0)
+                n += 1
+            sg_cas(r, &owner, 0)
+        return n
 
     cdef uint64_t _effects(self, uint64_t ticket, uint64_t now, bint sleep) except 0:
         if ticket & (SG_BR_T_INJECT_FAIL | SG_BR_T_INJECT_LATENCY):
@@ -301,6 +403,8 @@ cdef class BreakerCore:
         cdef bint real = now == 0
         if self.tbl.t.hdr == NULL:
             return 0  # the store was closed while the call ran: nothing to record
+        if ticket & SG_BR_T_PROBE:
+            self._drop_probe(ticket)
         if self.timed and start:
             if real:
                 now = sg_store_now(&self.tbl.t)
