@@ -63,7 +63,7 @@ enum { /* namespaces: limiter "api" and breaker "api" never collide */
 #define SG_SLOT_SIZE 64u
 #define SG_MAX_PROBE 64u /* a key lives within this many slots of its home */
 #define SG_CLAIM_STALE_NS 200000000ULL /* a claim older than 200 ms is abandoned */
-#define SG_PERM_PER_POLICY 16u /* permanent slots budgeted per directory entry */
+#define SG_PERM_PER_POLICY 24u /* permanent slots budgeted per directory entry (a breaker takes about 18) */
 
 typedef struct sg_header {
     /* immutable after creation, covered by checksum */

@@ -69,7 +69,7 @@ static uint64_t dir_offset_for(uint64_t nslots) { return size_for_nslots(nslots)
 
 uint64_t sg_default_dir_entries(uint64_t capacity) {
     uint64_t n = capacity / 128;
-    return n < 64 ? 64 : n > 512 ? 512 : n;
+    return n < 64 ? 64 : n > 320 ? 320 : n;
 }
 
 uint64_t sg_store_size(uint64_t capacity, uint64_t dir_entries) {

@@ -112,11 +112,11 @@ def test_use_after_close_raises_not_crashes(store_name):
 
 
 def test_full_store_raises_store_full():
-    """Counters are policy state: they fill the permanent budget (policies= x 16 slots),
+    """Counters are policy state: they fill the permanent budget (policies= x 24 slots),
     which never takes room from keys, and a full one says to raise policies=."""
     with sg.SharedStore(capacity=8, policies=1) as s:
         n = s.stats()["permanent_capacity"]
-        assert n == 16
+        assert n == 24
         counters = [s.counter(f"c{i}") for i in range(n)]
         with pytest.raises(sg.StoreFull, match="larger policies="):
             s.counter("one too many")

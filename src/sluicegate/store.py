@@ -25,7 +25,7 @@ from . import directory as _directory
 from .directory import PolicyInfo
 from .errors import ConfigError, StoreClosed, StoreError, StoreNotFound
 
-DEFAULT_CAPACITY = 57344  # keys; with its 448 policies the key table is 2**17 slots (8 MiB)
+DEFAULT_CAPACITY = 57344  # keys; with its 320 policies the table is 2**17 slots (8 MiB)
 _PREFIX = "sluicegate."
 _MAX_NAME = 200
 _MAX_POLICIES = 65536

@@ -11,11 +11,13 @@
 
 static sg_table T;
 static void *region;
+static uint64_t region_size;
 /* room for `capacity` keys and at least as many permanent slots (perm_capacity is
  * SG_PERM_PER_POLICY per directory entry): the scenarios use either kind as keys */
 static void make_store(uint64_t capacity) {
     uint64_t dir = (capacity + SG_PERM_PER_POLICY - 1) / SG_PERM_PER_POLICY;
     uint64_t size = sg_store_size(capacity, dir);
+    region_size = size;
     free(region);
     region = calloc(1, size);
     if (!region || sg_store_init(region, size, capacity, dir) != SG_OK || sg_store_attach(&T, region, size) != SG_OK) {

@@ -185,7 +185,7 @@ static void scenario_full(void) {
 /* ---- 5. garbage regions never crash ---------------------------------------------- */
 static void scenario_garbage(void) {
     make_store(64);
-    uint64_t size = sg_store_size(64, 4);
+    uint64_t size = region_size;
     uint64_t rng = 12345;
     for (int round = 0; round < 200; round++) {
         /* whole random words: a flipped byte in a fresh ctl word would look like a
@@ -212,12 +212,13 @@ static void scenario_garbage(void) {
  * found).  Attach, the store clock and decisions must stay defined (UBSan:
  * mono - base_mono overflowed for a base near INT64_MIN). */
 static void scenario_garbage_header(void) {
-    uint64_t size = sg_store_size(64, 4), rng = 777;
+    uint64_t size, rng = 777;
     const uint64_t extremes[] = {0, 2, 1ULL << 62, (1ULL << 63) - 1, 1ULL << 63, (1ULL << 63) + 1, UINT64_MAX - 1,
                                  UINT64_MAX};
     const unsigned nex = sizeof extremes / sizeof extremes[0];
     for (int round = 0; round < 400; round++) {
         make_store(64);
+        size = region_size;
         sg_header *h = (sg_header *)region;
         uint64_t *words[] = {&h->live, (uint64_t *)&h->base_mono, &h->boot_key, &h->wall_epoch, &h->high_water};
         uint64_t boot = h->boot_key;

@@ -134,8 +134,9 @@ DRIVER = textwrap.dedent("""
     out["stats"] = st
     if st["claiming"]:
         violations.append(f"{st['claiming']} claims of dead processes left")
-    if st["used"] != st["reclaimable"] + st["permanent"]:
-        violations.append(f"used {st['used']} but {st['reclaimable'] + st['permanent']} slots live")
+    if st["used"] != st["reclaimable"] or st["permanent_used"] != st["permanent"]:
+        violations.append(f"used {st['used']} / {st['permanent_used']} but {st['reclaimable']} keys and "
+                          f"{st['permanent']} permanent slots live")
     out["violations"] = violations
     print(json.dumps(out))
 """)
