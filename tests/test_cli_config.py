@@ -189,3 +189,17 @@ def test_cli_errors_are_one_line_and_a_non_zero_exit(tmp_path, store, store_name
     assert r.returncode == 1 and "[limiters.api] names no store" in r.stderr and "--store" in r.stderr
     for r in [cli("show", "--store", missing), cli("apply", str(path))]:
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_apply_sends_each_policy_to_the_store_the_file_declares_and_never_creates_one(tmp_path, store, store_name):
+    lim = sg.RateLimiter("api", "2/hour", store=store)
+    missing = unique_name("nostore")
+    path = tmp_path / "sluicegate.toml"
+    path.write_text(f'[stores.main]\nurl = "shm://{store_name}"\n[limiters.api]\nrate = "3/hour"\nstore = "main"\n')
+    r = cli("apply", str(path))  # no --store needed: the file names the store
+    assert r.returncode == 0, r.stderr
+    assert lim.config["rate"] == ["3/hour"]
+    path.write_text(f'[stores.main]\nurl = "shm://{missing}"\n[limiters.api]\nrate = "4/hour"\nstore = "main"\n')
+    r = cli("apply", str(path), "--store", store_name)
+    assert r.returncode == 1 and f"{path}: [stores.main] url: store {missing!r} does not exist" in r.stderr
+    assert not os.path.exists(f"/dev/shm/sluicegate.{missing}") and lim.config["rate"] == ["3/hour"]

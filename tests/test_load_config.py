@@ -117,8 +117,13 @@ def test_policies_without_a_store_go_to_stores_default_else_the_store_argument(t
         assert sg.load_config(path, store=store).limiters["api"].store.name == other
         cfg = sg.load_config({"limiters": {"api": {"rate": "1/hour"}}}, store=store)
         assert cfg.limiters["api"].store is store
-        cfg = sg.load_config({"limiters": {"api": {"rate": "1/hour"}}}, store=f"shm://{store_name}")
+        cfg = sg.load_config({"limiters": {"api": {"rate": "1/hour"}, "b": {"rate": "1/hour"}}},
+                             store=f"shm://{store_name}")
         assert cfg.limiters["api"].store.name == store_name
+        assert cfg.limiters["api"].store is cfg.limiters["b"].store  # the URL is opened once
+        assert not cfg.reload()  # and a reload finds the same store: nothing to rebuild
+        cfg.close()
+        assert cfg.limiters["api"].store.closed and not store.closed  # the caller's store stays open
     finally:
         sg.SharedStore.unlink(other, missing_ok=True)
 
@@ -315,3 +320,21 @@ def test_reload_in_one_process_is_followed_by_another_at_its_next_decision(tmp_p
             child.kill()
         cfg.close()
 
+
+
+def test_async_true_makes_an_async_pool(store):
+    import asyncio
+
+    cfg = sg.load_config({"pools": {"db": {"create": "test_load_config:Resource", "size": 1, "async": True}}},
+                         store=store)
+    pool = cfg.pools["db"]
+    assert isinstance(pool, sg.AsyncPool)
+
+    async def use() -> None:
+        async with pool.checkout() as r:
+            assert isinstance(r, Resource)
+        await pool.close()
+
+    asyncio.run(use())
+    with pytest.raises(sg.ConfigError, match=r"<dict>: \[pools.db\] async: must be true or false"):
+        sg.load_config({"pools": {"db": {"create": Resource, "size": 1, "async": "yes"}}}, store=store)

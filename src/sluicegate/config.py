@@ -314,6 +314,7 @@ class Config:
         self.caps: dict[str, ConcurrencyLimiter] = {}
         self.pools: dict[str, AnyPool] = {}
         self._store_arg = store
+        self._source_store_arg = store  # what the caller gave (a store object of theirs is not closed here)
         self._source = source
         self._store_decls: dict[str, dict[str, Any]] = {}
         self._decls: dict[tuple[str, str], dict[str, Any]] = {}
@@ -379,7 +380,11 @@ class Config:
             return self.stores[d.store]
         if DEFAULT_STORE in self.stores:
             return self.stores[DEFAULT_STORE]
-        return resolve_store(self._store_arg) if self._store_arg is not None else default_store()
+        if self._store_arg is None:
+            return default_store()
+        if not isinstance(self._store_arg, SharedStore):  # a URL: opened once, then one object
+            self._store_arg = resolve_store(self._store_arg)
+        return resolve_store(self._store_arg)
 
     def _apply(self, doc: _Doc) -> Reloaded:
         label = doc.label
@@ -472,12 +477,15 @@ class Config:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the pools made here and the stores opened here."""
+        """Close the pools made here (an AsyncPool's close is awaited by you) and the stores
+        opened here ([stores] and a store URL given as store=)."""
         for p in self.pools.values():
             if isinstance(p, Pool):
                 p.close()
         for st in self.stores.values():
             st.close()
+        if isinstance(self._store_arg, SharedStore) and not isinstance(self._source_store_arg, SharedStore):
+            self._store_arg.close()
 
     def __enter__(self) -> Config:
         return self
