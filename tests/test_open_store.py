@@ -56,3 +56,14 @@ def test_a_policy_accepts_a_store_url(store_name):
         sg.RateLimiter("u", "2/hour", store=42)  # type: ignore[arg-type]
     with pytest.raises(sg.ConfigError, match="such as 'shm://u'"):
         sg.RateLimiter("u", "2/hour", store="u")  # type: ignore[arg-type]
+
+
+def test_open_store_keywords_capacity_policies_and_attach_only(store_name):
+    with pytest.raises(sg.StoreNotFound):
+        sg.open_store(f"shm://{store_name}", create=False)
+    with sg.open_store(f"shm://{store_name}", capacity=256, policies=8) as s:
+        assert s.capacity == 256
+        with sg.open_store(store_name, create=False) as same:
+            assert same.capacity == 256
+    with pytest.raises(sg.ConfigError, match="says capacity=256 but capacity=512 was given"):
+        sg.open_store(f"shm://{store_name}?capacity=256", capacity=512)

@@ -16,6 +16,7 @@ except ImportError as exc:  # no silent slow path: the C core is the product
 from .async_pool import AsyncLease, AsyncPool
 from .breaker import BreakerToken, CircuitBreaker
 from .concurrency import ConcurrencyLimiter, Permit
+from .config import Config, Reloaded, load_config
 from .directory import PolicyInfo
 from .errors import (
     CircuitOpen,
@@ -57,6 +58,9 @@ __all__ = [
     "ResourceLeakWarning",
     "default_store",
     "open_store",
+    "load_config",
+    "Config",
+    "Reloaded",
     "SluicegateError",
     "ConfigError",
     "InvalidKey",

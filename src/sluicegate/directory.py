@@ -133,13 +133,15 @@ class Entry:
 
         return self._publish(change)
 
-    def set_override(self, options: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
-        """Lay options over the current override (None clears it)."""
+    def set_override(self, options: dict[str, Any] | None, *, replace: bool = False) -> tuple[int, dict[str, Any]]:
+        """Lay options over the current override (None clears it); replace=True makes
+        options the whole override, in one publication (``sluicegate config apply``)."""
 
         def change(doc: dict[str, Any] | None) -> dict[str, Any]:
             if doc is None:
                 raise StoreError(f"{self.what}: has no configuration to override yet")
-            merged = None if options is None else {**(doc.get("override") or {}), **options}
+            base = {} if replace else (doc.get("override") or {})
+            merged = None if options is None else {**base, **options}
             _log.info("%s: runtime override %s (pid %d)", self.what,
                          "cleared" if merged is None else f"set to {merged}", os.getpid())
             return {**doc, "override": merged, "override_at": None if merged is None else time.time()}

@@ -422,37 +422,45 @@ def _url_capacity(url: str, query: str) -> int | None:
     return capacity
 
 
-def _open_shm(url: str, rest: str, query: str) -> SharedStore:
+def _open_shm(url: str, rest: str, opts: dict[str, Any]) -> SharedStore:
     if not rest or "/" in rest:
         raise ConfigError(f"store URL {url!r}: write shm://NAME (a name without '/')")
-    return SharedStore(rest, capacity=_url_capacity(url, query))
+    return SharedStore(rest, **opts)
 
 
-def _open_file(url: str, rest: str, query: str) -> SharedStore:
+def _open_file(url: str, rest: str, opts: dict[str, Any]) -> SharedStore:
     if not rest.startswith("/"):
         raise ConfigError(f"store URL {url!r}: write file:///absolute/path (three slashes)")
-    return SharedStore(path=rest, capacity=_url_capacity(url, query))
+    return SharedStore(path=rest, **opts)
 
 
 # the one place that maps a URL scheme to a store (redis:// arrives with the Redis store)
-_SCHEMES: dict[str, Callable[[str, str, str], SharedStore]] = {"shm": _open_shm, "file": _open_file}
+_SCHEMES: dict[str, Callable[[str, str, dict[str, Any]], SharedStore]] = {"shm": _open_shm, "file": _open_file}
 
 
-def open_store(url: str) -> SharedStore:
+def open_store(url: str, *, capacity: int | None = None, policies: int | None = None,
+               create: bool = True) -> SharedStore:
     """A store from a URL: "shm://orders" (named), "file:///var/lib/app/limits.sg"
-    (file-backed); "?capacity=N" sets the capacity of a store this call creates.
-    A bare name or a path (containing '/') is accepted too, as in $SLUICEGATE_STORE."""
+    (file-backed); "?capacity=N" (or capacity=N) sets the capacity of a store this call
+    creates, policies=N its directory room.  A bare name or a path (containing '/') is
+    accepted too, as in $SLUICEGATE_STORE.  create=False attaches only (StoreNotFound
+    when the store does not exist)."""
     if not isinstance(url, str) or not url:
         raise ConfigError(f"store URL must be a non-empty str, got {url!r}")
     scheme, sep, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    in_url = _url_capacity(url, query) if sep else None
+    if in_url is not None and capacity is not None and in_url != capacity:
+        raise ConfigError(f"store URL {url!r} says capacity={in_url} but capacity={capacity} was given")
+    opts: dict[str, Any] = {"capacity": capacity if in_url is None else in_url, "policies": policies,
+                            "create": create}
     if not sep:
-        return SharedStore(path=url) if "/" in url else SharedStore(url)
+        return SharedStore(path=url, **opts) if "/" in url else SharedStore(url, **opts)
     opener = _SCHEMES.get(scheme.lower())
     if opener is None:
         known = ", ".join(f"{s}://" for s in _SCHEMES)
         raise ConfigError(f"store URL {url!r}: unknown scheme {scheme!r}; sluicegate opens {known}")
-    rest, _, query = rest.partition("?")
-    return opener(url, rest, query)
+    return opener(url, rest, opts)
 
 
 _default: SharedStore | None = None
