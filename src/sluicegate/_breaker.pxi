@@ -272,7 +272,12 @@ cdef class BreakerCore:
         if self.tbl.t.hdr == NULL:
             self.tbl.check()
         if sg_load(self._ver) != self._seen:  # the one extra load: a new configuration?
-            self._follow_directory()
+            self._follow_moved()
+        return 0
+
+    cdef int _follow_moved(self) except -1:
+        """Out of line, so that _live stays small enough to inline."""
+        self._follow_directory()
         return 0
 
     cdef int _notice(self, uint64_t s) except -1:

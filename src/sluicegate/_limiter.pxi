@@ -447,5 +447,11 @@ cdef inline int rate_ready(_RateCore self) except -1:
     if self._tbl.t.hdr == NULL:
         self._tbl.check()
     if sg_load(self._ver) != self._seen:  # the one extra load: a new configuration?
-        self._follow_directory()
+        rate_follow(self)
+    return 0
+
+
+cdef int rate_follow(_RateCore self) except -1:
+    """Out of line, so that rate_ready stays small enough to inline."""
+    self._follow_directory()
     return 0
