@@ -58,7 +58,7 @@ def test_reconfigure_overrides_everywhere_until_cleared(store):
 def test_reconfigure_validates_before_it_publishes(store):
     name = unique_name("rl")
     a = sg.RateLimiter(name, "2/day", store=store)
-    with pytest.raises(sg.ConfigError, match="unknown option"):
+    with pytest.raises(sg.ConfigError, match="unknown rate limiter option"):
         a.reconfigure(limit=3)
     with pytest.raises(sg.ConfigError, match="rate"):
         a.reconfigure(rate="lots")

@@ -20,8 +20,9 @@ from types import TracebackType
 from typing import Any, Callable, TypeVar, Union
 
 from . import _core
-from .directory import BUILDERS, Entry, effective
+from .directory import BUILDERS
 from .errors import ConfigError
+from .policy import Policy
 from .store import SharedStore, resolve_store
 
 __all__ = ["STATES", "BreakerToken", "CircuitBreaker"]
@@ -102,7 +103,7 @@ def _mix(x: int) -> int:
     return int(_core.breaker_mix(x & 0xFFFFFFFFFFFFFFFF))
 
 
-class CircuitBreaker(_core.BreakerCore):
+class CircuitBreaker(Policy, _core.BreakerCore):
     """A circuit breaker whose state every process attached to ``store`` shares.
 
     Trip rules (combine freely; all count over the same rolling ``window`` of
@@ -156,7 +157,6 @@ class CircuitBreaker(_core.BreakerCore):
             k: v for k, v in given.items() if k not in ("self", "name", "store", "__class__")
         }
         code = _breaker_config({k: given[k] for k in SHARED_OPTIONS})
-        self._code = code
         if seed is None:
             rng_seed = int.from_bytes(os.urandom(8), "little")
             _unseeded.add(self)
@@ -166,9 +166,7 @@ class CircuitBreaker(_core.BreakerCore):
             rng_seed = _mix(seed)
         self._rng_seed = rng_seed or 1
         self._store = resolve_store(store)
-        self._entry = Entry(self._store, "breaker", name)
-        version, doc = self._entry.publish_code(code)
-        self._follow(effective(doc), version)
+        self._register(self._store, name, code)
         record_t = _types("record", record)
         ignore_t = _types("ignore", ignore)
         for arg, pred in (("is_failure", is_failure), ("result_is_failure", result_is_failure)):
@@ -186,45 +184,26 @@ class CircuitBreaker(_core.BreakerCore):
             for fn in listeners:
                 self.add_listener(fn)
 
-    # ---- configuration: the directory's, followed at the next call ----------------
-    def _follow(self, cfg: dict[str, Any], version: int) -> None:
-        cfg = _breaker_config(cfg)
+    # ---- configuration: the directory's, followed at the next call (policy.Policy) -----
+    KIND = "breaker"
+
+    @staticmethod
+    def _validate(cfg: dict[str, Any]) -> dict[str, Any]:
+        return _breaker_config(cfg)
+
+    def _apply(self, cfg: dict[str, Any]) -> None:
+        """The state, its totals and the fault settings carry over; a new window or
+        bucket count starts the rolling window afresh."""
         name = self._entry.name
         self._config = self._build_config(name, **cfg)  # the core's form (ns, ppm, ...)
         self._configure(self._store._table, name, self._config, self._rng_seed)
         self._rng_seed = 0  # later configurations keep the generator where it is
-        self._options = cfg
+
+    def _watch_version(self, version: int) -> None:
         self._watch(self._entry.dir_entry, version)
 
-    def _follow_directory(self) -> None:
-        """Called by a call that found the directory's version moved."""
-        version, doc = self._entry.read()
-        try:
-            assert doc is not None
-            self._follow(effective(doc), version)
-        except Exception:  # a configuration this process cannot use: keep the last one
-            _log.exception("circuit breaker %r: cannot follow configuration version %d; keeping %s",
-                           self.name, version, self._options)
-            self._watch(self._entry.dir_entry, version)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The shared configuration in effect (the directory's: code, or a runtime override)."""
+    def _sync(self) -> None:
         self._follow_if_moved()
-        return dict(self._options)
-
-    def reconfigure(self, **options: Any) -> None:
-        """Change this breaker in every process, at each one's next call, until
-        reconfigure() with no options clears the override.  The state, its totals and the
-        fault settings carry over; a new window or bucket count starts the window afresh.
-        Options: the shared ones of the constructor (failure_threshold, window, ...)."""
-        if options:
-            _, doc = self._entry.read()
-            assert doc is not None
-            new = _breaker_config({**effective(doc), **options})
-            options = {k: new[k] for k in options}
-        version, doc = self._entry.set_override(options or None)
-        self._follow(effective(doc), version)
 
     @staticmethod
     def _build_config(

@@ -25,8 +25,9 @@ from typing import Any, Callable, TypeVar
 
 from . import _core
 from . import _procident as _pi
-from .directory import BUILDERS, Entry, effective
+from .directory import BUILDERS
 from .errors import ConcurrencyLimitExceeded, ConfigError
+from .policy import Policy
 from .store import SharedStore, resolve_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -209,7 +210,7 @@ class Permit:
         return f"<Permit {self._cap.name!r} #{self.index} {state}>"
 
 
-class ConcurrencyLimiter:
+class ConcurrencyLimiter(Policy):
     """A semaphore shared by every process attached to the store.
 
     cap = ConcurrencyLimiter("postgres", limit=100, store=store)
@@ -244,12 +245,9 @@ class ConcurrencyLimiter:
             raise ConfigError(f"drop_on must be an exception class or a tuple of them, got {drop_on!r}")
         self.name = name
         self.drop_on: tuple[type[BaseException], ...] = drop_on
-        self._code = code  # what this process's code says (pickled; the directory may say more)
         self._store = resolve_store(store)
         self._core = _core.CapCore(self._store._table, name)
-        self._entry = Entry(self._store, "cap", name)
-        version, doc = self._entry.publish_code(code)
-        self._follow(effective(doc), version)
+        self._register(self._store, name, code)
         # permits acquire() gave out, per thread (cap.release() with no argument releases
         # the calling thread's last one); Permit._settle makes each release happen once
         self._held: dict[int, list[Permit]] = {}
@@ -260,9 +258,13 @@ class ConcurrencyLimiter:
         self._nwait = 0
         _live_caps.add(self)
 
-    # -- configuration: the directory's, followed at the next acquire --------------------
-    def _follow(self, cfg: dict[str, Any], version: int) -> None:
-        cfg = _cap_config(cfg)
+    # -- configuration: the directory's, followed at the next acquire (policy.Policy) -----
+    KIND = "cap"
+    _validate = staticmethod(_cap_config)
+
+    def _apply(self, cfg: dict[str, Any]) -> None:
+        """A new limit applies to new acquires; holders keep their permits (and count
+        against a lowered limit until they release)."""
         self.adaptive: bool = cfg["adaptive"]
         limit = cfg["limit"]
         self.min_limit: int = cfg["min_limit"] if self.adaptive else limit
@@ -272,39 +274,13 @@ class ConcurrencyLimiter:
         self._configured = limit
         self._backoff_1024 = max(1, min(1023, int(self.backoff * 1024)))
         self._core.configure(self.max_limit, limit, self.min_limit, self.adaptive)
+
+    def _watch_version(self, version: int) -> None:
         self._core._watch(self._entry.dir_entry, version)
 
-    def _follow_directory(self) -> None:
-        version, doc = self._entry.read()
-        try:
-            assert doc is not None
-            self._follow(effective(doc), version)
-        except Exception:  # a configuration this process cannot use: keep the last one
-            _log.exception("ConcurrencyLimiter %r: cannot follow configuration version %d; keeping %s",
-                           self.name, version, self.config)
-            self._core._watch(self._entry.dir_entry, version)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The configuration in effect."""
+    def _sync(self) -> None:
         if self._core._moved():
             self._follow_directory()
-        return {"limit": self._configured, "adaptive": self.adaptive,
-                "min_limit": self.min_limit if self.adaptive else None,
-                "max_limit": self.max_limit if self.adaptive else None,
-                "backoff": self.backoff, "slow_call": self.slow_call}
-
-    def reconfigure(self, **options: Any) -> None:
-        """Change this cap in every process, at each one's next acquire, until reconfigure()
-        with no options clears the override.  A new limit applies to new acquires; holders
-        keep their permits (and count against a lowered limit until they release)."""
-        if options:
-            _, doc = self._entry.read()
-            assert doc is not None
-            new = _cap_config({**effective(doc), **options})
-            options = {k: new[k] for k in options}
-        version, doc = self._entry.set_override(options or None)
-        self._follow(effective(doc), version)
 
     # -- acquiring ----------------------------------------------------------------------
     def try_acquire(self) -> Permit | None:

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from typing import Any, Callable, TypeVar, Union
 
 from . import _core
-from .directory import BUILDERS, Entry, effective
+from .directory import BUILDERS
 from .errors import ConfigError, RateLimited
+from .policy import Policy
 from .rates import Rate, RateSpec, parse_rates
 from .store import SharedStore, resolve_store
 
@@ -126,7 +127,7 @@ async def _acquire_async(check: Callable[[Any, int], Decision], what: str, key: 
         await asyncio.sleep(d.retry_after)
 
 
-class RateLimiter(_core._RateCore):
+class RateLimiter(Policy, _core._RateCore):
     """A rate limit shared by every process attached to the store.
 
     RateLimiter("login", "5/minute")                       token bucket (GCRA), burst 5
@@ -162,60 +163,30 @@ class RateLimiter(_core._RateCore):
         st = resolve_store(store)
         self.name = name
         self.store = st
-        self._code = code  # what this process's code says (pickled; the directory may say more)
-        self._entry = Entry(st, "limiter", name)
-        version, doc = self._entry.publish_code(code)
-        self._follow(effective(doc), version)
+        self._register(st, name, code)
 
-    # -- configuration: the directory's, followed at the next decision ---------------------
-    def _follow(self, cfg: dict[str, Any], version: int) -> None:
-        cfg = _limiter_config(cfg)
+    # -- configuration: the directory's, followed at the next decision (policy.Policy) -------
+    KIND = "limiter"
+    _validate = staticmethod(_limiter_config)
+
+    def _apply(self, cfg: dict[str, Any]) -> None:
+        """A token bucket keeps each key's debt under a new rate; window counts stay under
+        a new limit; a new period or algorithm starts the keys fresh."""
         rates = parse_rates(cfg["rate"])
-        algo = ALGORITHMS[cfg["algorithm"]]
         old = getattr(self, "algorithm", None)
-        self._setup(self.store._table, self.name, _specs(rates, cfg["burst"], algo))
+        self._setup(self.store._table, self.name, _specs(rates, cfg["burst"], ALGORITHMS[cfg["algorithm"]]))
         if old is not None and old != cfg["algorithm"]:
             _log.warning("rate limiter %r: algorithm changed from %s to %s; its keys start fresh",
                          self.name, old, cfg["algorithm"])
         self.rates = tuple(rates)
         self.burst = cfg["burst"]
         self.algorithm = cfg["algorithm"]
+
+    def _watch_version(self, version: int) -> None:
         self._watch(self._entry.dir_entry, version)
 
-    def _follow_directory(self) -> None:
-        """Called by a decision that found the directory's version moved."""
-        version, doc = self._entry.read()
-        try:
-            assert doc is not None
-            self._follow(effective(doc), version)
-        except Exception:  # a configuration this process cannot use: keep the last one
-            _log.exception("rate limiter %r: cannot follow configuration version %d; keeping %s",
-                           self.name, version, self.config)
-            self._watch(self._entry.dir_entry, version)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The configuration in effect: rate, burst, algorithm."""
+    def _sync(self) -> None:
         self._follow_if_moved()
-        return {"rate": [str(r) for r in self.rates], "burst": self.burst, "algorithm": self.algorithm}
-
-    def reconfigure(self, **options: Any) -> None:
-        """Change this limiter in every process, at each one's next decision, until
-        reconfigure() with no options clears the override (the code's configuration
-        applies again).  Options: rate, burst, algorithm.  A token bucket keeps each
-        key's debt under a new rate; window counts stay under a new limit; a new
-        period or algorithm starts the keys fresh."""
-        unknown = set(options) - {"rate", "burst", "algorithm"}
-        if unknown:
-            raise ConfigError(f"rate limiter {self.name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
-                              "reconfigure takes rate, burst and algorithm")
-        if options:
-            _, doc = self._entry.read()
-            assert doc is not None
-            new = _limiter_config({**effective(doc), **options})
-            options = {k: new[k] for k in options}
-        version, doc = self._entry.set_override(options or None)
-        self._follow(effective(doc), version)
 
     # -- waiting ------------------------------------------------------------------------
     def acquire(self, key: Key, cost: int = 1, timeout: float | None = None) -> Decision:

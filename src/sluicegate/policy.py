@@ -1,0 +1,89 @@
+"""The shape every policy shares: an identity (its kind and its name), a directory
+entry, and the configuration it follows (DESIGN.md rules 7 and 8).
+
+A policy class (RateLimiter, CircuitBreaker, ConcurrencyLimiter) holds its engine and
+says three things: KIND, its one validator of shared options (_validate), and how to
+apply a validated configuration to its engine (_apply).  This mixin does the rest, once:
+registering the code's configuration, following the directory when a decision finds
+its version moved, reconfigure(), and config."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from .directory import Entry, effective
+from .store import SharedStore
+
+_log = logging.getLogger("sluicegate.policy")
+
+
+class Policy:
+    KIND: ClassVar[str]
+    _entry: Entry
+    _code: dict[str, Any]  # what this process's code says (pickled; the directory may say more)
+    _options: dict[str, Any]  # the shared configuration in effect here
+
+    # -- what each policy says ---------------------------------------------------------------
+    @staticmethod
+    def _validate(cfg: dict[str, Any]) -> dict[str, Any]:
+        """The kind's one validator: raises ConfigError naming the option, returns the
+        configuration in the form the directory keeps (every shared option, JSON values)."""
+        raise NotImplementedError
+
+    def _apply(self, cfg: dict[str, Any]) -> None:
+        """Configure the engine with a validated configuration (state carries over)."""
+        raise NotImplementedError
+
+    def _watch_version(self, version: int) -> None:
+        """Tell the engine the directory version it now follows."""
+        raise NotImplementedError
+
+    def _sync(self) -> None:
+        """Follow the directory now if its version moved (the engine's one load)."""
+        raise NotImplementedError
+
+    # -- the shared part -------------------------------------------------------------------
+    def _register(self, store: SharedStore, name: str, code: dict[str, Any]) -> None:
+        """Record this process's code configuration (the newest wins) and follow the
+        directory's effective one."""
+        self._code = code
+        self._entry = Entry(store, self.KIND, name)
+        version, doc = self._entry.publish_code(code)
+        self._follow(effective(doc), version)
+
+    def _follow(self, cfg: dict[str, Any], version: int) -> None:
+        cfg = self._validate(cfg)
+        self._apply(cfg)
+        self._options = cfg
+        self._watch_version(version)
+
+    def _follow_directory(self) -> None:
+        """Called by a decision that found the directory's version moved."""
+        version, doc = self._entry.read()
+        try:
+            assert doc is not None
+            self._follow(effective(doc), version)
+        except Exception:  # a configuration this process cannot use: keep the last one
+            _log.exception("%s: cannot follow configuration version %d; keeping %s",
+                           self._entry.what, version, self._options)
+            self._watch_version(version)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The shared configuration in effect: the directory's (code, or a runtime override)."""
+        self._sync()
+        return dict(self._options)
+
+    def reconfigure(self, **options: Any) -> None:
+        """Change this policy in every process, at each one's next decision, until
+        reconfigure() with no options clears the override (the code's configuration
+        applies again).  The options are the constructor's shared ones; they are checked
+        before anything is published."""
+        if options:
+            _, doc = self._entry.read()
+            assert doc is not None
+            new = self._validate({**effective(doc), **options})
+            options = {k: new[k] for k in options}
+        version, doc = self._entry.set_override(options or None)
+        self._follow(effective(doc), version)
