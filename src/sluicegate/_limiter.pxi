@@ -45,8 +45,8 @@ def _limiter_after_fork() -> None:
     _fork_gen += 1
 
 
-if hasattr(_os, "register_at_fork"):
-    _os.register_at_fork(after_in_child=_limiter_after_fork)
+from sluicegate._forks import after_fork_in_child as _after_fork_in_child
+_after_fork_in_child(_limiter_after_fork)
 
 
 cdef class Decision:

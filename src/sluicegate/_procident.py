@@ -20,6 +20,8 @@ import os
 import sys
 import time
 
+from ._forks import after_fork_in_child
+
 PID_BITS = 22
 NS_BITS = 16
 START_BITS = 26
@@ -151,11 +153,9 @@ def owner_alive(owner: int) -> bool:
     return (start & START_MASK) == (owner & START_MASK)
 
 
+@after_fork_in_child
 def _after_fork_in_child() -> None:
     global _owner, _ns
     _owner = 0
     _ns = -1  # a parent that called unshare(CLONE_NEWPID) forks into another namespace
 
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

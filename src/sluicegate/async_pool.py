@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import time
 import warnings
 import weakref
@@ -19,6 +18,7 @@ from collections.abc import Awaitable
 from types import TracebackType
 from typing import Any, Callable, Generic, TypeVar, Union
 
+from ._forks import after_fork_in_child
 from .concurrency import ConcurrencyLimiter, Permit
 from .errors import ConfigError, PoolExhausted, PoolTimeout, StoreClosed
 from .pool import _BORROWER_POLL, _DEFAULT, _HOST_FIRST_DELAY, _HOST_MAX_DELAY, _Entry, _getframe, _PoolConfig, _seconds
@@ -479,10 +479,8 @@ class AsyncPool(_PoolConfig, Generic[T]):
 _live_async_pools: weakref.WeakSet[AsyncPool[Any]] = weakref.WeakSet()
 
 
+@after_fork_in_child
 def _after_fork_in_child() -> None:
     for pool in list(_live_async_pools):
         pool._forget_after_fork()
 
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Callable, TypeVar, Union
 
 from . import _core
+from ._forks import after_fork_in_child
 from .directory import BUILDERS
 from .errors import ConfigError
 from .policy import Policy
@@ -506,13 +507,11 @@ async def _injected_sleep(report: Callable[[int, int, int], None], ticket: int, 
 _unseeded: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
 
 
+@after_fork_in_child
 def _reseed_after_fork() -> None:
     for br in list(_unseeded):
         br.rng_state = int.from_bytes(os.urandom(8), "little") or 1
 
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 def _rebuild(name: str, store: SharedStore | None, kwargs: dict[str, Any]) -> CircuitBreaker:

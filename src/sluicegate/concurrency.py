@@ -15,7 +15,6 @@ import asyncio
 import functools
 import inspect
 import logging
-import os
 import random
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any, Callable, TypeVar
 
 from . import _core
 from . import _procident as _pi
+from ._forks import after_fork_in_child
 from .directory import BUILDERS
 from .errors import ConcurrencyLimitExceeded, ConfigError
 from .policy import Policy
@@ -551,6 +551,7 @@ class ConcurrencyLimiter(Policy):
 _live_caps: weakref.WeakSet[ConcurrencyLimiter] = weakref.WeakSet()
 
 
+@after_fork_in_child
 def _after_fork_in_child() -> None:
     # a parent thread may have held the condition's lock (or been counted as waiting) at the
     # fork: only this thread exists in the child
@@ -561,9 +562,6 @@ def _after_fork_in_child() -> None:
         # only this thread exists in the child, and the permits are the parent's
         cap._held = {}
 
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _rebuild(name: str, store: SharedStore, code: dict[str, Any],

@@ -8,7 +8,6 @@ permit of it, so N processes' pools together never hold more than the cap."""
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import threading
@@ -19,6 +18,7 @@ from collections import deque
 from types import TracebackType
 from typing import Any, Callable, Generic, TypeVar, cast
 
+from ._forks import after_fork_in_child
 from .concurrency import ConcurrencyLimiter, Permit
 from .errors import ConfigError, PoolExhausted, PoolTimeout, StoreClosed
 
@@ -894,10 +894,8 @@ class Pool(_PoolConfig, Generic[T]):
 _live_pools: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
 
 
+@after_fork_in_child
 def _after_fork_in_child() -> None:
     for pool in list(_live_pools):
         pool._forget_after_fork()
 
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
