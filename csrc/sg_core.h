@@ -169,11 +169,13 @@ static inline uint64_t sg_store_fast_now(const sg_table *t) {
 
 enum { SG_SLOT_RECLAIMABLE = 0, SG_SLOT_PERMANENT = 1 };
 
-/* Idle test for reclaimable slots, defined by the algorithms (sg_limiter.c):
- * a slot may be reused for another key only when its payload equals, in effect,
- * a fresh one.  Must be total: payload and param may be garbage from a corrupted
- * file, and the answer must then be 0 or 1 without faulting. */
-int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now);
+/* Idle test for reclaimable slots: a slot may be reused for another key only when
+ * its payload equals, in effect, a fresh one.  The table knows no algorithm: the
+ * algorithms (sg_limiter.c) register theirs when the program loads.  It must be total:
+ * payload and param may be garbage from a corrupted file, and the answer must then be
+ * 0 or 1 without faulting.  With none registered, no reclaimable slot is ever idle. */
+typedef int (*sg_idle_fn)(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now);
+void sg_table_set_idle(sg_idle_fn fn);
 
 /* Find the slot for hash h, creating it when create != 0.
  * kind: SG_SLOT_RECLAIMABLE (meta = [algo:8 | param:48] recorded for reclaim) or

@@ -170,68 +170,114 @@ static uint64_t step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t *at, 
     }
 }
 
-static uint64_t refund_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now) {
-    if (r->algo == SG_ALGO_GCRA) {
-        uint64_t back = cost > r->limit ? UINT64_MAX : cost * r->interval_ns, owed = gcra_owed(p, now);
-        return gcra_tat(now, owed > back ? owed - back : 0);
-    }
-    /* only the window of now: a refund cannot tell a call charged in a window it
-       joined early (window_of's rule) from one charged in the window before, which
-       another process has since replaced; giving back to the later window would
-       then admit more than its limit.  Callers pass the time step decided at. */
-    uint64_t w = now / r->period_ns;
-    if (r->algo == SG_ALGO_FIXED) {
-        if (FX_IDX(p) != (w & 0xffffff)) return p;
-        return p - (FX_CNT(p) < cost ? FX_CNT(p) : cost);
-    }
-    if (SL_IDX(p) != (w & 0xffff)) return p;
+/* ---- the algorithm table: one row per algorithm ------------------------------ */
+
+/* A refund gives back only to the window of now: a refund cannot tell a call charged
+ * in a window it joined early (window_of's rule) from one charged in the window
+ * before, which another process has since replaced; giving back to the later window
+ * would then admit more than its limit.  Callers pass the time step decided at. */
+static uint64_t gcra_refund(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now) {
+    uint64_t back = cost > r->limit ? UINT64_MAX : cost * r->interval_ns, owed = gcra_owed(p, now);
+    return gcra_tat(now, owed > back ? owed - back : 0);
+}
+
+static uint64_t fixed_refund(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now) {
+    if (FX_IDX(p) != ((now / r->period_ns) & 0xffffff)) return p;
+    return p - (FX_CNT(p) < cost ? FX_CNT(p) : cost);
+}
+
+static uint64_t sliding_refund(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now) {
+    if (SL_IDX(p) != ((now / r->period_ns) & 0xffff)) return p;
     return p - (SL_CUR(p) < cost ? SL_CUR(p) : cost);
 }
 
-int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now) {
-    switch (algo) {
-    case SG_ALGO_GCRA: return gcra_owed(payload, now) == 0;
-    case SG_ALGO_FIXED:
-    case SG_ALGO_SLIDING: {
-        if (param == 0 || param > (1ULL << 40)) return payload == 0; /* garbage: only a fresh word */
-        sg_rate r = {algo, 1, param * 1000000ULL, 0};
-        uint64_t prev = 0, cur;
-        uint64_t w = now / r.period_ns;
-        if (payload == 0) return 1; /* fresh: no window at all (see window_of) */
-        /* a window a little later than now's is live: written after our clock read */
-        uint64_t pidx = algo == SG_ALGO_FIXED ? FX_IDX(payload) : SL_IDX(payload);
-        uint64_t a = (pidx - w) & (algo == SG_ALGO_FIXED ? 0xffffff : 0xffff);
-        if (a == 1 || a == 2) return 0;
-        if (algo == SG_ALGO_FIXED) {
-            cur = FX_IDX(payload) == (w & 0xffffff) ? FX_CNT(payload) : 0;
-        } else {
-            sliding_counts(&r, payload, now, &prev, &cur);
-        }
-        return prev == 0 && cur == 0;
-    }
-    default: return 0;
-    }
+/* Idle tests: total over garbage payloads and params (a corrupted file). */
+static int gcra_idle(uint64_t param, uint64_t payload, uint64_t now) {
+    (void)param;
+    return gcra_owed(payload, now) == 0;
 }
+
+/* A window key is idle when it has no count in now's window (nor, sliding, the one
+ * before); a window a little later than now's is live (written after our clock read). */
+static int window_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now) {
+    if (param == 0 || param > (1ULL << 40)) return payload == 0; /* garbage: only a fresh word */
+    if (payload == 0) return 1; /* fresh: no window at all (see window_of) */
+    sg_rate r = {algo, 1, param * 1000000ULL, 0};
+    uint64_t prev = 0, cur, w = now / r.period_ns;
+    uint64_t pidx = algo == SG_ALGO_FIXED ? FX_IDX(payload) : SL_IDX(payload);
+    uint64_t a = (pidx - w) & (algo == SG_ALGO_FIXED ? 0xffffff : 0xffff);
+    if (a == 1 || a == 2) return 0;
+    if (algo == SG_ALGO_FIXED)
+        cur = FX_IDX(payload) == (w & 0xffffff) ? FX_CNT(payload) : 0;
+    else
+        sliding_counts(&r, payload, now, &prev, &cur);
+    return prev == 0 && cur == 0;
+}
+static int fixed_idle(uint64_t param, uint64_t payload, uint64_t now) {
+    return window_idle(SG_ALGO_FIXED, param, payload, now);
+}
+static int sliding_idle(uint64_t param, uint64_t payload, uint64_t now) {
+    return window_idle(SG_ALGO_SLIDING, param, payload, now);
+}
+
+static int gcra_validate(const sg_rate *r) {
+    if (r->limit == 0 || r->interval_ns == 0 || r->limit > SG_GCRA_MAX_TAU / r->interval_ns) return SG_ERR_ARG;
+    return SG_OK;
+}
+
+static int window_validate(const sg_rate *r, uint64_t max_limit) {
+    if (r->limit == 0 || r->period_ns == 0 || r->period_ns % 1000000ULL) return SG_ERR_ARG;
+    if (r->period_ns / 1000000ULL >= (1ULL << 40) || r->limit > max_limit) return SG_ERR_ARG;
+    return SG_OK;
+}
+static int fixed_validate(const sg_rate *r) { return window_validate(r, SG_FIXED_MAX_LIMIT); }
+static int sliding_validate(const sg_rate *r) { return window_validate(r, SG_SLIDING_MAX_LIMIT); }
+
+/* What a key's slot records for the idle test: a window's period in ms. */
+static uint64_t no_param(const sg_rate *r) {
+    (void)r;
+    return 0;
+}
+static uint64_t period_ms(const sg_rate *r) { return r->period_ns / 1000000ULL; }
+
+/* The decision itself (step) is not a column: it is the hot path, and the switch in
+ * step() lets the compiler inline it; a call through the table could not be. */
+typedef struct {
+    uint64_t (*refund)(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now);
+    int (*idle)(uint64_t param, uint64_t payload, uint64_t now);
+    int (*validate)(const sg_rate *r);
+    uint64_t (*param)(const sg_rate *r);
+} sg_algo_row;
+
+static const sg_algo_row ALGOS[SG_ALGO_COUNT] = {
+    [SG_ALGO_GCRA] = {gcra_refund, gcra_idle, gcra_validate, no_param},
+    [SG_ALGO_FIXED] = {fixed_refund, fixed_idle, fixed_validate, period_ms},
+    [SG_ALGO_SLIDING] = {sliding_refund, sliding_idle, sliding_validate, period_ms},
+};
+
+static inline const sg_algo_row *algo_row(uint32_t algo) {
+    return algo < SG_ALGO_COUNT && ALGOS[algo].idle ? &ALGOS[algo] : NULL;
+}
+
+int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now) {
+    const sg_algo_row *a = algo_row(algo);
+    return a ? a->idle(param, payload, now) : 0;
+}
+
+/* The table judges idle slots through this, so that it knows no algorithm. */
+__attribute__((constructor)) static void register_idle_test(void) { sg_table_set_idle(sg_algo_idle); }
 
 int sg_rate_validate(const sg_rate *r) {
-    switch (r->algo) {
-    case SG_ALGO_GCRA:
-        if (r->limit == 0 || r->interval_ns == 0) return SG_ERR_ARG;
-        if (r->limit > SG_GCRA_MAX_TAU / r->interval_ns) return SG_ERR_ARG;
-        return SG_OK;
-    case SG_ALGO_FIXED:
-    case SG_ALGO_SLIDING:
-        if (r->limit == 0 || r->period_ns == 0 || r->period_ns % 1000000ULL) return SG_ERR_ARG;
-        if (r->period_ns / 1000000ULL >= (1ULL << 40)) return SG_ERR_ARG;
-        if (r->limit > (r->algo == SG_ALGO_FIXED ? SG_FIXED_MAX_LIMIT : SG_SLIDING_MAX_LIMIT)) return SG_ERR_ARG;
-        return SG_OK;
-    default: return SG_ERR_ARG;
-    }
+    const sg_algo_row *a = algo_row(r->algo);
+    return a ? a->validate(r) : SG_ERR_ARG;
 }
 
-static inline uint64_t rate_param(const sg_rate *r) {
-    return r->algo == SG_ALGO_GCRA ? 0 : r->period_ns / 1000000ULL;
+/* rates reaching these were validated (sg_rate_validate) */
+static inline uint64_t refund_step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now) {
+    return ALGOS[r->algo].refund(r, p, cost, now);
 }
+
+static inline uint64_t rate_param(const sg_rate *r) { return ALGOS[r->algo].param(r); }
 
 /* CAS loop on the key's tagged word; fn computes the new payload.
  * *now == 0: the clock is read after the word is loaded (and again after a lost

@@ -6,7 +6,7 @@
 
 #include "sg_core.h"
 
-enum { SG_ALGO_GCRA = 1, SG_ALGO_FIXED = 2, SG_ALGO_SLIDING = 3 };
+enum { SG_ALGO_GCRA = 1, SG_ALGO_FIXED = 2, SG_ALGO_SLIDING = 3, SG_ALGO_COUNT = 4 };
 
 #define SG_FIXED_MAX_LIMIT 0xffffffffULL   /* 32-bit count */
 #define SG_SLIDING_MAX_LIMIT 0xfffffULL    /* 20-bit counts */
@@ -23,6 +23,10 @@ typedef struct {
     int allowed;
     uint64_t limit, remaining, retry_after_ns, reset_after_ns;
 } sg_decision;
+
+/* The idle test of a reclaimable slot that an algorithm decides (its row in the
+ * algorithm table); registered with the table (sg_table_set_idle) at load time. */
+int sg_algo_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now);
 
 /* 0 if the rate is usable, else SG_ERR_ARG. */
 int sg_rate_validate(const sg_rate *r);

@@ -235,6 +235,10 @@ static inline int claim_is_stale(uint64_t c, uint64_t real_now) {
     return age > stale || age < -10000; /* > 200 ms old, or > ~10 s in the future */
 }
 
+static sg_idle_fn idle_test; /* the algorithms' (sg_table_set_idle) */
+
+void sg_table_set_idle(sg_idle_fn fn) { __atomic_store_n(&idle_test, fn, __ATOMIC_RELEASE); }
+
 /* Is word v (just loaded from s->v[0]) an idle one?  now == 0: judge it at the store
  * time read here, after v was loaded.  A time read earlier can be older than v's
  * last decision (a caller stalled between its clock read and this load, a batch's
@@ -245,7 +249,8 @@ static inline int slot_idle(const sg_table *t, sg_slot *s, uint8_t tag, uint64_t
     uint64_t m = sg_load(&s->meta);
     if (SG_TAG(m) != tag) return 0;
     if (!now) now = sg_store_fast_now(t);
-    return sg_algo_idle((uint32_t)((m >> 48) & 0xff), m & ((1ULL << 48) - 1), SG_PAYLOAD(v), now);
+    sg_idle_fn idle = __atomic_load_n(&idle_test, __ATOMIC_ACQUIRE);
+    return idle ? idle((uint32_t)((m >> 48) & 0xff), m & ((1ULL << 48) - 1), SG_PAYLOAD(v), now) : 0;
 }
 
 /* Give up a claim we hold (ctl == mine): seal v[0] and mark the slot empty.
