@@ -9,13 +9,6 @@ cdef extern from "Python.h":
     void *PyUnicode_DATA(object o)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
 
-cdef extern from "sg_limiter.h" nogil:
-    int sg_rates_apply_many(sg_table *t, const sg_hash128 *hs, size_t nkeys, const sg_rate *rs, int nrates,
-                            uint64_t cost, uint64_t now, uint8_t *allowed, size_t *done)
-    uint64_t SG_FIXED_MAX_LIMIT
-    uint64_t SG_SLIDING_MAX_LIMIT
-    uint64_t SG_GCRA_MAX_TAU
-
 import os as _os
 
 _np = None  # numpy, imported on the first allow_many (keeps `import sluicegate` light)
