@@ -230,14 +230,21 @@ cdef class BreakerCore:
         cdef uint64_t ticket
         self._live()
         ticket = sg_br_enter(&self.b, now, &self.rng, res)
+        if (ticket & SG_BR_T_PROBE) or (ticket == 0 and res.reason == SG_BR_REJ_HALF_OPEN):
+            ticket = self._probe_path(ticket, now, res)
+        if (res.s & _SEEN_MASK) != self.seen:
+            self._notice(res.s)
+        return ticket
+
+    cdef uint64_t _probe_path(self, uint64_t ticket, uint64_t now, sg_br_result *res) except? 0:
+        """Out of line (half-open only), so that _try stays small enough to inline:
+        record a probe's holder, or give back dead holders' probes and try again."""
         if ticket & SG_BR_T_PROBE:
             self._hold_probe(ticket)
-        elif ticket == 0 and res.reason == SG_BR_REJ_HALF_OPEN and self._reclaim_probes():
+        elif self._reclaim_probes():
             ticket = sg_br_enter(&self.b, now, &self.rng, res)
             if ticket & SG_BR_T_PROBE:
                 self._hold_probe(ticket)
-        if (res.s & _SEEN_MASK) != self.seen:
-            self._notice(res.s)
         return ticket
 
     # ---- probe holders (see _NPROBE_REC) -------------------------------------------
