@@ -13,7 +13,7 @@ tests/test_table_live_count.py.
 Each storm prints what it did.  The storms are short here (SLUICEGATE_CHAOS_SECONDS,
 default 1.5 s each); run them longer on demand:
 
-    SLUICEGATE_CHAOS_SECONDS=60 python -m pytest tests/chaos -s
+    bash tests/chaos/run.sh 60    # SLUICEGATE_CHAOS_SECONDS=60 python -m pytest tests/chaos -s
 """
 
 from __future__ import annotations
