@@ -314,8 +314,14 @@ static void wait_identity(sg_table *t, sg_slot *s, uint64_t c) {
 /* Check the window for another claim of the same key.  Returns 1 if ours may be
  * published, 0 if we must abort (another slot has or will have the key).
  * Rule: the claim nearer home wins; a farther claim that sees a nearer one for the
- * same key (or one whose identity is not yet written) yields or waits for it. */
-static int no_rival(sg_table *t, sg_hash128 h, uint64_t home, unsigned mine_d) {
+ * same key (or one whose identity is not yet written) yields or waits for it.
+ * A nearer claim that wins is returned in *wait_s / *wait_c (when wait_s is given):
+ * the caller aborts its own claim and then waits for that one to publish, give up or
+ * go stale (wait_claim), instead of claiming again at once.  Claiming again at once
+ * spins through sg_table_get's attempts while the winner is preempted (a busy host
+ * parks it for tens of ms), and ends in SG_ERR_FULL on a store with plenty of room. */
+static int no_rival(sg_table *t, sg_hash128 h, uint64_t home, unsigned mine_d, sg_slot **wait_s,
+                    uint64_t *wait_c) {
     /* seq_cst loads pair with the seq_cst identity CASes (a Dekker handshake): of two
        rival claimers, at least one sees the other's identity. */
     unsigned n = probe_len(t, home);
@@ -334,7 +340,13 @@ static int no_rival(sg_table *t, sg_hash128 h, uint64_t home, unsigned mine_d) {
             }
             /* claiming */
             if (d < mine_d) {
-                if (same) return 0;
+                if (same) {
+                    if (wait_s) {
+                        *wait_s = s;
+                        *wait_c = c;
+                    }
+                    return 0;
+                }
                 uint64_t i1 = ld_sc(&s->id1), i2 = ld_sc(&s->id2);
                 if (SG_TAG(i1) == CTL_TAG(c) && SG_TAG(i2) == CTL_TAG(c)) break; /* other key */
                 wait_identity(t, s, c); /* identity not yet written: wait for it, then re-read */
@@ -546,8 +558,11 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         if (CTL_FROMLIVE(mine) && (perm || reserved)) live_dec(t, 0);
 
         uint8_t mytag = CTL_TAG(mine);
-        if (!write_identity(s, mine, h, mytag, perm, algo, param) || !no_rival(t, h, home, d)) {
+        sg_slot *winner = NULL;
+        uint64_t winner_c = 0;
+        if (!write_identity(s, mine, h, mytag, perm, algo, param) || !no_rival(t, h, home, d, &winner, &winner_c)) {
             abort_claim(t, s, mine);
+            if (winner) wait_claim(t, winner, winner_c); /* a nearer claim of our key: let it finish */
             continue;
         }
         uint64_t exp = mine;

@@ -106,6 +106,11 @@ cdef inline Decision make_decision(const sg_decision *d):
     return r
 
 
+# A refund's time is read this much before the decisions it refunds: they may read the
+# TSC-extrapolated clock, within tens of ns of sg_store_now.
+cdef uint64_t _CLOCK_MARGIN_NS = 20000
+
+
 cdef class _RateCore:
     """Compiled state of a RateLimiter: its rates, per-rate key namespaces and stats
     stripe.  RateLimiter (limiter.py) subclasses this, so lim.allow is this method."""
@@ -259,7 +264,7 @@ cdef class _RateCore:
         cdef uint8_t[::1] outv
         cdef unsigned char[::1] pin
         cdef sg_table tl
-        cdef uint64_t nallowed = 0, now
+        cdef uint64_t nallowed = 0, now, started
         cdef sg_rate *rates
         rate_ready(self)
         if cost is not 1:
@@ -311,6 +316,11 @@ cdef class _RateCore:
             tl = self._tbl.t
             if tl.hdr == NULL:  # closed while the keys were hashed
                 self._tbl.check()
+            # refunds (below) are made at a time before every decision of the batch: at a
+            # later one, a window that rolled over and was charged by others since would
+            # take the refund and admit more than its limit (see LimiterChain.check)
+            started = sg_store_now(&tl)
+            started = started - _CLOCK_MARGIN_NS if started > _CLOCK_MARGIN_NS else 1
             with nogil:
                 rc = sg_rates_apply_many(&tl, hs, <size_t>n, rates, nr, c, now, &outv[0], &done)
             for k in range(<Py_ssize_t>done):
@@ -318,11 +328,10 @@ cdef class _RateCore:
             if rc != SG_OK:
                 # no silent charge: give back what the keys decided before the failure
                 # were charged (best effort, as refund()), then raise
-                now = sg_store_now(&tl)
                 for k in range(<Py_ssize_t>done):
                     if outv[k]:
                         for i in range(nr):
-                            sg_rate_refund(&tl, hs[k * nr + i], &rates[i], c, now)
+                            sg_rate_refund(&tl, hs[k * nr + i], &rates[i], c, started)
         finally:
             free(hs)
             free(rates)

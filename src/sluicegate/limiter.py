@@ -308,6 +308,9 @@ def _build(store: SharedStore, name: str, code: dict[str, Any]) -> RateLimiter:
 BUILDERS["limiter"] = _build
 
 
+_CLOCK_MARGIN_NS = 20_000  # a chain's refund time is read this much early (see LimiterChain.check)
+
+
 class LimiterChain:
     """Several limiters decided in order, all-or-nothing (see RateLimiter.chain).
 
@@ -336,21 +339,31 @@ class LimiterChain:
     def check(self, key: Key | Sequence[Key], cost: int = 1) -> Decision:
         keys = self._keys(key)
         best: Decision | None = None
+        # A level is refunded at a time read just before it decided, never at the time
+        # of the refund: a window judged by the refund's time may be a later one that
+        # other callers have charged since, and taking the refund off it would admit
+        # more than its limit.  An earlier time refunds the window charged, or (when
+        # that window has rolled over) nothing: the level denies more, never admits more.
+        started: list[int] = []
         for i, (lim, k) in enumerate(zip(self.limiters, keys)):
+            # the decision may read the TSC-extrapolated clock, within tens of ns of this one
+            started.append(max(1, lim._now_ns() - _CLOCK_MARGIN_NS))
             try:
                 d = lim.check(k, cost)
             except BaseException:
-                for j in range(i):
-                    self.limiters[j].refund(keys[j], cost)
+                self._refund(keys, cost, started[:i])
                 raise
             if not d.allowed:
-                for j in range(i):
-                    self.limiters[j].refund(keys[j], cost)
+                self._refund(keys, cost, started[:i])
                 return d
             if best is None or d.remaining < best.remaining:
                 best = d
         assert best is not None
         return best
+
+    def _refund(self, keys: Sequence[Key], cost: int, started: list[int]) -> None:
+        for lim, k, at in zip(self.limiters, keys, started):
+            lim._refund_at(k, cost, at)
 
     def allow(self, key: Key | Sequence[Key], cost: int = 1) -> bool:
         return bool(self.check(key, cost).allowed)

@@ -108,7 +108,7 @@ static void scenario_stalled_claimer(void) {
           "counter not in the freed slot");
     sg_add(sg_words(&T, idx), 5);
     /* A resumes where sg_table_get left it */
-    if (!write_identity(s, mine, ha, CTL_TAG(mine), 0, SG_ALGO_GCRA, 0) || !no_rival(&T, ha, home, 0)) {
+    if (!write_identity(s, mine, ha, CTL_TAG(mine), 0, SG_ALGO_GCRA, 0) || !no_rival(&T, ha, home, 0, NULL, NULL)) {
         abort_claim(&T, s, mine);
     } else {
         uint64_t exp = mine;

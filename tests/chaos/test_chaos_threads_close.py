@@ -1,7 +1,7 @@
 """Chaos: 16 threads with a 1 us switch interval call every policy's methods while
 the main thread closes the store.  Every call returns normally or raises StoreClosed;
 nothing crashes (run in a subprocess: a segfault is a failed assertion) and nothing
-raises anything else."""
+raises anything else, StoreFull included: the store is never more than ~20% full."""
 
 from __future__ import annotations
 
@@ -60,11 +60,12 @@ RACE = textwrap.dedent('''
                     return
                 except (ConnectionError, sg.CircuitOpen, sg.ConcurrencyLimitExceeded):
                     pass
-                except sg.StoreFull:
-                    # OPEN (issue 9 follow-up): once in ~16 runs on a loaded machine a
-                    # multi-rate allow_many raised StoreFull on a store ~20% full; counted
-                    # and printed, not yet explained
+                except sg.StoreFull as e:
+                    # the store is ~20% full: StoreFull here is a bug (it was one: a key
+                    # whose creator was preempted mid-claim, tests/test_table_rival_claim.py)
                     store_full[0] += 1
+                    odd["StoreFull: " + str(e)[:120]] = 1
+                    return
                 except BaseException as e:
                     odd[type(e).__name__ + ": " + str(e)[:80]] = 1
                     return
