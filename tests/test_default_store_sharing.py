@@ -15,14 +15,13 @@ import subprocess
 import sys
 import textwrap
 
+import gunicorn  # noqa: F401  (test extras: the real servers these tests drive, never skipped)
 import pytest
 import servers
+import uvicorn  # noqa: F401
 
 import sluicegate as sg
 from sluicegate import _approot
-
-pytest.importorskip("gunicorn")
-pytest.importorskip("uvicorn")
 
 RATE, BURST = 50, 50  # "50/second": burst 50, then one every 20 ms
 LOAD_SECONDS = 3.0

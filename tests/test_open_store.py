@@ -51,6 +51,7 @@ def test_bad_urls_name_the_problem(url, match):
 def test_a_policy_accepts_a_store_url(store_name):
     lim = sg.RateLimiter("u", "2/hour", store=f"shm://{store_name}")
     assert lim.store.name == store_name
+    assert sg.CircuitBreaker("u", store=f"shm://{store_name}").store is lim.store  # one mapping per URL
     assert [lim.allow("k") for _ in range(3)] == [True, True, False]
     with pytest.raises(sg.ConfigError, match="store must be a SharedStore or a store URL"):
         sg.RateLimiter("u", "2/hour", store=42)  # type: ignore[arg-type]

@@ -111,6 +111,12 @@ cdef inline Decision make_decision(const sg_decision *d):
 cdef uint64_t _CLOCK_MARGIN_NS = 20000
 
 
+cdef inline uint64_t refund_time(const sg_table *t) nogil:
+    """A time to refund decisions made after it at (before each of them, within the margin)."""
+    cdef uint64_t now = sg_store_now(t)
+    return now - _CLOCK_MARGIN_NS if now > _CLOCK_MARGIN_NS else 1
+
+
 cdef class _RateCore:
     """Compiled state of a RateLimiter: its rates, per-rate key namespaces and stats
     stripe.  RateLimiter (limiter.py) subclasses this, so lim.allow is this method."""
@@ -319,8 +325,7 @@ cdef class _RateCore:
             # refunds (below) are made at a time before every decision of the batch: at a
             # later one, a window that rolled over and was charged by others since would
             # take the refund and admit more than its limit (see LimiterChain.check)
-            started = sg_store_now(&tl)
-            started = started - _CLOCK_MARGIN_NS if started > _CLOCK_MARGIN_NS else 1
+            started = refund_time(&tl)
             with nogil:
                 rc = sg_rates_apply_many(&tl, hs, <size_t>n, rates, nr, c, now, &outv[0], &done)
             for k in range(<Py_ssize_t>done):
@@ -389,6 +394,12 @@ cdef class _RateCore:
     def _now_ns(self):
         rate_ready(self)
         return sg_store_now(&self._tbl.t)
+
+    def _refund_time(self):
+        """Store time (ns) a little before any decision made after this call: refunding
+        at it gives back to the window those decisions charged, never a later one."""
+        rate_ready(self)
+        return refund_time(&self._tbl.t)
 
     def _stats_counts(self):
         """(allowed, denied) summed over every process's stripe."""

@@ -308,7 +308,6 @@ def _build(store: SharedStore, name: str, code: dict[str, Any]) -> RateLimiter:
 BUILDERS["limiter"] = _build
 
 
-_CLOCK_MARGIN_NS = 20_000  # a chain's refund time is read this much early (see LimiterChain.check)
 
 
 class LimiterChain:
@@ -346,8 +345,7 @@ class LimiterChain:
         # that window has rolled over) nothing: the level denies more, never admits more.
         started: list[int] = []
         for i, (lim, k) in enumerate(zip(self.limiters, keys)):
-            # the decision may read the TSC-extrapolated clock, within tens of ns of this one
-            started.append(max(1, lim._now_ns() - _CLOCK_MARGIN_NS))
+            started.append(lim._refund_time())
             try:
                 d = lim.check(k, cost)
             except BaseException:

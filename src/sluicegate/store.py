@@ -243,7 +243,7 @@ class SharedStore:
     can write, is refused with StoreError unless trust_foreign=True.
 
     capacity: key slots (live keys at once); policies: room in the policy directory
-    (default: capacity / 64, from 64 to 1024).  Both are fixed when the store is created.
+    (default: capacity / 128, from 64 to 320).  Both are fixed when the store is created.
     """
 
     def __init__(
@@ -464,6 +464,7 @@ def open_store(url: str, *, capacity: int | None = None, policies: int | None = 
 
 
 _default: SharedStore | None = None
+_url_stores: dict[str, SharedStore] = {}  # stores resolve_store opened from a URL
 _default_lock = threading.Lock()
 
 
@@ -515,7 +516,12 @@ def resolve_store(store: SharedStore | str | None) -> SharedStore:
     if store is None:
         return default_store()
     if isinstance(store, str) and "://" in store:
-        return open_store(store)
+        # one mapping per URL in this process, however many policies name it
+        with _default_lock:
+            opened = _url_stores.get(store)
+            if opened is None or opened.closed:
+                opened = _url_stores[store] = open_store(store)
+        return opened
     if not isinstance(store, SharedStore):
         hint = f" such as 'shm://{store}'" if isinstance(store, str) else ""
         raise ConfigError(f"store must be a SharedStore or a store URL{hint}, not {store!r}")
