@@ -72,11 +72,6 @@ cdef class CapCore:
             self.tbl.check()
         return 0
 
-    def records(self):
-        """Holder records any configuration of this cap has declared."""
-        self._open()
-        return sg_cap_records(&self.c)
-
     def try_acquire(self, uint64_t owner, uint32_t hint):
         """Index of the record taken for owner, -1 when the cap is full, or -2 when the
         configuration changed (follow it, then try again)."""

@@ -36,12 +36,6 @@ cdef class DirEntry:
         self.index = index
         self.ver = sg_dir_version(&tbl.t, index)
 
-    @property
-    def version(self):
-        """The entry's version: documents published so far (one load)."""
-        self.tbl.check()
-        return sg_load(self.ver)
-
     def read(self):
         """(version, document bytes); version 0 means no document yet."""
         cdef char buf[SG_DIR_DOC_MAX]

@@ -76,11 +76,6 @@ def fast_clock_mode():
     return "tsc" if sg_fast_clock_mode() == 1 else "precise"
 
 
-def default_policies(uint64_t capacity):
-    """How many policies a store of this capacity has room for by default."""
-    return sg_default_dir_entries(capacity)
-
-
 def store_size(uint64_t capacity, policies=None):
     """Bytes needed for a store of this many key slots and policies (None: the default)."""
     cdef uint64_t d = sg_default_dir_entries(capacity) if policies is None else policies
@@ -156,11 +151,6 @@ cdef class Table:
     def capacity(self):
         self.check()
         return self.t.hdr.capacity
-
-    @property
-    def policies_capacity(self):
-        self.check()
-        return self.t.ndir
 
     def now(self):
         """Store time in ns: monotonic, shared by every process attached to the store."""

@@ -92,10 +92,6 @@ class Entry:
         return f"{self.kind} {self.name!r}"
 
     @property
-    def index(self) -> int:
-        return int(self._e.index)
-
-    @property
     def dir_entry(self) -> Any:
         return self._e
 
