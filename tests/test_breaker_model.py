@@ -191,7 +191,7 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule(reject=probs, fail=probs, lat=probs)
     def faults(self, reject, fail, lat):
         self.fault_budget -= 1
-        self.br._set_faults(reject, fail, lat, 7 * MS)
+        self.br._engine.set_faults(reject, fail, lat, 7 * MS)
         self.model.fault = [reject, fail, lat, 7 * MS]
 
     # ---- agreement --------------------------------------------------------------------

@@ -137,18 +137,18 @@ def test_explicit_burst(store):
 
 def test_check_peek_reset_refund_fake_clock(store):
     lim = L(store, "4/second")
-    t = lim._now_ns()
-    d = lim._check_at("k", 3, t)
+    t = lim._engine.now_ns()
+    d = lim._engine.check_at("k", 3, t)
     assert (d.allowed, d.limit, d.remaining, d.retry_after, d.reset_after) == (True, 4, 1, 0.0, 0.75)
-    p = lim._peek_at("k", 2, t)
+    p = lim._engine.peek_at("k", 2, t)
     assert (p.allowed, p.remaining, p.retry_after) == (False, 1, 0.25)
-    assert lim._peek_at("k", 1, t).remaining == 1  # peek consumed nothing
+    assert lim._engine.peek_at("k", 1, t).remaining == 1  # peek consumed nothing
     lim._refund_at("k", 2, t)
-    assert lim._peek_at("k", 1, t).remaining == 3
-    lim._reset_at("k", t)
-    assert lim._peek_at("k", 1, t).remaining == 4
-    assert lim._check_at("k", 4, t).allowed
-    assert lim._check_at("k", 1, t + SEC // 4).allowed  # one token back after 250 ms
+    assert lim._engine.peek_at("k", 1, t).remaining == 3
+    lim._engine.reset_at("k", t)
+    assert lim._engine.peek_at("k", 1, t).remaining == 4
+    assert lim._engine.check_at("k", 4, t).allowed
+    assert lim._engine.check_at("k", 1, t + SEC // 4).allowed  # one token back after 250 ms
 
 
 @pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window"])
@@ -158,17 +158,17 @@ def test_a_time_just_before_the_window_of_the_state_is_clock_skew(store, algorit
     the previous window, which would hand the next window's budget out twice."""
     lim = L(store, "3/second", algorithm=algorithm)
     t = 20 * SEC
-    assert [lim._check_at("k", 1, t + 5).allowed for _ in range(3)] == [True, True, True]
-    late = lim._check_at("k", 1, t - 100_000)  # 100 us before the window it finds
+    assert [lim._engine.check_at("k", 1, t + 5).allowed for _ in range(3)] == [True, True, True]
+    late = lim._engine.check_at("k", 1, t - 100_000)  # 100 us before the window it finds
     assert not late.allowed
     # measured from t, the start of the window it joined: fixed waits for the next
     # window, sliding until the 3 calls weigh 2 in it
     assert late.retry_after == pytest.approx(1.0 if algorithm == "fixed_window" else 4 / 3, abs=1e-9)
-    assert not lim._check_at("k", 1, t + 10).allowed  # the window was not rolled back
-    assert lim._peek_at("k", 1, t + 10).remaining == 0
+    assert not lim._engine.check_at("k", 1, t + 10).allowed  # the window was not rolled back
+    assert lim._engine.peek_at("k", 1, t + 10).remaining == 0
     # a batch's time can be older still: up to two windows back it joins too
-    assert not lim._check_at("k", 1, t - 3 * SEC // 2).allowed
-    assert lim._peek_at("k", 1, t + 10).remaining == 0
+    assert not lim._engine.check_at("k", 1, t - 3 * SEC // 2).allowed
+    assert lim._engine.peek_at("k", 1, t + 10).remaining == 0
 
 
 @pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window"])
@@ -179,7 +179,7 @@ def test_a_fresh_key_is_decided_in_its_own_window_at_the_index_wrap(store, algor
     lim = L(store, "3/second", algorithm=algorithm)
     wrap = (1 << 24) if algorithm == "fixed_window" else (1 << 16)
     t = (wrap - 1) * SEC + SEC // 2  # half-way through the last window before the wrap
-    d = lim._check_at("fresh", 1, t)
+    d = lim._engine.check_at("fresh", 1, t)
     assert d.allowed and d.remaining == 2
     assert d.reset_after == pytest.approx(0.5 if algorithm == "fixed_window" else 1.5, abs=1e-9)
 
@@ -192,10 +192,10 @@ def test_a_refund_follows_a_decision_that_joined_the_next_window(store, algorith
     leaves the earlier rate charged for a call that was not admitted."""
     multi = L(store, ["5/second", "3/second"], algorithm=algorithm)
     t = 20 * SEC
-    assert multi._check_at("k", 1, t + 5).allowed
+    assert multi._engine.check_at("k", 1, t + 5).allowed
     # joins t's window: 5/second admits (1 + 3), 3/second denies (1 + 3): 5/second gets 3 back
-    assert not multi._check_at("k", 3, t - 50_000).allowed
-    d = multi._check_at("k", 2, t + 10)  # 1 + 2 used of 3 and of 5
+    assert not multi._engine.check_at("k", 3, t - 50_000).allowed
+    d = multi._engine.check_at("k", 2, t + 10)  # 1 + 2 used of 3 and of 5
     assert d.allowed and d.remaining == 0, d
 
 
@@ -207,12 +207,12 @@ def test_a_refund_never_gives_back_to_a_window_it_was_not_charged_in(store, algo
     (which would admit more than its limit there)."""
     lim = L(store, "3/second", algorithm=algorithm)
     t = 20 * SEC
-    assert lim._check_at("k", 1, t - 50_000).allowed  # charged in the window before t
+    assert lim._engine.check_at("k", 1, t - 50_000).allowed  # charged in the window before t
     # t's window, until full (sliding: the call before t still weighs ~1 in it)
-    admitted = [lim._check_at("k", 1, t + 5).allowed for _ in range(4)].count(True)
+    admitted = [lim._engine.check_at("k", 1, t + 5).allowed for _ in range(4)].count(True)
     assert admitted == (3 if algorithm == "fixed_window" else 2)
     lim._refund_at("k", 1, t - 50_000)
-    assert not lim._check_at("k", 1, t + 10).allowed
+    assert not lim._engine.check_at("k", 1, t + 10).allowed
 
 
 def test_fixed_and_sliding_windows(store):
@@ -220,34 +220,34 @@ def test_fixed_and_sliding_windows(store):
     sl = L(store, "3/second", algorithm="sliding_window")
     t = 10 * SEC  # a window start
     for lim in (fx, sl):
-        assert [lim._check_at("k", 1, t).allowed for _ in range(4)] == [True, True, True, False]
+        assert [lim._engine.check_at("k", 1, t).allowed for _ in range(4)] == [True, True, True, False]
     # next window: fixed is fresh, sliding still weighs the previous window
-    assert fx._check_at("k", 3, t + SEC).allowed
-    d = sl._check_at("k", 1, t + SEC)
+    assert fx._engine.check_at("k", 3, t + SEC).allowed
+    d = sl._engine.check_at("k", 1, t + SEC)
     assert not d.allowed and d.retry_after == pytest.approx(1 / 3, abs=1e-9)
     wait_ns = round(d.retry_after * 1e9)
-    assert not sl._check_at("k", 1, t + SEC + wait_ns - 1).allowed
-    assert sl._check_at("k", 1, t + SEC + wait_ns).allowed  # exactly retry_after later
+    assert not sl._engine.check_at("k", 1, t + SEC + wait_ns - 1).allowed
+    assert sl._engine.check_at("k", 1, t + SEC + wait_ns).allowed  # exactly retry_after later
 
 
 def test_multi_rate_all_or_nothing(store):
     lim = L(store, ["2/second", "3/minute"])
     t = 5 * SEC
-    assert [lim._check_at("k", 1, t).allowed for _ in range(3)] == [True, True, False]
-    assert lim._check_at("k", 1, t + SEC).allowed  # 3rd of the minute
-    d = lim._check_at("k", 1, t + 2 * SEC)
+    assert [lim._engine.check_at("k", 1, t).allowed for _ in range(3)] == [True, True, False]
+    assert lim._engine.check_at("k", 1, t + SEC).allowed  # 3rd of the minute
+    d = lim._engine.check_at("k", 1, t + 2 * SEC)
     assert not d.allowed and d.limit == 3  # the minute rate denies
 
 
 def test_multi_rate_refunds_the_rates_that_admitted(store):
     lim = L(store, ["3/minute", "2/second"])
     t = 5 * SEC
-    assert lim._check_at("k", 1, t).allowed and lim._check_at("k", 1, t).allowed
-    d = lim._check_at("k", 1, t)  # the minute rate admits its 3rd, the second rate denies
+    assert lim._engine.check_at("k", 1, t).allowed and lim._engine.check_at("k", 1, t).allowed
+    d = lim._engine.check_at("k", 1, t)  # the minute rate admits its 3rd, the second rate denies
     assert not d.allowed and d.limit == 2
     # the minute rate got its token back: one more call fits a second later
-    assert lim._check_at("k", 1, t + SEC).allowed
-    assert not lim._check_at("k", 1, t + 2 * SEC).allowed
+    assert lim._engine.check_at("k", 1, t + SEC).allowed
+    assert not lim._engine.check_at("k", 1, t + 2 * SEC).allowed
 
 
 def test_decision_value_semantics(store):
@@ -402,13 +402,13 @@ def test_idle_keys_are_reclaimed_and_full_store_raises(store_name):
         # 1000 distinct keys through 64 slots: each is idle (bucket full) 100 ms later
         for i in range(1000):
             t += SEC // 10
-            assert lim._check_at(f"k{i}", 1, t).allowed
+            assert lim._engine.check_at(f"k{i}", 1, t).allowed
         # all busy at one instant: the store fills and says so, and never answers wrongly
         with pytest.raises(sg.StoreFull):
             for i in range(1000):
-                assert lim._check_at(f"busy{i}", 1, t).allowed
-        assert not lim._check_at("busy0", 1, t).allowed  # existing keys keep exact state
-        assert lim._check_at("late", 1, t + SEC).allowed  # once idle, slots come back
+                assert lim._engine.check_at(f"busy{i}", 1, t).allowed
+        assert not lim._engine.check_at("busy0", 1, t).allowed  # existing keys keep exact state
+        assert lim._engine.check_at("late", 1, t + SEC).allowed  # once idle, slots come back
     finally:
         small.close()
         sg.SharedStore.unlink(store_name + "-small", missing_ok=True)

@@ -69,22 +69,22 @@ def run_against_model(lim: sg.RateLimiter, model, ops, t0: int) -> None:
         if op == "time":
             now += arg
         elif op == "check":
-            got = lim._check_at(key, arg, now)
+            got = lim._engine.check_at(key, arg, now)
             want = model.decide(key, arg, now, True)
             assert_same(got, want, op, key, arg, now)
         elif op == "peek":
-            got = lim._peek_at(key, arg, now)
+            got = lim._engine.peek_at(key, arg, now)
             want = model.decide(key, arg, now, False)
             assert_same(got, want, op, key, arg, now)
         elif op == "refund":
             lim._refund_at(key, arg, now)
             model.refund(key, arg, now)
         elif op == "reset":
-            lim._reset_at(key, now)
+            lim._engine.reset_at(key, now)
             model.reset(key)
     # the final state of every key agrees too
     for key in KEYS:
-        assert_same(lim._peek_at(key, 1, now), model.decide(key, 1, now, False), "final peek", key, 1, now)
+        assert_same(lim._engine.peek_at(key, 1, now), model.decide(key, 1, now, False), "final peek", key, 1, now)
 
 
 def assert_same(got, want, *ctx) -> None:

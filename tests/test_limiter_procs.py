@@ -157,7 +157,7 @@ def window_worker(store_name: str, lim_name: str, algorithm: str, seconds: float
     store = sg.SharedStore(store_name)
     lim = sg.RateLimiter(lim_name, sg.Rate(20, 0.01), algorithm=algorithm, store=store)
     _barrier(store, f"{lim_name}.ready", 3)
-    now, check, period = lim._now_ns, lim.check, 10_000_000
+    now, check, period = lim._engine.now_ns, lim.check, 10_000_000
     counts: dict[int, int] = {}
     end = time.monotonic() + seconds
     while time.monotonic() < end:

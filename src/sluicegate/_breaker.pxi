@@ -1,9 +1,10 @@
 # Shared circuit breaker: bindings over csrc/sg_breaker.c.
 #
-# BreakerCore holds the C breaker (pointers into the store's permanent slots and
-# the configuration) and the hot paths: __enter__/__exit__, call(), and the raw
-# enter/exit used by begin() and by the model tests (with a fake clock `now`).
-# The Python policy class sluicegate.breaker.CircuitBreaker subclasses it.
+# BreakerEngine is the shared-memory engine: the C breaker (pointers into the store's
+# permanent slots and the configuration), admission and recording.  BreakerFront is the
+# compiled base of the policy class sluicegate.breaker.CircuitBreaker: it holds an
+# engine and keeps the hot paths (__enter__/__exit__, call()) one typed call away from
+# the shm engine, and the raw enter/exit used by begin() and the model tests.
 import contextvars as _contextvars
 import time as _time
 from types import MethodType as _MethodType
@@ -65,53 +66,51 @@ cdef inline uint64_t _me() except 0:
     return _pi._owner or _pi.current_owner()
 
 
-cdef class BreakerCore:
-    """Compiled half of CircuitBreaker (use sluicegate.CircuitBreaker)."""
+cdef class BreakerEngine:
+    """The shared-memory engine of a CircuitBreaker: the C breaker (pointers into the
+    store's permanent slots, and the configuration), this process's jitter generator and
+    the probe holder records.  It admits and records; the front (CircuitBreaker, over
+    BreakerFront) classifies outcomes, keeps `with` tickets, and raises."""
     cdef sg_breaker b
     cdef uint64_t *prec0  # probe holder records 0-1 and 2-3, NULL until first needed
     cdef uint64_t *prec1
     cdef uint64_t next_reclaim
     cdef Table tbl
     cdef uint64_t rng
-    cdef uint64_t seen
     cdef readonly str name
     cdef bint timed
-    # the `with br:` ticket: one fast slot, and a per-context stack for overlap
-    cdef bint slot_busy
-    cdef uint64_t slot_ticket
-    cdef uint64_t slot_start
-    cdef Py_ssize_t cv_users
-    cdef object cv
-    # outcome classification
-    cdef object record_types
-    cdef object ignore_types
-    cdef object failure_pred
-    cdef object result_pred
-    cdef tuple messages
-    cdef bint has_listeners
-    cdef int _last_reason
-    cdef uint64_t _last_retry_ns
+    cdef bint configured
     # the directory entry's version word, loaded once per call (see directory.py)
     cdef uint64_t *_ver
     cdef uint64_t _seen
     cdef object _dir_entry
+    cdef object _on_moved
 
-    def __cinit__(self, *args, **kwargs):
-        self.tbl = None
-        self.seen = 0
+    def __cinit__(self, Table tbl, str name):
+        self.tbl = tbl
+        self.name = name
         self._ver = &_UNWATCHED_BR
 
-    def _watch(self, DirEntry entry, uint64_t seen):
-        """Follow entry: a call that finds its version moved past seen calls
-        self._follow_directory() first."""
+    def watch(self, DirEntry entry, uint64_t seen, on_moved):
+        """Follow entry: a call that finds its version moved past seen calls on_moved()
+        first (the front reads the directory and reconfigures this engine)."""
         self._dir_entry = entry
+        self._on_moved = on_moved
         self._ver = entry.ver
         self._seen = seen
 
-    def _configure(self, Table tbl, str name, dict cfg, uint64_t rng_seed):
-        """Resolve the shared words and load the configuration (all durations in ns)."""
+    def sync(self):
+        """Follow the directory now if its version moved (configuration reads use it)."""
+        if sg_load(self._ver) != self._seen:
+            self._on_moved()
+
+    def configure(self, dict cfg, uint64_t rng_seed):
+        """Resolve the shared words and load the configuration (all durations in ns).
+        Returns the state word."""
         cdef sg_br_config c
         cdef Py_ssize_t i
+        cdef Table tbl = self.tbl
+        cdef str name = self.name
         cdef list levels = list(cfg["levels_p32"])
         c.nbuckets = cfg["nbuckets"]
         c.bucket_ns = cfg["bucket_ns"]
@@ -154,8 +153,6 @@ cdef class BreakerCore:
             if i % 4 == 0:  # each bucket's full epoch: four to a slot
                 ep = tbl.permanent_words(SG_NS_BREAKER, name, f"epochs{geo}:{i // 4}")
             epw[i] = &ep[i % 4]
-        self.tbl = tbl
-        self.name = name
         self.b.t = &tbl.t
         self.b.st = st
         self.b.stats = stats
@@ -165,31 +162,14 @@ cdef class BreakerCore:
             self.b.ep[i] = epw[i]
         self.b.c = c
         self.timed = c.slow_ns != 0
+        self.configured = True
         if rng_seed or self.rng == 0:  # 0: a reconfiguration keeps the generator where it is
             self.rng = rng_seed if rng_seed else 0x9E3779B97F4A7C15
-        if self.cv is None:  # kept across reconfigurations: `with` tickets may be stacked in it
-            self.cv = _contextvars.ContextVar(f"sluicegate.breaker.{name}", default=None)
-        self.messages = tuple(
-            f"circuit breaker {name!r} rejected the call ({r})" if r else "" for r in BR_REJECT_REASONS)
-        self.seen = sg_load(self.b.st) & _SEEN_MASK
+        return sg_load(self.b.st)
 
-    def _follow_if_moved(self):
-        """Follow the directory now if its version moved (config reads use it)."""
-        if sg_load(self._ver) != self._seen:
-            self._follow_directory()
-
-    def _set_outcomes(self, record, ignore, is_failure, result_is_failure):
-        self.record_types = record
-        self.ignore_types = ignore if ignore else None
-        self.failure_pred = is_failure
-        self.result_pred = result_is_failure
-
-    def _set_has_listeners(self, bint v):
-        self.has_listeners = v
-
-    # ---- internals -----------------------------------------------------------
+    # ---- what the front calls (typed, inline) ---------------------------------------
     cdef inline int _live(self) except -1:
-        if self.tbl is None:
+        if not self.configured:
             raise _ConfigErrorCls("circuit breaker is not configured")
         if self.tbl.t.hdr == NULL:
             self.tbl.check()
@@ -199,45 +179,20 @@ cdef class BreakerCore:
 
     cdef int _follow_moved(self) except -1:
         """Out of line, so that _live stays small enough to inline."""
-        self._follow_directory()
+        self._on_moved()
         return 0
 
-    cdef int _notice(self, uint64_t s) except -1:
-        cdef uint64_t old = self.seen
-        self.seen = s & _SEEN_MASK
-        if (old & 7) != (s & 7) and self.has_listeners:
-            self._state_changed(_state_name(old), _state_name(s))
-        return 0
-
-    cdef object _rejection(self, sg_br_result *res):
-        # Same object CircuitOpen(msg, retry_after=..., name=...) builds, without
-        # running its Python-level __init__ (the rejection path is a hot path too).
-        exc = _exc_new(_CircuitOpen, self.messages[res.reason])
-        exc.retry_after = res.retry_ns / 1e9
-        exc.name = self.name
-        return exc
-
-    cdef uint64_t _acquire(self, uint64_t now, bint sleep) except 0:
-        """Admit or raise CircuitOpen; applies injected latency (if sleep) and failure."""
-        cdef sg_br_result res
-        cdef uint64_t ticket = self._try(now, &res)
-        if ticket == 0:
-            raise self._rejection(&res)
-        return self._effects(ticket, now, sleep)
-
-    cdef inline uint64_t _try(self, uint64_t now, sg_br_result *res) except? 0:
-        """Ticket, or 0 with res filled in for a rejection (nothing raised)."""
+    cdef inline uint64_t _enter(self, uint64_t now, sg_br_result *res) except? 0:
+        """A ticket, or 0 with res filled in for a rejection (res.s: the state word)."""
         cdef uint64_t ticket
         self._live()
         ticket = sg_br_enter(&self.b, now, &self.rng, res)
         if (ticket & SG_BR_T_PROBE) or (ticket == 0 and res.reason == SG_BR_REJ_HALF_OPEN):
             ticket = self._probe_path(ticket, now, res)
-        if (res.s & _SEEN_MASK) != self.seen:
-            self._notice(res.s)
         return ticket
 
     cdef uint64_t _probe_path(self, uint64_t ticket, uint64_t now, sg_br_result *res) except? 0:
-        """Out of line (half-open only), so that _try stays small enough to inline:
+        """Out of line (half-open only), so that _enter stays small enough to inline:
         record a probe's holder, or give back dead holders' probes and try again."""
         if ticket & SG_BR_T_PROBE:
             self._hold_probe(ticket)
@@ -246,6 +201,29 @@ cdef class BreakerCore:
             if ticket & SG_BR_T_PROBE:
                 self._hold_probe(ticket)
         return ticket
+
+    cdef inline bint _exit(self, uint64_t ticket, int outcome, uint64_t start, uint64_t now,
+                           uint64_t *s) except -1:
+        """Record a ticket's outcome; False (nothing recorded) when the store was closed
+        while the call ran.  *s: the state word after it."""
+        cdef uint64_t dur = 0
+        cdef bint real = now == 0
+        if self.tbl.t.hdr == NULL:
+            return False
+        if ticket & SG_BR_T_PROBE:
+            self._drop_probe(ticket)
+        if self.timed and start:
+            if real:
+                now = sg_store_now(&self.tbl.t)
+            dur = now - start if now > start else 0
+        if real:  # now is 0 or our store-clock reading, which sg_br_exit would take for a caller's clock
+            s[0] = sg_br_exit_real(&self.b, ticket, outcome, dur, now)
+        else:
+            s[0] = sg_br_exit(&self.b, ticket, outcome, dur, now)
+        return True
+
+    cdef inline uint64_t _start(self):
+        return sg_store_now(&self.tbl.t) if self.timed else 0
 
     # ---- probe holders (see _NPROBE_REC) -------------------------------------------
     cdef bint _probe_words(self) except -1:
@@ -319,44 +297,238 @@ cdef class BreakerCore:
             sg_cas(r, &owner, 0)
         return n
 
+    # ---- the same operations for any front (Python-level; the engine protocol) -------
+    def enter(self, uint64_t now=0):
+        """(ticket, reason, retry_ns, state word): ticket 0 is a rejection for reason."""
+        cdef sg_br_result res
+        cdef uint64_t ticket = self._enter(now, &res)
+        return ticket, (res.reason if ticket == 0 else 0), res.retry_ns, res.s
+
+    def exit(self, uint64_t ticket, int outcome, uint64_t duration_ns=0, uint64_t now=0):
+        """Record ticket's outcome (a call of duration_ns, at store time now; 0 = the
+        store clock); the state word after it, or None if the store was closed."""
+        if outcome < 0 or outcome > 2:
+            raise _ConfigErrorCls(f"outcome must be 0, 1 or 2, got {outcome}")
+        if self.tbl.t.hdr == NULL:
+            return None
+        if ticket & SG_BR_T_PROBE:
+            self._drop_probe(ticket)
+        return sg_br_exit(&self.b, ticket, outcome, duration_ns, now)
+
+    def now_ns(self):
+        """Store time in ns."""
+        return sg_store_now(&self.tbl.t)
+
+    def start(self):
+        """The store time a timed call starts at (0 when slow calls are not measured)."""
+        return self._start()
+
+    def give_back(self, uint64_t ticket):
+        """An admitted ticket that will never report (freed unreported): IGNORE it."""
+        if self.configured and self.tbl.t.hdr != NULL:
+            sg_br_exit(&self.b, ticket, SG_BR_IGNORE, 0, 0)
+
+    def poll(self, uint64_t now=0):
+        """The state word after applying due time transitions at now (0 = the store clock)."""
+        self._live()
+        return sg_br_poll(&self.b, now)
+
+    def set_state(self, unsigned target, bint clear=False, uint64_t now=0):
+        self._live()
+        return sg_br_set_state(&self.b, target, clear, now)
+
+    def window(self, uint64_t now=0):
+        """(calls, failures, slow, throttled) in the rolling window of the current generation."""
+        cdef sg_br_window w
+        cdef uint64_t s
+        self._live()
+        s = sg_br_poll(&self.b, now)
+        sg_br_window_sums(&self.b, s, now, &w)
+        return (w.calls, w.failures, w.slow, w.rejected)
+
+    def totals(self):
+        """(calls, failures, slow, rejections, transitions) since creation or reset()."""
+        self._live()
+        return (sg_load(&self.b.stats[0]), sg_load(&self.b.stats[1]), sg_load(&self.b.stats[2]),
+                sg_load(&self.b.stats[3]), sg_load(&self.b.st[2]))
+
+    def open_ns(self, unsigned consec, uint64_t gen):
+        """The open duration after `consec` consecutive opens in generation gen."""
+        return sg_br_open_ns(&self.b.c, consec, gen)
+
+    def retry_after_ns(self, uint64_t now=0):
+        """Time until an open breaker turns half-open (0 if not open)."""
+        cdef uint64_t s, until
+        self._live()
+        if now == 0:
+            now = sg_store_now(&self.tbl.t)
+        s = sg_br_poll(&self.b, now)
+        if (s & 7) != SG_BR_OPEN:
+            return 0
+        until = sg_br_phase_ns(&self.b, s, now) + sg_br_open_ns(&self.b.c, (s >> 43) & 0xff, (s >> 3) & 0xffffff)
+        return until - now if until > now else 0
+
+    def set_faults(self, uint64_t reject_p32, uint64_t fail_p32, uint64_t latency_p32, uint64_t latency_ns):
+        self._live()
+        sg_store(&self.b.fault[3], latency_ns)
+        sg_store(&self.b.fault[0], reject_p32)
+        sg_store(&self.b.fault[1], fail_p32)
+        sg_store(&self.b.fault[2], latency_p32)
+
+    def get_faults(self):
+        """(reject_p32, fail_p32, latency_p32, latency_ns) as stored."""
+        self._live()
+        return (sg_load(&self.b.fault[0]), sg_load(&self.b.fault[1]), sg_load(&self.b.fault[2]),
+                sg_load(&self.b.fault[3]))
+
+    @property
+    def rng_state(self):
+        return self.rng
+
+    @rng_state.setter
+    def rng_state(self, uint64_t v):
+        self.rng = v if v else 0x9E3779B97F4A7C15
+
+
+cdef class BreakerFront:
+    """The compiled base of CircuitBreaker: it holds the engine that admits and records
+    (the shared-memory BreakerEngine through one typed pointer, or any other engine
+    through its Python methods), and does what a front does on the hot path: classify
+    outcomes, keep `with` tickets, raise CircuitOpen, apply injected faults, and tell
+    listeners about state changes."""
+    cdef BreakerEngine _shm
+    cdef object _eng
+    cdef uint64_t seen
+    cdef str _bname
+    # the `with br:` ticket: one fast slot, and a per-context stack for overlap
+    cdef bint slot_busy
+    cdef uint64_t slot_ticket
+    cdef uint64_t slot_start
+    cdef Py_ssize_t cv_users
+    cdef object cv
+    # outcome classification
+    cdef object record_types
+    cdef object ignore_types
+    cdef object failure_pred
+    cdef object result_pred
+    cdef tuple messages
+    cdef bint has_listeners
+    cdef int _last_reason
+    cdef uint64_t _last_retry_ns
+
+    property _engine:
+        def __get__(self):
+            return self._eng
+
+        def __set__(self, engine):
+            self._eng = engine
+            self._shm = engine if type(engine) is BreakerEngine else None
+
+    def _front_setup(self, str name, uint64_t state_word):
+        """Name this front (messages, the `with` stack) and take the engine's state."""
+        self._bname = name
+        if self.cv is None:  # kept across reconfigurations: `with` tickets may be stacked in it
+            self.cv = _contextvars.ContextVar(f"sluicegate.breaker.{name}", default=None)
+        self.messages = tuple(
+            f"circuit breaker {name!r} rejected the call ({r})" if r else "" for r in BR_REJECT_REASONS)
+        self.seen = state_word & _SEEN_MASK
+
+    def _set_outcomes(self, record, ignore, is_failure, result_is_failure):
+        self.record_types = record
+        self.ignore_types = ignore if ignore else None
+        self.failure_pred = is_failure
+        self.result_pred = result_is_failure
+
+    def _set_has_listeners(self, bint v):
+        self.has_listeners = v
+
+    # ---- internals -----------------------------------------------------------
+    cdef int _notice(self, uint64_t s) except -1:
+        cdef uint64_t old = self.seen
+        self.seen = s & _SEEN_MASK
+        if (old & 7) != (s & 7) and self.has_listeners:
+            self._state_changed(_state_name(old), _state_name(s))
+        return 0
+
+    cdef inline int _saw(self, uint64_t s) except -1:
+        if (s & _SEEN_MASK) != self.seen:
+            self._notice(s)
+        return 0
+
+    cdef object _rejection(self, sg_br_result *res):
+        # Same object CircuitOpen(msg, retry_after=..., name=...) builds, without
+        # running its Python-level __init__ (the rejection path is a hot path too).
+        exc = _exc_new(_CircuitOpen, self.messages[res.reason])
+        exc.retry_after = res.retry_ns / 1e9
+        exc.name = self._bname
+        return exc
+
+    cdef uint64_t _acquire(self, uint64_t now, bint sleep) except 0:
+        """Admit or raise CircuitOpen; applies injected latency (if sleep) and failure."""
+        cdef sg_br_result res
+        cdef uint64_t ticket = self._try(now, &res)
+        if ticket == 0:
+            raise self._rejection(&res)
+        return self._effects(ticket, now, sleep)
+
+    cdef inline uint64_t _try(self, uint64_t now, sg_br_result *res) except? 0:
+        """Ticket, or 0 with res filled in for a rejection (nothing raised)."""
+        cdef uint64_t ticket
+        cdef BreakerEngine e = self._shm
+        if e is not None:
+            ticket = e._enter(now, res)
+        else:
+            ticket = self._enter_other(now, res)
+        self._saw(res.s)
+        return ticket
+
+    cdef uint64_t _enter_other(self, uint64_t now, sg_br_result *res) except? 0:
+        ticket, reason, retry_ns, s = self._eng.enter(now)
+        res.reason = reason
+        res.retry_ns = retry_ns
+        res.s = s
+        return ticket
+
     cdef uint64_t _effects(self, uint64_t ticket, uint64_t now, bint sleep) except 0:
         if ticket & (SG_BR_T_INJECT_FAIL | SG_BR_T_INJECT_LATENCY):
             if sleep and (ticket & SG_BR_T_INJECT_LATENCY):
                 try:
-                    _time.sleep(sg_load(&self.b.fault[3]) / 1e9)
+                    _time.sleep(self._eng.get_faults()[3] / 1e9)
                 except BaseException:  # interrupted before the call ran: give the permit back
                     self._finish(ticket, SG_BR_IGNORE, 0, now)
                     raise
             if ticket & SG_BR_T_INJECT_FAIL:
                 self._finish(ticket, SG_BR_FAILURE, 0, now)
-                raise _InjectedFault(f"circuit breaker {self.name!r}: injected failure")
+                raise _InjectedFault(f"circuit breaker {self._bname!r}: injected failure")
         return ticket
 
     cdef int _finish(self, uint64_t ticket, int outcome, uint64_t start, uint64_t now) except -1:
-        cdef uint64_t dur = 0, s
-        cdef bint real = now == 0
-        if self.tbl.t.hdr == NULL:
-            return 0  # the store was closed while the call ran: nothing to record
-        if ticket & SG_BR_T_PROBE:
-            self._drop_probe(ticket)
-        if self.timed and start:
-            if real:
-                now = sg_store_now(&self.tbl.t)
-            dur = now - start if now > start else 0
-        if real:  # now is 0 or our store-clock reading, which sg_br_exit would take for a caller's clock
-            s = sg_br_exit_real(&self.b, ticket, outcome, dur, now)
-        else:
-            s = sg_br_exit(&self.b, ticket, outcome, dur, now)
-        if (s & _SEEN_MASK) != self.seen:
-            self._notice(s)
+        cdef uint64_t s
+        cdef BreakerEngine e = self._shm
+        if e is not None:
+            if e._exit(ticket, outcome, start, now, &s):
+                self._saw(s)
+            return 0
+        dur = 0
+        if start:
+            dur = max(0, (now or self._eng.now_ns()) - start)
+        r = self._eng.exit(ticket, outcome, dur, now)
+        if r is not None:
+            self._saw(r)
         return 0
+
+    cdef inline uint64_t _start(self) except? 0:
+        cdef BreakerEngine e = self._shm
+        if e is not None:
+            return e._start()
+        return self._eng.start()
 
     cdef int _classify(self, object exc_type, object exc) except -1:
         if exc_type is None:
             return SG_BR_SUCCESS
         if self.ignore_types is not None and issubclass(exc_type, self.ignore_types):
             return SG_BR_IGNORE
-        if issubclass(exc_type, _CircuitOpen) and getattr(exc, "name", None) == self.name:
+        if issubclass(exc_type, _CircuitOpen) and getattr(exc, "name", None) == self._bname:
             return SG_BR_IGNORE  # this breaker's own rejection (a nested call): never a failure
         if not issubclass(exc_type, self.record_types):
             return SG_BR_SUCCESS if issubclass(exc_type, Exception) else SG_BR_IGNORE
@@ -365,11 +537,8 @@ cdef class BreakerCore:
                 if not self.failure_pred(exc):
                     return SG_BR_SUCCESS
             except Exception:  # a broken predicate must not lose the call's permit
-                _log_predicate_error(self.name)
+                _log_predicate_error(self._bname)
         return SG_BR_FAILURE
-
-    cdef inline uint64_t _start(self):
-        return sg_store_now(&self.tbl.t) if self.timed else 0
 
     # ---- context manager -----------------------------------------------------
     def __enter__(self):
@@ -471,20 +640,15 @@ cdef class BreakerCore:
         return SG_BR_SUCCESS
 
     def _injected_latency(self):
-        self._live()
-        return sg_load(&self.b.fault[3]) / 1e9
+        return self._eng.get_faults()[3] / 1e9
 
     def try_enter(self, uint64_t now=0):
         """Raw admission at store time now (ns; 0 = the store clock): a ticket, or 0
         when rejected (see last_rejection). No exceptions, no injected effects."""
-        cdef sg_br_result res
-        cdef uint64_t ticket
-        self._live()
-        ticket = sg_br_enter(&self.b, now, &self.rng, &res)
-        if (res.s & _SEEN_MASK) != self.seen:
-            self._notice(res.s)
-        self._last_reason = res.reason
-        self._last_retry_ns = res.retry_ns
+        ticket, reason, retry_ns, s = self._eng.enter(now)
+        self._saw(s)
+        self._last_reason = reason
+        self._last_retry_ns = retry_ns
         return ticket
 
     @property
@@ -494,35 +658,24 @@ cdef class BreakerCore:
 
     def report(self, uint64_t ticket, int outcome, uint64_t duration_ns=0, uint64_t now=0):
         """Raw outcome for a ticket from try_enter (outcome: 0 success, 1 failure, 2 ignore)."""
-        cdef uint64_t s
-        self._live()
-        if outcome < 0 or outcome > 2:
-            raise _ConfigErrorCls(f"outcome must be 0, 1 or 2, got {outcome}")
-        s = sg_br_exit(&self.b, ticket, outcome, duration_ns, now)
-        if (s & _SEEN_MASK) != self.seen:
-            self._notice(s)
+        s = self._eng.exit(ticket, outcome, duration_ns, now)
+        if s is not None:
+            self._saw(s)
 
     def state_at(self, uint64_t now=0):
         """The state name after applying due time transitions at now (0 = the store clock)."""
-        cdef uint64_t s
-        self._live()
-        s = sg_br_poll(&self.b, now)
-        if (s & _SEEN_MASK) != self.seen:
-            self._notice(s)
+        s = self._eng.poll(now)
+        self._saw(s)
         return _state_name(s)
 
     def state_word(self):
         """(state, generation, probes issued, probe successes, consecutive opens) as stored."""
-        cdef uint64_t s
-        self._live()
-        s = sg_load(self.b.st)
+        cdef uint64_t s = self._eng.poll(0)
         return (_state_name(s), (s >> 3) & 0xffffff, (s >> 27) & 0xff, (s >> 35) & 0xff, (s >> 43) & 0xff)
 
     def set_state(self, str state, bint clear=False, uint64_t now=0):
         """Admin transition to 'closed', 'forced_open' or 'disabled'."""
         cdef unsigned target
-        cdef uint64_t s
-        self._live()
         if state == "closed":
             target = SG_BR_CLOSED
         elif state == "forced_open":
@@ -531,70 +684,41 @@ cdef class BreakerCore:
             target = SG_BR_DISABLED
         else:
             raise _ConfigErrorCls(f"state must be 'closed', 'forced_open' or 'disabled', got {state!r}")
-        s = sg_br_set_state(&self.b, target, clear, now)
-        if (s & _SEEN_MASK) != self.seen:
-            self._notice(s)
+        self._saw(self._eng.set_state(target, clear, now))
 
     def window(self, uint64_t now=0):
         """(calls, failures, slow, throttled) in the rolling window of the current generation."""
-        cdef sg_br_window w
-        cdef uint64_t s
-        self._live()
-        s = sg_br_poll(&self.b, now)
-        sg_br_window_sums(&self.b, s, now, &w)
-        return (w.calls, w.failures, w.slow, w.rejected)
+        return self._eng.window(now)
 
     def totals(self):
         """(calls, failures, slow, rejections, transitions) since creation or reset()."""
-        self._live()
-        return (sg_load(&self.b.stats[0]), sg_load(&self.b.stats[1]), sg_load(&self.b.stats[2]),
-                sg_load(&self.b.stats[3]), sg_load(&self.b.st[2]))
+        return self._eng.totals()
 
     def open_ns(self, unsigned consec, uint64_t gen):
         """The open duration after `consec` consecutive opens in generation gen."""
-        return sg_br_open_ns(&self.b.c, consec, gen)
+        return self._eng.open_ns(consec, gen)
 
     def retry_after_ns(self, uint64_t now=0):
         """Time until an open breaker turns half-open (0 if not open)."""
-        cdef uint64_t s, until
-        self._live()
-        if now == 0:
-            now = sg_store_now(&self.tbl.t)
-        s = sg_br_poll(&self.b, now)
-        if (s & 7) != SG_BR_OPEN:
-            return 0
-        until = sg_br_phase_ns(&self.b, s, now) + sg_br_open_ns(&self.b.c, (s >> 43) & 0xff, (s >> 3) & 0xffffff)
-        return until - now if until > now else 0
-
-    def _set_faults(self, uint64_t reject_p32, uint64_t fail_p32, uint64_t latency_p32, uint64_t latency_ns):
-        self._live()
-        sg_store(&self.b.fault[3], latency_ns)
-        sg_store(&self.b.fault[0], reject_p32)
-        sg_store(&self.b.fault[1], fail_p32)
-        sg_store(&self.b.fault[2], latency_p32)
-
-    def _get_faults(self):
-        self._live()
-        return (sg_load(&self.b.fault[0]), sg_load(&self.b.fault[1]), sg_load(&self.b.fault[2]),
-                sg_load(&self.b.fault[3]))
+        return self._eng.retry_after_ns(now)
 
     @property
     def rng_state(self):
-        return self.rng
+        return self._eng.rng_state
 
     @rng_state.setter
     def rng_state(self, uint64_t v):
-        self.rng = v if v else 0x9E3779B97F4A7C15
+        self._eng.rng_state = v
 
 
 cdef class BreakerCall:
     """A (sync) function decorated with a breaker: calling it calls through the breaker.
     Binds like a function when used as a method."""
-    cdef BreakerCore br
+    cdef BreakerFront br
     cdef readonly object __wrapped__
     cdef dict __dict__
 
-    def __cinit__(self, BreakerCore br, fn):
+    def __cinit__(self, BreakerFront br, fn):
         self.br = br
         self.__wrapped__ = fn
 
@@ -610,18 +734,18 @@ cdef class BreakerCall:
         return self.__qualname__  # pickled by reference, like the function it replaces
 
     def __repr__(self):
-        return f"<function {getattr(self, '__qualname__', '?')} through circuit breaker {self.br.name!r}>"
+        return f"<function {getattr(self, '__qualname__', '?')} through circuit breaker {self.br._bname!r}>"
 
 
 cdef class BreakerToken:
     """A call admitted by CircuitBreaker.begin(): report it once with success(),
     failure() or ignore(). An unreported token gives its permit back when freed."""
-    cdef BreakerCore br
+    cdef BreakerFront br
     cdef uint64_t ticket
     cdef uint64_t start
     cdef readonly bint done
 
-    def __cinit__(self, BreakerCore br, uint64_t ticket, uint64_t start):
+    def __cinit__(self, BreakerFront br, uint64_t ticket, uint64_t start):
         self.br = br
         self.ticket = ticket
         self.start = start
@@ -660,5 +784,5 @@ cdef class BreakerToken:
         return False
 
     def __dealloc__(self):
-        if not self.done and self.br is not None and self.br.tbl is not None and self.br.tbl.t.hdr != NULL:
-            sg_br_exit(&self.br.b, self.ticket, SG_BR_IGNORE, 0, 0)
+        if not self.done and self.br is not None and self.br._eng is not None:
+            self.br._eng.give_back(self.ticket)

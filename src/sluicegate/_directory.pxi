@@ -36,6 +36,12 @@ cdef class DirEntry:
         self.index = index
         self.ver = sg_dir_version(&tbl.t, index)
 
+    @property
+    def version(self):
+        """The entry's version word now (one load; an engine that is not compiled over
+        this store, such as a test model, compares it with the version it follows)."""
+        return sg_load(self.ver)
+
     def read(self):
         """(version, document bytes); version 0 means no document yet."""
         cdef char buf[SG_DIR_DOC_MAX]

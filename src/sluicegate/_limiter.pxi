@@ -111,15 +111,16 @@ cdef inline Decision make_decision(const sg_decision *d):
 cdef uint64_t _CLOCK_MARGIN_NS = 20000
 
 
-cdef inline uint64_t refund_time(const sg_table *t) nogil:
+cdef inline uint64_t refund_clock(const sg_table *t) nogil:
     """A time to refund decisions made after it at (before each of them, within the margin)."""
     cdef uint64_t now = sg_store_now(t)
     return now - _CLOCK_MARGIN_NS if now > _CLOCK_MARGIN_NS else 1
 
 
-cdef class _RateCore:
-    """Compiled state of a RateLimiter: its rates, per-rate key namespaces and stats
-    stripe.  RateLimiter (limiter.py) subclasses this, so lim.allow is this method."""
+cdef class LimiterEngine:
+    """The shared-memory engine of a RateLimiter: its rates, per-rate key namespaces and
+    stats stripe over one store's table.  It decides; the front object (RateLimiter, over
+    LimiterFront) holds it and adds waiting, decorators, chains and pickling."""
     cdef Table _tbl
     cdef sg_rate *_rates
     cdef uint64_t *_seeds
@@ -133,29 +134,33 @@ cdef class _RateCore:
     cdef uint64_t *_ver
     cdef uint64_t _seen
     cdef object _dir_entry
+    cdef object _on_moved
 
-    def __cinit__(self, *args, **kwargs):
+    def __cinit__(self, Table tbl):
         self._ver = &_UNWATCHED
+        self._tbl = tbl
 
-    def _watch(self, DirEntry entry, uint64_t seen):
+    def watch(self, DirEntry entry, uint64_t seen, on_moved):
         """Follow entry: a decision that finds its version moved past seen calls
-        self._follow_directory() first."""
+        on_moved() first (the front reads the directory and reconfigures this engine)."""
         self._dir_entry = entry
+        self._on_moved = on_moved
         self._ver = entry.ver
         self._seen = seen
 
-    def _follow_if_moved(self):
-        """Follow the directory now if its version moved (config reads use it)."""
+    def sync(self):
+        """Follow the directory now if its version moved (configuration reads use it)."""
         if sg_load(self._ver) != self._seen:
-            self._follow_directory()
+            self._on_moved()
 
     def __dealloc__(self):
         free(self._rates)
         free(self._seeds)
         free(self._hbuf)
 
-    def _setup(self, Table tbl, str name, list specs):
+    def configure(self, str name, list specs):
         """specs: [(algo, limit, period_ns, interval_ns), ...] already validated in Python."""
+        cdef Table tbl = self._tbl
         cdef int n = len(specs), i
         cdef sg_rate r
         if n < 1 or n > 64:
@@ -191,7 +196,6 @@ cdef class _RateCore:
         free(self._rates); free(self._seeds); free(self._hbuf)
         self._rates, self._seeds, self._hbuf, self._n = rates, seeds, hbuf, n
         self._max_cost = maxc
-        self._tbl = tbl
         self._cname = name
         self._stat_w = NULL
         self._restripe()
@@ -215,41 +219,29 @@ cdef class _RateCore:
             raise _ConfigError(f"cost must be a positive int, got {cost!r}")
         raise _ConfigError(f"cost {cost} is larger than the limit ({self._max_cost}): it could never be admitted")
 
-    # -- the hot path -------------------------------------------------------------
+    # -- the hot path (LimiterFront calls the same inline helper, with no extra hop) --
     def allow(self, key, cost=1):
         """Consume cost for key if the limit allows it; True if admitted."""
         cdef sg_decision d
-        cdef uint64_t c = 1
-        rate_ready(self)
-        if cost is not 1:
-            c = self._cost(cost)
-        rate_decide(self, key, c, 0, 1, &d)
+        rate_call(self, key, cost, 1, &d)
         return True if d.allowed else False
 
     def check(self, key, cost=1):
         """Like allow, but returns the full Decision."""
         cdef sg_decision d
-        cdef uint64_t c = 1
-        rate_ready(self)
-        if cost is not 1:
-            c = self._cost(cost)
-        rate_decide(self, key, c, 0, 1, &d)
+        rate_call(self, key, cost, 1, &d)
         return make_decision(&d)
 
     def peek(self, key, cost=1):
         """The Decision a call of this cost would get now, consuming nothing."""
         cdef sg_decision d
-        cdef uint64_t c = 1
-        rate_ready(self)
-        if cost is not 1:
-            c = self._cost(cost)
-        rate_decide(self, key, c, 0, 0, &d)
+        rate_call(self, key, cost, 0, &d)
         return make_decision(&d)
 
     def reset(self, key):
         """Forget key's state: it is back to a full budget."""
         rate_ready(self)
-        self._reset_at(key, sg_store_now(&self._tbl.t))
+        self.reset_at(key, sg_store_now(&self._tbl.t))
 
     def refund(self, key, cost=1):
         """Give back cost previously consumed by key (best effort: a window that
@@ -258,7 +250,7 @@ cdef class _RateCore:
         rate_ready(self)
         if cost is not 1:
             c = self._cost(cost)
-        self._refund_at(key, c, sg_store_now(&self._tbl.t))
+        self.refund_at(key, c, sg_store_now(&self._tbl.t))
 
     def allow_many(self, keys, cost=1):
         """Decide each key (consuming cost each) at one instant; a numpy bool array."""
@@ -325,7 +317,7 @@ cdef class _RateCore:
             # refunds (below) are made at a time before every decision of the batch: at a
             # later one, a window that rolled over and was charged by others since would
             # take the refund and admit more than its limit (see LimiterChain.check)
-            started = refund_time(&tl)
+            started = refund_clock(&tl)
             with nogil:
                 rc = sg_rates_apply_many(&tl, hs, <size_t>n, rates, nr, c, now, &outv[0], &done)
             for k in range(<Py_ssize_t>done):
@@ -353,7 +345,7 @@ cdef class _RateCore:
         return out
 
     # -- fake-clock entry points (tests): now is store time in ns -----------------------
-    def _check_at(self, key, cost, uint64_t now):
+    def check_at(self, key, cost, uint64_t now):
         cdef sg_decision d
         rate_ready(self)
         if now == 0:
@@ -361,7 +353,7 @@ cdef class _RateCore:
         rate_decide(self, key, self._cost(cost), now, 1, &d)
         return make_decision(&d)
 
-    def _peek_at(self, key, cost, uint64_t now):
+    def peek_at(self, key, cost, uint64_t now):
         cdef sg_decision d
         rate_ready(self)
         if now == 0:
@@ -369,7 +361,7 @@ cdef class _RateCore:
         rate_decide(self, key, self._cost(cost), now, 0, &d)
         return make_decision(&d)
 
-    def _reset_at(self, key, uint64_t now):
+    def reset_at(self, key, uint64_t now):
         cdef int i, rc
         cdef sg_hash128 h
         rate_ready(self)
@@ -379,7 +371,7 @@ cdef class _RateCore:
             if rc != SG_OK:
                 raise_table_rc(rc, f"rate limiter {self._cname!r}")
 
-    def _refund_at(self, key, cost, uint64_t now):
+    def refund_at(self, key, cost, uint64_t now):
         cdef int i, rc
         cdef sg_hash128 h
         cdef uint64_t c
@@ -391,17 +383,17 @@ cdef class _RateCore:
             if rc != SG_OK:
                 raise_table_rc(rc, f"rate limiter {self._cname!r}")
 
-    def _now_ns(self):
+    def now_ns(self):
         rate_ready(self)
         return sg_store_now(&self._tbl.t)
 
-    def _refund_time(self):
+    def refund_time(self):
         """Store time (ns) a little before any decision made after this call: refunding
         at it gives back to the window those decisions charged, never a later one."""
         rate_ready(self)
-        return refund_time(&self._tbl.t)
+        return refund_clock(&self._tbl.t)
 
-    def _stats_counts(self):
+    def counts(self):
         """(allowed, denied) summed over every process's stripe."""
         cdef int s, rc
         cdef sg_hash128 h
@@ -422,7 +414,7 @@ cdef class _RateCore:
             denied += sg_load(w + 1)
         return allowed, denied
 
-    def _check_cost(self, cost):
+    def check_cost(self, cost):
         """Validate a cost (ConfigError naming cost) and return it."""
         rate_ready(self)
         return self._cost(cost)
@@ -432,7 +424,7 @@ cdef class _RateCore:
         return self._max_cost
 
 
-cdef inline int rate_decide(_RateCore self, object key, uint64_t cost, uint64_t now, int consume,
+cdef inline int rate_decide(LimiterEngine self, object key, uint64_t cost, uint64_t now, int consume,
                         sg_decision *d) except -1:
     cdef int rc, i
     cdef sg_hash128 h
@@ -454,7 +446,7 @@ cdef inline int rate_decide(_RateCore self, object key, uint64_t cost, uint64_t 
     return 0
 
 
-cdef inline int rate_ready(_RateCore self) except -1:
+cdef inline int rate_ready(LimiterEngine self) except -1:
     if self._n == 0:
         raise _ConfigError("this RateLimiter was not initialised")
     if self._tbl.t.hdr == NULL:
@@ -464,7 +456,61 @@ cdef inline int rate_ready(_RateCore self) except -1:
     return 0
 
 
-cdef int rate_follow(_RateCore self) except -1:
+cdef int rate_follow(LimiterEngine self) except -1:
     """Out of line, so that rate_ready stays small enough to inline."""
-    self._follow_directory()
+    self._on_moved()
     return 0
+
+
+cdef inline int rate_call(LimiterEngine e, object key, object cost, int consume, sg_decision *d) except -1:
+    """allow / check / peek of engine e, for the engine's methods and the front's alike."""
+    cdef uint64_t c = 1
+    rate_ready(e)
+    if cost is not 1:
+        c = e._cost(cost)
+    rate_decide(e, key, c, 0, consume, d)
+    return 0
+
+
+cdef class LimiterFront:
+    """The compiled base of RateLimiter: it holds the engine that decides.  allow, check
+    and peek go straight to the shared-memory engine's inline C path when that is the
+    engine (one typed pointer, no extra Python call), and to the engine's own methods
+    for any other engine (the test models, later Redis)."""
+    cdef LimiterEngine _shm
+    cdef object _eng
+
+    property _engine:
+        def __get__(self):
+            return self._eng
+
+        def __set__(self, engine):
+            self._eng = engine
+            self._shm = engine if type(engine) is LimiterEngine else None
+
+    def allow(self, key, cost=1):
+        """Consume cost for key if the limit allows it; True if admitted."""
+        cdef sg_decision d
+        cdef LimiterEngine e = self._shm
+        if e is None:
+            return self._eng.allow(key, cost)
+        rate_call(e, key, cost, 1, &d)
+        return True if d.allowed else False
+
+    def check(self, key, cost=1):
+        """Like allow, but returns the full Decision."""
+        cdef sg_decision d
+        cdef LimiterEngine e = self._shm
+        if e is None:
+            return self._eng.check(key, cost)
+        rate_call(e, key, cost, 1, &d)
+        return make_decision(&d)
+
+    def peek(self, key, cost=1):
+        """The Decision a call of this cost would get now, consuming nothing."""
+        cdef sg_decision d
+        cdef LimiterEngine e = self._shm
+        if e is None:
+            return self._eng.peek(key, cost)
+        rate_call(e, key, cost, 0, &d)
+        return make_decision(&d)

@@ -104,7 +104,7 @@ def _mix(x: int) -> int:
     return int(_core.breaker_mix(x & 0xFFFFFFFFFFFFFFFF))
 
 
-class CircuitBreaker(Policy, _core.BreakerCore):
+class CircuitBreaker(Policy, _core.BreakerFront):
     """A circuit breaker whose state every process attached to ``store`` shares.
 
     Trip rules (combine freely; all count over the same rolling ``window`` of
@@ -166,6 +166,7 @@ class CircuitBreaker(Policy, _core.BreakerCore):
                 raise ConfigError(f"seed must be an int or None, got {seed!r}")
             rng_seed = _mix(seed)
         self._rng_seed = rng_seed or 1
+        self.name = name
         self._store = resolve_store(store)
         self._register(self._store, name, code)
         record_t = _types("record", record)
@@ -197,14 +198,8 @@ class CircuitBreaker(Policy, _core.BreakerCore):
         bucket count starts the rolling window afresh."""
         name = self._entry.name
         self._config = self._build_config(name, **cfg)  # the core's form (ns, ppm, ...)
-        self._configure(self._store._table, name, self._config, self._rng_seed)
+        self._front_setup(name, self._engine.configure(self._config, self._rng_seed))
         self._rng_seed = 0  # later configurations keep the generator where it is
-
-    def _watch_version(self, version: int) -> None:
-        self._watch(self._entry.dir_entry, version)
-
-    def _sync(self) -> None:
-        self._follow_if_moved()
 
     @staticmethod
     def _build_config(
@@ -360,15 +355,15 @@ class CircuitBreaker(Policy, _core.BreakerCore):
         rr = _fraction("reject_rate", reject_rate)
         lat_ns = _seconds("latency", latency, allow_zero=True)
         lr = _fraction("latency_rate", (1.0 if lat_ns else 0.0) if latency_rate is None else latency_rate)
-        self._set_faults(_p32(rr), _p32(fr), _p32(lr) if lat_ns else 0, lat_ns)
+        self._engine.set_faults(_p32(rr), _p32(fr), _p32(lr) if lat_ns else 0, lat_ns)
 
     def clear_faults(self) -> None:
         """Stop all fault injection (in every process)."""
-        self._set_faults(0, 0, 0, 0)
+        self._engine.set_faults(0, 0, 0, 0)
 
     @property
     def faults(self) -> dict[str, float]:
-        rej, fail, lat_p, lat_ns = self._get_faults()
+        rej, fail, lat_p, lat_ns = self._engine.get_faults()
         return {
             "failure_rate": fail / _P32,
             "reject_rate": rej / _P32,

@@ -246,7 +246,6 @@ class ConcurrencyLimiter(Policy):
         self.name = name
         self.drop_on: tuple[type[BaseException], ...] = drop_on
         self._store = resolve_store(store)
-        self._core = _core.CapCore(self._store._table, name)
         self._register(self._store, name, code)
         # permits acquire() gave out, per thread (cap.release() with no argument releases
         # the calling thread's last one); Permit._settle makes each release happen once
@@ -261,6 +260,10 @@ class ConcurrencyLimiter(Policy):
     # -- configuration: the directory's, followed at the next acquire (policy.Policy) -----
     KIND = "cap"
     _validate = staticmethod(_cap_config)
+
+    @property
+    def _core(self) -> Any:  # the engine, under its older name here
+        return self._engine
 
     def _apply(self, cfg: dict[str, Any]) -> None:
         """A new limit applies to new acquires; holders keep their permits (and count

@@ -49,7 +49,7 @@ def _worker(store_name: str, idx: int, rate: str, algorithm: str, burst: int | N
     while go.value == 0:  # the parent sets go to the deadline (store ns) once everyone is ready
         time.sleep(0.001)
     t_end = go.value
-    allow, now = lim.allow, lim._now_ns
+    allow, now = lim.allow, lim._engine.now_ns
     admitted = decided = 0
     while now() < t_end:
         n = 0
@@ -117,7 +117,7 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout) -> int:
                 print("workers failed to start", file=out)
                 return 1
             time.sleep(0.005)
-        t0 = lim._now_ns()
+        t0 = lim._engine.now_ns()
         t_end = t0 + int(cfg.seconds * 1e9)
         _c(store, "go").add(t_end)
 
@@ -138,7 +138,7 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout) -> int:
             if done:  # workers finish their last call after t_end: judge against when they stopped
                 now_ns = max(_c(store, f"w{i}.stop").value for i in range(cfg.workers))
             else:
-                now_ns = lim._now_ns()
+                now_ns = lim._engine.now_ns()
             most, why = _allowed_max(lim, t0, now_ns)
             lines = [f"  t={(now_ns - t0) / 1e9:5.2f}s   worker   admitted   decisions/s"]
             lines += [f"              #{i:<4} {a[i]:>9}   {_fmt_rate(per_s[i]):>10}" for i in range(cfg.workers)]

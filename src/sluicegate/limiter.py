@@ -1,9 +1,10 @@
 """RateLimiter: a rate limit shared by every process attached to a store.
 
-The decision (allow, check, peek, allow_many) is made in C by one CAS on the key's
-word in shared memory; RateLimiter subclasses the compiled core, so lim.allow is
-the compiled method itself.  This module adds configuration, waiting (acquire),
-decorators, chains and pickling."""
+RateLimiter is a front object over an engine that decides (policy.Policy): in a shared
+store, the compiled LimiterEngine, one CAS on the key's word in shared memory.  Its
+compiled base (LimiterFront) sends allow, check and peek straight to that engine's
+inline C path, so a decision costs no extra hop.  This module adds configuration,
+waiting (acquire), decorators, chains and pickling."""
 
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ async def _acquire_async(check: Callable[[Any, int], Decision], what: str, key: 
         await asyncio.sleep(d.retry_after)
 
 
-class RateLimiter(Policy, _core._RateCore):
+class RateLimiter(Policy, _core.LimiterFront):
     """A rate limit shared by every process attached to the store.
 
     RateLimiter("login", "5/minute")                       token bucket (GCRA), burst 5
@@ -137,7 +138,8 @@ class RateLimiter(Policy, _core._RateCore):
 
     allow(key, cost=1) -> bool, check(key, cost=1) -> Decision, peek(key) -> Decision,
     reset(key), refund(key, cost=1), allow_many(keys, cost=1) -> numpy bool array
-    (all compiled), plus acquire / acquire_async, a decorator form, chain() and stats().
+    (all decided by the engine), plus acquire / acquire_async, a decorator form, chain()
+    and stats().
     """
 
     name: str
@@ -174,7 +176,7 @@ class RateLimiter(Policy, _core._RateCore):
         a new limit; a new period or algorithm starts the keys fresh."""
         rates = parse_rates(cfg["rate"])
         old = getattr(self, "algorithm", None)
-        self._setup(self.store._table, self.name, _specs(rates, cfg["burst"], ALGORITHMS[cfg["algorithm"]]))
+        self._engine.configure(self.name, _specs(rates, cfg["burst"], ALGORITHMS[cfg["algorithm"]]))
         if old is not None and old != cfg["algorithm"]:
             _log.warning("rate limiter %r: algorithm changed from %s to %s; its keys start fresh",
                          self.name, old, cfg["algorithm"])
@@ -182,11 +184,30 @@ class RateLimiter(Policy, _core._RateCore):
         self.burst = cfg["burst"]
         self.algorithm = cfg["algorithm"]
 
-    def _watch_version(self, version: int) -> None:
-        self._watch(self._entry.dir_entry, version)
+    # -- the engine's other decisions (allow, check and peek are LimiterFront's) -----------
+    def reset(self, key: Key) -> None:
+        """Forget key's state: it is back to a full budget."""
+        self._engine.reset(key)
 
-    def _sync(self) -> None:
-        self._follow_if_moved()
+    def refund(self, key: Key, cost: int = 1) -> None:
+        """Give back cost previously consumed by key (best effort: a window that has
+        rolled over is not refunded)."""
+        self._engine.refund(key, cost)
+
+    def allow_many(self, keys: Any, cost: int = 1) -> Any:
+        """Decide each key (consuming cost each) at one instant; a numpy bool array."""
+        return self._engine.allow_many(keys, cost)
+
+    @property
+    def max_cost(self) -> int:
+        """The largest cost a call can ask for (the tightest rate's limit)."""
+        return int(self._engine.max_cost)
+
+    def _refund_time(self) -> int:
+        return int(self._engine.refund_time())
+
+    def _refund_at(self, key: Key, cost: int, at: int) -> None:
+        self._engine.refund_at(key, cost, at)
 
     # -- waiting ------------------------------------------------------------------------
     def acquire(self, key: Key, cost: int = 1, timeout: float | None = None) -> Decision:
@@ -219,7 +240,7 @@ class RateLimiter(Policy, _core._RateCore):
         if func is not None and not callable(func):
             raise ConfigError(f"{self.name!r}: decorate a function, got {func!r}")
         _check_timeout(timeout)
-        self._check_cost(cost)  # validate early
+        self._engine.check_cost(cost)  # validate early
 
         def decorate(fn: F) -> F:
             const: Key | None = None
@@ -278,7 +299,7 @@ class RateLimiter(Policy, _core._RateCore):
     # -- stats, hierarchy, pickling ------------------------------------------------------------
     def stats(self) -> dict[str, int]:
         """Allowed and denied totals of this limiter, summed over every process."""
-        allowed, denied = self._stats_counts()
+        allowed, denied = self._engine.counts()
         return {"allowed": int(allowed), "denied": int(denied), "total": int(allowed + denied)}
 
     @staticmethod

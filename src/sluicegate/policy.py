@@ -1,11 +1,18 @@
 """The shape every policy shares: an identity (its kind and its name), a directory
 entry, and the configuration it follows (DESIGN.md rules 7 and 8).
 
-A policy class (RateLimiter, CircuitBreaker, ConcurrencyLimiter) holds its engine and
-says three things: KIND, its one validator of shared options (_validate), and how to
-apply a validated configuration to its engine (_apply).  This mixin does the rest, once:
-registering the code's configuration, following the directory when a decision finds
-its version moved, reconfigure(), and config."""
+A policy class (RateLimiter, CircuitBreaker, ConcurrencyLimiter) is a front object over
+an engine, the thing that decides, which the store supplies (``store._engine(kind,
+name)``: the compiled shm engines, the reference models in tests/, later Redis).  The
+class says three things: KIND, its one validator of shared options (_validate), and how
+to apply a validated configuration to its engine (_apply).  This mixin does the rest,
+once: taking the engine, registering the code's configuration, following the directory
+when a decision finds its version moved, reconfigure(), and config.
+
+Every engine follows the directory the same way: ``engine.watch(dir_entry, version,
+on_moved)`` once, then each decision loads the entry's version word and calls
+``on_moved()`` (this mixin's _follow_directory) before deciding when it moved;
+``engine.sync()`` does the same check outside a decision."""
 
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ _log = logging.getLogger("sluicegate.policy")
 
 class Policy:
     KIND: ClassVar[str]
+    _engine: Any  # the store's engine for this kind: it decides
     _entry: Entry
     _code: dict[str, Any]  # what this process's code says (pickled; the directory may say more)
     _options: dict[str, Any]  # the shared configuration in effect here
@@ -37,16 +45,17 @@ class Policy:
 
     def _watch_version(self, version: int) -> None:
         """Tell the engine the directory version it now follows."""
-        raise NotImplementedError
+        self._engine.watch(self._entry.dir_entry, version, self._follow_directory)
 
     def _sync(self) -> None:
         """Follow the directory now if its version moved (the engine's one load)."""
-        raise NotImplementedError
+        self._engine.sync()
 
     # -- the shared part -------------------------------------------------------------------
     def _register(self, store: SharedStore, name: str, code: dict[str, Any]) -> None:
-        """Record this process's code configuration (the newest wins) and follow the
-        directory's effective one."""
+        """Take the store's engine, record this process's code configuration (the newest
+        wins) and follow the directory's effective one."""
+        self._engine = store._engine(self.KIND, name)
         self._code = code
         self._entry = Entry(store, self.KIND, name)
         version, doc = self._entry.publish_code(code)

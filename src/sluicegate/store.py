@@ -353,6 +353,20 @@ class SharedStore:
             raise ConfigError(f"counter name must be a str, not {type(name).__name__}")
         return _core.Counter(self._table, name)
 
+    def _engine(self, kind: str, name: str) -> Any:
+        """The engine a policy of this kind decides with in this store (DESIGN.md "Layers":
+        a policy is a front object over an engine; the store picks the engine).  The shm
+        engines are compiled classes over this store's table; a policy configures its
+        engine through the directory (policy.Policy)."""
+        self._check_open()
+        if kind == "limiter":
+            return _core.LimiterEngine(self._table)
+        if kind == "breaker":
+            return _core.BreakerEngine(self._table, name)
+        if kind == "cap":
+            return _core.CapCore(self._table, name)
+        raise ConfigError(f"{self!r} has no engine for policies of kind {kind!r}")
+
     def policies(self) -> list[PolicyInfo]:
         """The policy directory: every limiter, breaker and cap of this store, with its
         effective configuration, the code's, the runtime override, version and times."""
