@@ -1,7 +1,8 @@
 """Real servers for cross-process tests: server_app.py started under gunicorn (sync or
 gthread) or uvicorn in a session of its own, as a shell would start it, and a real
 HTTP client (http.client, several threads) that drives it; the allowance every
-sharing test measures admissions against, and how a server's process group is ended."""
+sharing test measures admissions against, how a server's process group is ended, and
+how a command is run as a container's pid 1."""
 
 from __future__ import annotations
 
@@ -44,6 +45,22 @@ def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
         except ProcessLookupError:
             pass
         return
+
+
+def pid_namespace_prefix() -> list[str]:
+    """The command prefix that runs a command as pid 1 of a new pid namespace with its own
+    /proc, as a container runs its command; the calling test is skipped where this machine
+    will not make one (it needs root)."""
+    import pytest
+
+    prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
+    try:
+        r = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        pytest.skip(f"cannot make a pid namespace here: {e}")
+    if r.returncode != 0:
+        pytest.skip(f"cannot make a pid namespace here: {r.stderr.strip()}")
+    return prefix
 
 
 def free_port() -> int:
