@@ -1,5 +1,5 @@
-"""Shared fixtures: fresh named stores, and the fork/spawn start methods that every
-cross-process test runs under."""
+"""Shared fixtures: fresh named stores, the fork/spawn start methods that every
+cross-process test runs under, and a real redis-server for the tests that need one."""
 
 from __future__ import annotations
 
@@ -20,6 +20,18 @@ def _remove_this_runs_default_store():
 
     yield
     sg.SharedStore.unlink(_approot.default_store_name(), missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server on a free 127.0.0.1 port, no persistence; started for the first
+    test that asks, killed at the end of the session.  Tests share it: use unique keys,
+    queue names or database numbers."""
+    import redis_server as rs
+
+    server = rs.start()
+    yield server
+    server.stop()
 
 
 def unique_name(prefix: str = "t") -> str:

@@ -1,6 +1,8 @@
 """Real servers for cross-process tests: server_app.py started under gunicorn (sync or
 gthread) or uvicorn in a session of its own, as a shell would start it, and a real
-HTTP client (http.client, several threads) that drives it."""
+HTTP client (http.client, several threads) that drives it; the allowance every
+sharing test measures admissions against, how a server's process group is ended, and
+how a command is run as a container's pid 1."""
 
 from __future__ import annotations
 
@@ -16,6 +18,49 @@ import time
 from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+RATE, BURST = 50, 50  # server_app's default "50/second": burst 50, then one every 20 ms
+
+
+def allowance(elapsed: float, rate: float = RATE, burst: float = BURST) -> float:
+    """The most one token bucket (burst, then rate per second) admits in elapsed seconds."""
+    return burst + rate * elapsed
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """End the process group proc leads (it was started with start_new_session=True):
+    SIGTERM, up to grace seconds for a graceful exit, then SIGKILL; and a last SIGKILL to
+    the group for any member that outlived its leader."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # the group is gone: the leader has ended
+            proc.wait(grace)
+            return
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            continue
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return
+
+
+def pid_namespace_prefix() -> list[str]:
+    """The command prefix that runs a command as pid 1 of a new pid namespace with its own
+    /proc, as a container runs its command; the calling test is skipped where this machine
+    will not make one (it needs root)."""
+    import pytest
+
+    prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
+    try:
+        r = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        pytest.skip(f"cannot make a pid namespace here: {e}")
+    if r.returncode != 0:
+        pytest.skip(f"cannot make a pid namespace here: {r.stderr.strip()}")
+    return prefix
 
 
 def free_port() -> int:
@@ -41,15 +86,7 @@ class Server:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(15)
+            stop_group(self.proc)
 
 
 def start(kind: str, workers: int = 4, env: dict[str, str] | None = None, extra: tuple[str, ...] = (),

@@ -23,12 +23,7 @@ import uvicorn  # noqa: F401
 import sluicegate as sg
 from sluicegate import _approot
 
-RATE, BURST = 50, 50  # "50/second": burst 50, then one every 20 ms
 LOAD_SECONDS = 3.0
-
-
-def _allowance(elapsed: float) -> float:
-    return BURST + RATE * elapsed
 
 
 def _run(kind: str, tmp_path, *, env=None, extra=(), workers=4):
@@ -44,7 +39,7 @@ def _run(kind: str, tmp_path, *, env=None, extra=(), workers=4):
         if info.get("name"):
             sg.SharedStore.unlink(info["name"], missing_ok=True)
     print(f"{kind} {extra}: workers {sorted(pids)} store {info['store']}: {load.statuses} in {load.elapsed:.2f}s "
-          f"(allowance {_allowance(load.elapsed):.0f}), client errors {load.errors}")
+          f"(allowance {servers.allowance(load.elapsed):.0f}), client errors {load.errors}")
     return pids, info, load
 
 
@@ -53,7 +48,7 @@ def test_server_workers_share_one_limit_by_default(kind, tmp_path):
     pids, info, load = _run(kind, tmp_path)
     assert len(pids) == 4, f"expected 4 workers to answer, got {pids}"
     assert info["name"] and info["name"].startswith("app-"), info
-    admitted, allowance = load.count(200), _allowance(load.elapsed)
+    admitted, allowance = load.count(200), servers.allowance(load.elapsed)
     assert admitted <= allowance + 1, f"{kind}: admitted {admitted} > allowance {allowance:.0f}"
     assert admitted >= 0.9 * allowance, f"{kind}: admitted {admitted} < 90% of {allowance:.0f}"
     assert load.count(429) > admitted, "the client did not saturate the limit"
@@ -62,13 +57,13 @@ def test_server_workers_share_one_limit_by_default(kind, tmp_path):
 def test_gunicorn_with_private_stores_multiplies_the_limit(tmp_path):
     """The control: one anonymous store per worker admits about 4x (what sharing prevents)."""
     _pids, _info, load = _run("gunicorn", tmp_path, env={"APP_STORE": "private"})
-    assert load.count(200) > 1.5 * _allowance(load.elapsed)
+    assert load.count(200) > 1.5 * servers.allowance(load.elapsed)
 
 
 def test_gunicorn_max_requests_recycling_gets_no_fresh_burst(tmp_path):
     """Recycled workers (--max-requests) join the same store: no new burst, one budget."""
     pids, _info, load = _run("gunicorn", tmp_path, extra=("--max-requests", "40", "--max-requests-jitter", "10"))
-    admitted, allowance = load.count(200), _allowance(load.elapsed)
+    admitted, allowance = load.count(200), servers.allowance(load.elapsed)
     assert admitted <= allowance + 1, f"admitted {admitted} > allowance {allowance:.0f}"
     assert admitted >= 0.8 * allowance
 

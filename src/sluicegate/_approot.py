@@ -15,6 +15,18 @@ own session, so two applications end at two roots.  The default store is named f
 the root's pid *and* start time, which no later process can repeat, so a store left
 behind by a dead application is never joined; the next creator removes it.
 
+Pid 1 can be the root.  In a container the application's master is often the pid
+namespace's first process (`docker run IMAGE celery -A proj worker`, or gunicorn as
+the container's command), and its workers' parent is pid 1; stopping the walk there
+gave every worker a root, and a store, of its own.  A host's init runs another
+executable (or hides its exe), so the walk still ends below it there.
+
+The name also carries a tag of the pid namespace (see _procident.pid_namespace):
+containers that share /dev/shm (a Kubernetes pod's containers, `--ipc=host`) see one
+another's stores but not one another's processes, so a store named for a pid of another
+namespace is never judged stale from here (that unlinked a live application's store),
+and two namespaces' roots with one pid and start time do not meet in one name.
+
 Off Linux (no /proc), the root is the process group: its pid is not reused while
 the group has a member.
 """
@@ -24,7 +36,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ._procident import process_start
+from ._procident import pid_namespace, process_start
 
 _LINUX = sys.platform.startswith("linux")
 _MAX_DEPTH = 64  # a parent chain is never this deep; a loop in garbage data stops here
@@ -67,7 +79,7 @@ def application_root() -> tuple[int, int]:
     exe, uid, pgrp = _exe(me), os.getuid(), st[1]
     root, start, ppid = me, st[2], st[0]
     for _ in range(_MAX_DEPTH):
-        if ppid <= 1:
+        if ppid <= 0:  # no parent, or one outside this pid namespace; pid 1 may be the root
             break
         pst = _stat(ppid)
         if pst is None or pst[1] != pgrp or exe is None or _exe(ppid) != exe or _uid(ppid) != uid:
@@ -83,16 +95,23 @@ def default_store_name() -> str:
     """The default store's name for this process's application."""
     pid, start = application_root()
     if _LINUX and start:
-        return f"{PREFIX}{os.getuid()}-{pid}-{start}"
+        return f"{PREFIX}{os.getuid()}-{pid}-{start}-{pid_namespace()}"
     return f"{PREFIX}{os.getuid()}-pg{pid}"
 
 
 def is_stale(name: str) -> bool:
-    """True if name is a default store of this user whose application has ended."""
+    """True if name is a default store of this user whose application has ended.
+    A name from another pid namespace is never stale here: its pid means another
+    process, or none, in ours."""
     head = f"{PREFIX}{os.getuid()}-"
     if not name.startswith(head):
         return False
     rest = name[len(head) :]
+    parts = rest.split("-")
+    if len(parts) == 3:  # pid-start-namespace (a name without the namespace is from before it)
+        if parts[2] != str(pid_namespace()):
+            return False
+        rest = f"{parts[0]}-{parts[1]}"
     if rest.startswith("pg"):
         try:
             os.killpg(int(rest[2:]), 0)
