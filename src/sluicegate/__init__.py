@@ -40,11 +40,15 @@ from .limiter import Decision, LimiterChain, RateLimiter
 from .pool import Lease, Pool, ResourceLeakWarning
 from .rates import Rate
 from .store import SharedStore, default_store, open_store
+from .telemetry import Event, off, on
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SharedStore",
+    "on",
+    "off",
+    "Event",
     "RateLimiter",
     "LimiterChain",
     "Rate",

@@ -415,6 +415,9 @@ cdef class BreakerFront:
     cdef bint has_listeners
     cdef int _last_reason
     cdef uint64_t _last_retry_ns
+    # telemetry: breaker.call / breaker.rejected are emitted only while someone listens
+    cdef bint _ev_call
+    cdef bint _ev_rejected
 
     property _engine:
         def __get__(self):
@@ -442,6 +445,10 @@ cdef class BreakerFront:
     def _set_has_listeners(self, bint v):
         self.has_listeners = v
 
+    def _set_events(self, bint call, bint rejected):
+        self._ev_call = call
+        self._ev_rejected = rejected
+
     # ---- internals -----------------------------------------------------------
     cdef int _notice(self, uint64_t s) except -1:
         cdef uint64_t old = self.seen
@@ -458,6 +465,8 @@ cdef class BreakerFront:
     cdef object _rejection(self, sg_br_result *res):
         # Same object CircuitOpen(msg, retry_after=..., name=...) builds, without
         # running its Python-level __init__ (the rejection path is a hot path too).
+        if self._ev_rejected:
+            self._event_rejected(BR_REJECT_REASONS[res.reason], res.retry_ns / 1e9)
         exc = _exc_new(_CircuitOpen, self.messages[res.reason])
         exc.retry_after = res.retry_ns / 1e9
         exc.name = self._bname
@@ -507,6 +516,8 @@ cdef class BreakerFront:
         cdef BreakerEngine e = self._shm
         if e is not None:
             if e._exit(ticket, outcome, start, now, &s):
+                if self._ev_call and start:  # the call first, then what it changed
+                    self._call_event(outcome, start, now)
                 self._saw(s)
             return 0
         dur = 0
@@ -514,13 +525,25 @@ cdef class BreakerFront:
             dur = max(0, (now or self._eng.now_ns()) - start)
         r = self._eng.exit(ticket, outcome, dur, now)
         if r is not None:
+            if self._ev_call and start:
+                self._call_event(outcome, start, now)
             self._saw(r)
+        return 0
+
+    cdef int _call_event(self, int outcome, uint64_t start, uint64_t now) except -1:
+        if now == 0:
+            now = self._eng.now_ns()
+        self._event_call(outcome, now - start if now > start else 0)
         return 0
 
     cdef inline uint64_t _start(self) except? 0:
         cdef BreakerEngine e = self._shm
         if e is not None:
+            if self._ev_call:  # a call event carries the call's duration
+                return sg_store_now(&e.tbl.t)
             return e._start()
+        if self._ev_call:
+            return self._eng.now_ns()
         return self._eng.start()
 
     cdef int _classify(self, object exc_type, object exc) except -1:

@@ -100,6 +100,9 @@ def _breaker_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_OUTCOMES = ("success", "failure", "ignored")
+
+
 def _mix(x: int) -> int:
     return int(_core.breaker_mix(x & 0xFFFFFFFFFFFFFFFF))
 
@@ -378,11 +381,11 @@ class CircuitBreaker(Policy, _core.BreakerFront):
         if not callable(fn):
             raise ConfigError(f"on_state_change listeners must be callable, got {fn!r}")
         self._listeners.append(fn)
-        self._set_has_listeners(True)
+        self._refresh_events()
 
     def remove_listener(self, fn: Listener) -> None:
         self._listeners.remove(fn)
-        self._set_has_listeners(bool(self._listeners))
+        self._refresh_events()
 
     def _state_changed(self, old: str, new: str) -> None:
         for fn in list(self._listeners):
@@ -390,6 +393,22 @@ class CircuitBreaker(Policy, _core.BreakerFront):
                 fn(self, old, new)
             except Exception:  # noqa: BLE001 - a listener never breaks the call it rode on
                 _log.exception("circuit breaker %r: on_state_change listener %r failed", self.name, fn)
+        if self._event_flags["breaker.state_change"]:
+            self._emit("breaker.state_change", old=old, new=new)
+
+    # ---- telemetry (policy.Policy; BreakerFront emits calls and rejections) -------------
+    EVENT_PREFIX = "breaker."
+
+    def _set_event_flags(self, flags: dict[str, bool]) -> None:
+        self._event_flags = flags
+        self._set_events(flags["breaker.call"], flags["breaker.rejected"])
+        self._set_has_listeners(bool(getattr(self, "_listeners", None)) or flags["breaker.state_change"])
+
+    def _event_call(self, outcome: int, duration_ns: int) -> None:
+        self._emit("breaker.call", outcome=_OUTCOMES[outcome], duration=duration_ns / 1e9)
+
+    def _event_rejected(self, reason: str, retry_after: float) -> None:
+        self._emit("breaker.rejected", reason=reason, retry_after=retry_after)
 
     # ---- ways to call through it ----------------------------------------------------
     def begin(self) -> BreakerToken:

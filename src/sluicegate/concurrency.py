@@ -259,6 +259,7 @@ class ConcurrencyLimiter(Policy):
 
     # -- configuration: the directory's, followed at the next acquire (policy.Policy) -----
     KIND = "cap"
+    EVENT_PREFIX = "cap."
     _validate = staticmethod(_cap_config)
 
     @property

@@ -169,7 +169,16 @@ class RateLimiter(Policy, _core.LimiterFront):
 
     # -- configuration: the directory's, followed at the next decision (policy.Policy) -------
     KIND = "limiter"
+    EVENT_PREFIX = "rate."
     _validate = staticmethod(_limiter_config)
+
+    def _set_event_flags(self, flags: dict[str, bool]) -> None:
+        self._event_flags = flags
+        self._set_events(flags["rate.denied"], flags["rate.allowed"])
+
+    def _event(self, event: str, key: Key, cost: int, d: Decision) -> None:
+        """rate.denied / rate.allowed (LimiterFront calls it only when someone listens)."""
+        self._emit(event, key=key, cost=cost, limit=d.limit, remaining=d.remaining, retry_after=d.retry_after)
 
     def _apply(self, cfg: dict[str, Any]) -> None:
         """A token bucket keeps each key's debt under a new rate; window counts stay under
@@ -196,7 +205,15 @@ class RateLimiter(Policy, _core.LimiterFront):
 
     def allow_many(self, keys: Any, cost: int = 1) -> Any:
         """Decide each key (consuming cost each) at one instant; a numpy bool array."""
-        return self._engine.allow_many(keys, cost)
+        flags = self._event_flags
+        if not (flags["rate.denied"] or flags["rate.allowed"]):
+            return self._engine.allow_many(keys, cost)
+        keys = keys if isinstance(keys, (str, bytes, list)) else list(keys)
+        out = self._engine.allow_many(keys, cost)
+        for k, ok in zip(keys, out):
+            if flags["rate.allowed" if ok else "rate.denied"]:
+                self._emit("rate.allowed" if ok else "rate.denied", key=k, cost=cost, batch=True)
+        return out
 
     @property
     def max_cost(self) -> int:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+from . import telemetry
 from .directory import Entry, effective
+from .errors import ConfigError
 from .store import SharedStore
 
 _log = logging.getLogger("sluicegate.policy")
@@ -56,10 +58,13 @@ class Policy:
         """Take the store's engine, record this process's code configuration (the newest
         wins) and follow the directory's effective one."""
         self._engine = store._engine(self.KIND, name)
+        self._own_listeners: telemetry.Listeners | None = None
         self._code = code
         self._entry = Entry(store, self.KIND, name)
         version, doc = self._entry.publish_code(code)
         self._follow(effective(doc), version)
+        telemetry.register(self)
+        self._refresh_events()
 
     def _follow(self, cfg: dict[str, Any], version: int) -> None:
         cfg = self._validate(cfg)
@@ -96,3 +101,35 @@ class Policy:
             options = {k: new[k] for k in options}
         version, doc = self._entry.set_override(options or None)
         self._follow(effective(doc), version)
+
+    # -- telemetry events (telemetry.py) ------------------------------------------------------
+    EVENT_PREFIX: ClassVar[str]  # this kind's events: "rate.", "breaker.", "cap.", "pool."
+
+    def _set_event_flags(self, flags: dict[str, bool]) -> None:
+        """Give the engine-facing front its flags (one per event of this kind)."""
+        self._event_flags = flags
+
+    def _refresh_events(self) -> None:
+        own = getattr(self, "_own_listeners", None)
+        self._set_event_flags({e: telemetry.wanted(e, own, self.KIND)
+                               for e in telemetry.EVENTS if e.startswith(self.EVENT_PREFIX)})
+
+    def _emit(self, event: str, **measurements: Any) -> None:
+        telemetry.emit(self.KIND, self._entry.name, event, getattr(self, "_own_listeners", None), **measurements)
+
+    def on(self, event: str, listener: telemetry.Listener) -> telemetry.Listener:
+        """Call listener(Event) for this policy's events matching event (e.g. 'rate.denied',
+        '*'), in this process.  Returns listener."""
+        if event != "*" and not event.startswith(self.EVENT_PREFIX):
+            raise ConfigError(f"{self._entry.what} emits {self.EVENT_PREFIX}* events, not {event!r}")
+        if self._own_listeners is None:
+            self._own_listeners = telemetry.Listeners()
+        self._own_listeners.add(event, listener)
+        self._refresh_events()
+        return listener
+
+    def off(self, event: str, listener: telemetry.Listener) -> None:
+        """Stop calling listener for event (as given to on); no error if it was not."""
+        if self._own_listeners is not None:
+            self._own_listeners.remove(event, listener)
+        self._refresh_events()
