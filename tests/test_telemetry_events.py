@@ -197,3 +197,16 @@ def test_events_come_from_the_process_where_they_happen(listen, method):
     finally:
         store.close()
         sg.SharedStore.unlink(name, missing_ok=True)
+
+
+def test_a_full_store_emits_store_full_and_logs_a_warning(listen, caplog):
+    got: list[sg.Event] = []
+    listen("store.*", got.append)
+    with sg.SharedStore(capacity=64) as store:
+        lim = sg.RateLimiter(unique_name("ev"), "5/minute", store=store)
+        with caplog.at_level(logging.WARNING, logger="sluicegate.store"), pytest.raises(sg.StoreFull):
+            for i in range(10_000):  # bounded: a 64-key store is full long before
+                lim.allow(f"k{i}")
+    assert got and got[0].name == "store.full" and got[0].kind == "store"
+    assert "larger capacity" in got[0].measurements["message"]
+    assert any(r.name == "sluicegate.store" and r.levelno == logging.WARNING for r in caplog.records)

@@ -333,9 +333,10 @@ cdef class LimiterEngine:
             free(hs)
             free(rates)
         if rc == SG_ERR_FULL:
-            raise StoreFull(f"rate limiter {self._cname!r}: allow_many found no free or idle slot for key "
-                            f"{done} of {n}; the {nallowed} keys admitted before it were refunded and the "
-                            "batch decided nothing. Create the store with a larger capacity")
+            what = f"rate limiter {self._cname!r}"
+            store_full(what, f"{what}: allow_many found no free or idle slot for key {done} of {n}; the "
+                             f"{nallowed} keys admitted before it were refunded and the batch decided "
+                             "nothing. Create the store with a larger capacity")
         if rc != SG_OK:
             raise_table_rc(rc, f"rate limiter {self._cname!r}")
         if self._stat_gen != _fork_gen:

@@ -85,10 +85,16 @@ def store_size(uint64_t capacity, policies=None):
     return n
 
 
+cdef int store_full(str what, str msg) except -1:
+    """Emit store.full (telemetry: listeners and a WARNING record), then raise StoreFull."""
+    from sluicegate import telemetry
+    telemetry.emit("store", what, "store.full", None, message=msg)
+    raise StoreFull(msg)
+
+
 cdef int raise_table_rc(int rc, str what) except -1:
     if rc == SG_ERR_FULL:
-        raise StoreFull(f"{what}: no free or idle slot left in the store; "
-                        f"create it with a larger capacity")
+        store_full(what, f"{what}: no free or idle slot left in the store; create it with a larger capacity")
     if rc == SG_ERR_ARG:
         raise ValueError(f"{what}: invalid argument")
     raise StoreError(f"{what}: store error {rc}")
@@ -177,9 +183,9 @@ cdef class Table:
         hash_key(part, namespace_seed(kind, name), &h)
         rc = sg_table_get(&self.t, h, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&self.t), 1, &idx, &tag)
         if rc == SG_ERR_FULL:
-            raise StoreFull(f"{name!r}: no room left for the policies' state in {self.label} "
-                            f"({self.t.hdr.perm_capacity} slots for {self.t.ndir} policies); create the store "
-                            f"with a larger policies= (keys have their own room: capacity)")
+            store_full(f"{name!r}", f"{name!r}: no room left for the policies' state in {self.label} "
+                       f"({self.t.hdr.perm_capacity} slots for {self.t.ndir} policies); create the store "
+                       f"with a larger policies= (keys have their own room: capacity)")
         if rc != SG_OK:
             raise_table_rc(rc, f"{name!r}")
         return sg_words(&self.t, idx)
