@@ -82,7 +82,7 @@ typedef struct sg_header {
     uint64_t checksum;     /* sg_hash of the fields above */
     uint64_t _pad0[4];
     /* mutable, own cache line */
-    uint64_t live;         /* live slots (atomic) */
+    uint64_t live;         /* live slots (atomic): count in the low 32 bits, changes above (SG_LIVE_*) */
     int64_t base_mono;     /* store time = mono - base_mono */
     uint64_t boot_key;     /* boot the base belongs to; 1 while rebasing */
     uint64_t wall_epoch;   /* CLOCK_REALTIME at store time 0 */
@@ -91,7 +91,7 @@ typedef struct sg_header {
     uint64_t recount_ns;   /* store time of the last recount of live (atomic); 0 never */
     uint64_t _pad1[1];
     uint64_t dir_lock;     /* creating a directory entry: a writer's claim (sg_directory.c) */
-    uint64_t perm_live;    /* permanent slots held (atomic); live counts keys only */
+    uint64_t perm_live;    /* permanent slots held (atomic, as live); live counts keys only */
     uint64_t _pad2[6];
 } sg_header;
 
@@ -205,6 +205,14 @@ void sg_table_stats(const sg_table *t, sg_stats *out);
  * store (a recount reads every slot: at most ~1% of one CPU), and CASes the count.
  * Reservations in flight during a recount are not in it; the next recount restores
  * them.  sg_table_recount does one now (returns 1 if it changed the count). */
+/* live and perm_live keep the count in their low 32 bits and a count of changes in the
+ * high 32: every reservation and release changes the word, so a recount's CAS fails if
+ * the count moved at all while the slots were read, even back to the same number (a
+ * release and a reservation during the scan could otherwise make it count a freed slot
+ * and a new one, and leave the count too high: a store full by the count, not by keys). */
+#define SG_LIVE_ONE ((1ULL << 32) | 1ULL)  /* add: one more, one change */
+#define SG_LIVE_LESS ((1ULL << 32) - 1ULL) /* add to a count >= 1: one less, one change */
+static inline uint64_t sg_live_count(uint64_t w) { return w & 0xffffffffULL; }
 #define SG_RECOUNT_MIN_NS 100000000ULL
 #define SG_RECOUNT_NS_PER_SLOT 1000ULL
 int sg_table_recount(sg_table *t);

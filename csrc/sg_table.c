@@ -177,7 +177,8 @@ static inline uint64_t *live_of(const sg_table *t, unsigned perm) {
 static void live_dec(sg_table *t, unsigned perm) {
     uint64_t *w = live_of(t, perm);
     uint64_t cur = __atomic_load_n(w, __ATOMIC_ACQUIRE);
-    while (cur && !__atomic_compare_exchange_n(w, &cur, cur - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    while (sg_live_count(cur) &&
+           !__atomic_compare_exchange_n(w, &cur, cur + SG_LIVE_LESS, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
     }
 }
 
@@ -471,9 +472,12 @@ static int recount(sg_table *t) {
     uint64_t held[2];
     count_held(t, held);
     int changed = 0;
-    for (unsigned k = 0; k < 2; k++)
-        changed |= held[k] != before[k] && __atomic_compare_exchange_n(live_of(t, k), &before[k], held[k], 0,
-                                                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    for (unsigned k = 0; k < 2; k++) {
+        if (held[k] == sg_live_count(before[k])) continue;
+        uint64_t next = ((before[k] >> 32) + 1) << 32 | held[k]; /* a change too */
+        changed |= __atomic_compare_exchange_n(live_of(t, k), &before[k], next, 0, __ATOMIC_ACQ_REL,
+                                               __ATOMIC_ACQUIRE);
+    }
     return changed;
 }
 
@@ -505,7 +509,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         /* Reserve a slot of this kind if its budget allows; otherwise a key only
            reuses an idle key's slot, and a permanent slot is refused. */
         int reserved = 0;
-        if (__atomic_add_fetch(live_of(t, perm), 1, __ATOMIC_ACQ_REL) <=
+        if (sg_live_count(__atomic_add_fetch(live_of(t, perm), SG_LIVE_ONE, __ATOMIC_ACQ_REL)) <=
             (perm ? t->hdr->perm_capacity : t->hdr->capacity))
             reserved = 1;
         else
@@ -578,9 +582,9 @@ void sg_table_stats(const sg_table *t, sg_stats *out) {
     memset(out, 0, sizeof *out);
     out->capacity = t->hdr->capacity;
     out->nslots = t->mask + 1;
-    out->live = __atomic_load_n(&t->hdr->live, __ATOMIC_ACQUIRE);
+    out->live = sg_live_count(__atomic_load_n(&t->hdr->live, __ATOMIC_ACQUIRE));
     out->perm_capacity = t->hdr->perm_capacity;
-    out->perm_live = __atomic_load_n(&t->hdr->perm_live, __ATOMIC_ACQUIRE);
+    out->perm_live = sg_live_count(__atomic_load_n(&t->hdr->perm_live, __ATOMIC_ACQUIRE));
     for (uint64_t i = 0; i <= t->mask; i++) {
         uint64_t c = __atomic_load_n(&t->slots[i].ctl, __ATOMIC_ACQUIRE);
         if (CTL_STATE(c) == ST_LIVE) {

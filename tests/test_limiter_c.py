@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
                (unsigned long long)d.remaining);
         if (total != BUDGET || errs != 0 || d.remaining != 0 || churned == 0) return 1;
         /* the table is back to a sane count: hot key + at most the live churn keys */
-        if (__atomic_load_n(&T.hdr->live, __ATOMIC_ACQUIRE) > cap) return 4;
+        if (sg_live_count(__atomic_load_n(&T.hdr->live, __ATOMIC_ACQUIRE)) > cap) return 4;
     }
     free(mem);
     return 0;

@@ -46,7 +46,7 @@ def _leave_a_stalled_claim(store, limiter_name, key, tag=7):
         struct.pack_into("<QQQQ", mm, off + 8, (tag << 56) | ((a >> 8) & M56), (tag << 56) | (b & M56),
                          tag << 56, tag << 56)
         live = struct.unpack_from("<Q", mm, LIVE_OFFSET)[0]
-        struct.pack_into("<Q", mm, LIVE_OFFSET, live + 1)
+        struct.pack_into("<Q", mm, LIVE_OFFSET, live + (1 << 32) + 1)  # one more, one change (SG_LIVE_ONE)
         struct.pack_into("<Q", mm, off, (CLAIMING << 62) | (tag << 52) | stamp)
 
 

@@ -50,7 +50,7 @@ static uint64_t stale_claim_on_empty(sg_slot *s, int perm) {
         fprintf(stderr, "setup: could not claim\n");
         exit(2);
     }
-    sg_add(perm ? &T.hdr->perm_live : &T.hdr->live, 1); /* the claimer's reservation */
+    sg_add(perm ? &T.hdr->perm_live : &T.hdr->live, SG_LIVE_ONE); /* the claimer's reservation */
     return mine;
 }
 
@@ -87,7 +87,8 @@ static void scenario_stalled_taker(void) {
     CHECK(rc == SG_OK, "stalled taker: K's next decision failed with %d", rc);
     CHECK(rc == SG_OK && d.remaining == 98, "stalled taker: K's state was lost (remaining %llu, want 98)",
           (unsigned long long)d.remaining);
-    CHECK(T.hdr->live == 1, "stalled taker: live %llu, want 1", (unsigned long long)T.hdr->live);
+    CHECK(sg_live_count(T.hdr->live) == 1, "stalled taker: live %llu, want 1",
+          (unsigned long long)sg_live_count(T.hdr->live));
 }
 
 /* 2. A claimer stalls right after its ctl CAS (before write_identity).  It is taken
@@ -230,7 +231,7 @@ static void scenario_decider_vs_permanent_reuse(void) {
        budgets, and the table is twice their sum, so the key budget is raised here to
        make the window dense); s5_reuse frees one of them again for K1's retry */
     T.hdr->capacity = T.mask + 1;
-    for (unsigned k = 0; T.hdr->live < T.hdr->capacity; k++)
+    for (unsigned k = 0; sg_live_count(T.hdr->live) < T.hdr->capacity; k++)
         CHECK(sg_rate_apply(&T, key(9, k), &HOT, 1, now, 1, &d) == SG_OK && d.allowed, "filler");
     after_lookup = s5_reuse;
     CHECK(sg_rate_apply(&T, s5_k1, &HOT, 1, now, 1, &d) == SG_OK, "D's decision");
@@ -259,7 +260,8 @@ static void scenario_full_but_dead_claim(void) {
     sg_slot *dead = &T.slots[home];
     for (uint64_t i = 1; CTL_STATE(dead->ctl) != ST_EMPTY; i++) dead = &T.slots[(home + i) & T.mask];
     stale_claim_on_empty(dead, 1);
-    CHECK(T.hdr->perm_live == cap, "perm_live %llu, want %llu", (unsigned long long)T.hdr->perm_live,
+    CHECK(sg_live_count(T.hdr->perm_live) == cap, "perm_live %llu, want %llu",
+          (unsigned long long)sg_live_count(T.hdr->perm_live),
           (unsigned long long)cap);
     int rc = sg_table_get(&T, hn, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag);
     CHECK(rc == SG_OK, "full but dead claim: create returned %d with a dead claim holding the last place", rc);
@@ -337,7 +339,7 @@ static void scenario_room_before_eviction(void) {
     CHECK(sg_rate_apply(&T, k2, &HOT, 1, now, 1, &d) == SG_OK, "K2");
     CHECK(find_live(&T, k1, &idx, &tag) == SG_OK && idx == home, "room: idle K1 was evicted");
     CHECK(find_live(&T, k2, &idx, &tag) == SG_OK && idx != home, "room: K2 took K1's slot");
-    for (unsigned k = 0; T.hdr->live < T.hdr->capacity; k++)
+    for (unsigned k = 0; sg_live_count(T.hdr->live) < T.hdr->capacity; k++)
         CHECK(sg_rate_apply(&T, key(23, k), &HOT, 1, now, 1, &d) == SG_OK, "filler");
     CHECK(sg_rate_apply(&T, k3, &HOT, 1, now, 1, &d) == SG_OK && d.allowed, "full: K3 not created");
     CHECK(find_live(&T, k1, &idx, &tag) == SG_NOTFOUND, "full: idle K1 was not evicted for K3");
@@ -378,18 +380,19 @@ static void scenario_leaked_reservation_is_recounted(void) {
     uint64_t cap = T.hdr->perm_capacity, *pl = &T.hdr->perm_live; /* permanent slots: their own budget */
     for (unsigned k = 0; k < cap - 1; k++)
         CHECK(sg_table_get(&T, key(30, k), SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag) == SG_OK, "fill");
-    sg_add(pl, 1); /* the dead reserver */
+    sg_add(pl, SG_LIVE_ONE); /* the dead reserver */
     CHECK(sg_table_get(&T, key(31, 0), SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag) == SG_OK,
           "leaked reservation: a create was refused with a place free");
-    CHECK(*pl == cap, "leaked reservation: perm_live %llu after the recount, want %llu", (unsigned long long)*pl,
+    CHECK(sg_live_count(*pl) == cap, "leaked reservation: perm_live %llu after the recount, want %llu",
+          (unsigned long long)sg_live_count(*pl),
           (unsigned long long)cap);
     CHECK(T.hdr->recount_ns != 0, "leaked reservation: the recount was not stamped");
-    sg_add(pl, 1); /* leaks again at once: over capacity by the count */
+    sg_add(pl, SG_LIVE_ONE); /* leaks again at once: over capacity by the count */
     CHECK(sg_table_get(&T, key(31, 1), SG_SLOT_PERMANENT, 0, 0, sg_store_now(&T), 1, &idx, &tag) == SG_ERR_FULL,
           "leaked reservation: full store admitted");
-    CHECK(*pl == cap + 1, "leaked reservation: recounted twice within the interval");
-    CHECK(sg_table_recount(&T) == 1 && *pl == cap, "leaked reservation: sg_table_recount left %llu",
-          (unsigned long long)*pl);
+    CHECK(sg_live_count(*pl) == cap + 1, "leaked reservation: recounted twice within the interval");
+    CHECK(sg_table_recount(&T) == 1 && sg_live_count(*pl) == cap, "leaked reservation: sg_table_recount left %llu",
+          (unsigned long long)sg_live_count(*pl));
 }
 
 int main(int argc, char **argv) {
