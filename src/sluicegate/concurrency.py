@@ -132,7 +132,7 @@ class Permit:
             cap._forget(self)
         if self.owner != _pi._owner:  # inherited through fork: the parent's permit, not ours
             return False
-        freed = bool(cap._core.release(self.index, self.owner))
+        freed = bool(cap._engine.release(self.index, self.owner))
         if cap._nwait:
             cap._wake()
         return freed
@@ -163,7 +163,7 @@ class Permit:
         if self._state == 0:
             cap = self._cap
             owner = _pi._owner or _current_owner()
-            idx = cap._core.try_acquire(owner, owner >> 42)
+            idx = cap._engine.try_acquire(owner, owner >> 42)
             if idx < 0:
                 got = cap._acquire(self._timeout, True)
                 idx, owner = got.index, got.owner
@@ -184,7 +184,7 @@ class Permit:
                 return
             self._state = 2
             if self.owner == _pi._owner:
-                cap._core.release(self.index, self.owner)
+                cap._engine.release(self.index, self.owner)
                 if cap._nwait:
                     cap._wake()
 
@@ -246,7 +246,7 @@ class ConcurrencyLimiter(Policy):
         self.name = name
         self.drop_on: tuple[type[BaseException], ...] = drop_on
         self._store = resolve_store(store)
-        self._core = _core.CapCore(self._store._table, name)
+        self._engine = _core.CapCore(self._store._table, name)
         self._register(self._store, name, code)
         # permits acquire() gave out, per thread (cap.release() with no argument releases
         # the calling thread's last one); Permit._settle makes each release happen once
@@ -273,33 +273,33 @@ class ConcurrencyLimiter(Policy):
         self.slow_call: float | None = cfg["slow_call"]
         self._configured = limit
         self._backoff_1024 = max(1, min(1023, int(self.backoff * 1024)))
-        self._core.configure(self.max_limit, limit, self.min_limit, self.adaptive)
+        self._engine.configure(self.max_limit, limit, self.min_limit, self.adaptive)
 
     def _watch_version(self, version: int) -> None:
-        self._core._watch(self._entry.dir_entry, version)
+        self._engine._watch(self._entry.dir_entry, version)
 
     def _sync(self) -> None:
-        if self._core._moved():
+        if self._engine._moved():
             self._follow_directory()
 
     # -- acquiring ----------------------------------------------------------------------
     def try_acquire(self) -> Permit | None:
         """A permit now, or None if the cap is full (after reclaiming dead holders)."""
         owner = _pi._owner or _current_owner()
-        idx = self._core.try_acquire(owner, owner >> 42)
+        idx = self._engine.try_acquire(owner, owner >> 42)
         if idx == -2:  # a new configuration: follow it first
             self._follow_directory()
-            idx = self._core.try_acquire(owner, owner >> 42)
+            idx = self._engine.try_acquire(owner, owner >> 42)
         if idx < 0:
             if not self.reclaim():
                 return None
-            idx = self._core.try_acquire(owner, owner >> 42)
+            idx = self._engine.try_acquire(owner, owner >> 42)
             if idx < 0:
                 return None
         return Permit(self, idx, owner)
 
     def _timeout_error(self, timeout: float | None, block: bool) -> ConcurrencyLimitExceeded:
-        self._core.stat_add("st", 1)
+        self._engine.stat_add("st", 1)
         if not block:
             return ConcurrencyLimitExceeded(f"ConcurrencyLimiter {self.name!r}: all {self.limit} permits are in use")
         return ConcurrencyLimitExceeded(
@@ -452,23 +452,23 @@ class ConcurrencyLimiter(Policy):
         me = _pi._owner or _current_owner()
         verdict: dict[int, bool] = {}
         freed = 0
-        for idx, owner, _since in self._core.holders():
+        for idx, owner, _since in self._engine.holders():
             if owner == me:
                 continue
             alive = verdict.get(owner)
             if alive is None:
                 alive = verdict[owner] = _pi.owner_alive(owner)
-            if not alive and self._core.release(idx, owner):
+            if not alive and self._engine.release(idx, owner):
                 freed += 1
         if freed:
-            self._core.stat_add("st", 2, freed)
+            self._engine.stat_add("st", 2, freed)
         return freed
 
     def holders(self) -> list[dict[str, Any]]:
         """Every held permit: index, pid, alive, local (False: another pid namespace), held_for (seconds)."""
         now = int(self._store._table.now())
         out = []
-        for idx, owner, since in self._core.holders():
+        for idx, owner, since in self._engine.holders():
             out.append(
                 {
                     "index": idx,
@@ -485,12 +485,12 @@ class ConcurrencyLimiter(Policy):
     # -- AIMD -----------------------------------------------------------------------------
     def _on_success(self) -> None:
         if self.adaptive:
-            self._core.on_success(self._core.in_use, self.max_limit)
+            self._engine.on_success(self._engine.in_use, self.max_limit)
 
     def _on_drop(self) -> None:
         if self.adaptive:
-            self._core.on_drop(self._backoff_1024, self.min_limit)
-            self._core.stat_add("st", 3)
+            self._engine.on_drop(self._backoff_1024, self.min_limit)
+            self._engine.stat_add("st", 3)
 
     def record(self, ok: bool) -> int:
         """Report an outcome outside slot(): ok=True grows, False shrinks (adaptive mode).
@@ -505,12 +505,12 @@ class ConcurrencyLimiter(Policy):
     @property
     def limit(self) -> int:
         """The current (shared) limit."""
-        return int(self._core.limit)
+        return int(self._engine.limit)
 
     @property
     def in_use(self) -> int:
         """Permits held right now, by every process."""
-        return int(self._core.in_use)
+        return int(self._engine.in_use)
 
     @property
     def available(self) -> int:
@@ -518,10 +518,10 @@ class ConcurrencyLimiter(Policy):
 
     def contended(self) -> bool:
         """True if some process found the cap full in the last 50 ms."""
-        return bool(self._core.contended(_CONTENDED_WINDOW_NS))
+        return bool(self._engine.contended(_CONTENDED_WINDOW_NS))
 
     def stats(self) -> dict[str, Any]:
-        _acq, timeouts, reclaimed, drops = self._core.stat_words("st")
+        _acq, timeouts, reclaimed, drops = self._engine.stat_words("st")
         return {
             "name": self.name,
             "limit": self.limit,
@@ -530,7 +530,7 @@ class ConcurrencyLimiter(Policy):
             "adaptive": self.adaptive,
             "min_limit": self.min_limit,
             "max_limit": self.max_limit,
-            "granted": int(self._core.granted()),
+            "granted": int(self._engine.granted()),
             "timeouts": int(timeouts),
             "reclaimed": int(reclaimed),
             "drops": int(drops),
