@@ -410,7 +410,7 @@ def test_local_release_wakes_a_waiting_thread(store, monkeypatch):
 
     t = threading.Thread(target=waiter)
     t.start()
-    while cap._nwait == 0:
+    while cap._engine.nwait == 0:
         time.sleep(0.001)
     p.release()
     t.join(10)

@@ -19,7 +19,6 @@ import random
 import threading
 import time
 import weakref
-from types import TracebackType
 from typing import Any, Callable, TypeVar
 
 from . import _core
@@ -86,128 +85,9 @@ def _cap_config(cfg: dict[str, Any]) -> dict[str, Any]:
             "slow_call": _check_seconds("slow_call", cfg.get("slow_call"))}
 
 
-class Permit:
-    """One held permit (also the context manager returned by slot()/slot_async()).
-
-    release() is idempotent: it frees the record only if it still holds exactly this
-    process's owner word, and only the first time, even when threads release it at once
-    (the owner word is the process's, so a second release would free the record that
-    another thread of the process took after the first)."""
-
-    __slots__ = ("_cap", "_once", "_state", "_t0", "_thread", "_timeout", "index", "owner")
-
-    def __init__(self, cap: ConcurrencyLimiter, index: int = -1, owner: int = 0, timeout: float | None = None) -> None:
-        self._cap = cap
-        self.index = index
-        self.owner = owner
-        self._timeout = timeout
-        self._t0 = 0.0
-        self._thread = 0  # the thread whose cap.release() may release it (acquire())
-        self._state = 1 if index >= 0 else 0  # 0 pending, 1 held, 2 released
-        self._once = [True]  # popped by the one release that frees the record
-
-    @property
-    def held(self) -> bool:
-        return self._state == 1
-
-    def _settle(self) -> bool:
-        """Move held -> released exactly once across threads: True for the one caller
-        that must free the record.  list.pop() is one atomic step (a lock cost 3x more
-        on the slot() round trip)."""
-        if self._state != 1:
-            return False
-        try:
-            self._once.pop()
-        except IndexError:
-            return False
-        self._state = 2
-        return True
-
-    def release(self) -> bool:
-        """Give the permit back. True the first time, False afterwards (a no-op)."""
-        if not self._settle():
-            return False
-        cap = self._cap
-        if self._thread:
-            cap._forget(self)
-        if self.owner != _pi._owner:  # inherited through fork: the parent's permit, not ours
-            return False
-        freed = bool(cap._engine.release(self.index, self.owner))
-        if cap._nwait:
-            cap._wake()
-        return freed
-
-    def success(self) -> None:
-        """Report a successful call (adaptive mode grows the limit)."""
-        self._cap._on_success()
-
-    def drop(self) -> None:
-        """Report a dropped / timed-out call (adaptive mode shrinks the limit)."""
-        self._cap._on_drop()
-
-    def _finish(self, exc: BaseException | None) -> None:
-        cap = self._cap
-        if cap.adaptive and self._state == 1:
-            slow = cap.slow_call
-            dropped = exc is not None and isinstance(exc, cap.drop_on)
-            if dropped or (slow is not None and time.monotonic() - self._t0 > slow):
-                cap._on_drop()
-            elif exc is None:
-                cap._on_success()
-        self.release()
-
-    # -- sync context manager -------------------------------------------------------
-    def __enter__(self) -> Permit:  # noqa: PYI034
-        if self._state == 2:
-            raise RuntimeError("this permit was already released; take a new slot()")
-        if self._state == 0:
-            cap = self._cap
-            owner = _pi._owner or _current_owner()
-            idx = cap._engine.try_acquire(owner, owner >> 42)
-            if idx < 0:
-                got = cap._acquire(self._timeout, True)
-                idx, owner = got.index, got.owner
-                got._state = 2
-            self.index, self.owner, self._state = idx, owner, 1
-            if cap.adaptive:
-                self._t0 = time.monotonic()
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        cap = self._cap
-        if cap.adaptive:
-            self._finish(exc)
-        elif self._state == 1:  # _settle, inlined: this is the slot() round trip's hot path
-            try:
-                self._once.pop()
-            except IndexError:
-                return
-            self._state = 2
-            if self.owner == _pi._owner:
-                cap._engine.release(self.index, self.owner)
-                if cap._nwait:
-                    cap._wake()
-
-    # -- async context manager ------------------------------------------------------
-    async def __aenter__(self) -> Permit:  # noqa: PYI034
-        if self._state == 2:
-            raise RuntimeError("this permit was already released; take a new slot_async()")
-        if self._state == 0:
-            got = await self._cap._acquire_async(self._timeout, True)
-            self.index, self.owner, self._state = got.index, got.owner, 1
-            got._state = 2
-        if self._cap.adaptive:
-            self._t0 = time.monotonic()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._finish(exc)
-
-    def __repr__(self) -> str:
-        state = ("pending", "held", "released")[self._state]
-        return f"<Permit {self._cap.name!r} #{self.index} {state}>"
+# One held permit, and the context manager slot() returns: compiled (_concurrency.pxi),
+# so the slot() round trip runs no Python code while the cap has room.
+Permit = _core.Permit
 
 
 class ConcurrencyLimiter(Policy):
@@ -246,16 +126,16 @@ class ConcurrencyLimiter(Policy):
         self.name = name
         self.drop_on: tuple[type[BaseException], ...] = drop_on
         self._store = resolve_store(store)
-        self._engine = _core.CapCore(self._store._table, name)
+        self._engine = _core.CapCore(self._store._table, name)  # the engine: decides
         self._register(self._store, name, code)
         # permits acquire() gave out, per thread (cap.release() with no argument releases
-        # the calling thread's last one); Permit._settle makes each release happen once
+        # the calling thread's last one); Permit makes each release happen once
         self._held: dict[int, list[Permit]] = {}
         self._held_lock = threading.Lock()
-        # waiters in this process sleep on a condition that local releases notify; releases in
-        # other processes are seen by polling with backoff (no cross-process wakeup primitive)
+        # waiters in this process sleep on a condition that local releases notify (when the
+        # engine's nwait says there are any); releases in other processes are seen by
+        # polling with backoff (no cross-process wakeup primitive)
         self._cond = threading.Condition(threading.Lock())
-        self._nwait = 0
         _live_caps.add(self)
 
     # -- configuration: the directory's, followed at the next acquire (policy.Policy) -----
@@ -323,13 +203,13 @@ class ConcurrencyLimiter(Policy):
                     raise self._timeout_error(timeout, True)
                 pause = min(pause, left)
             with self._cond:
-                self._nwait += 1  # announce first, then re-try: a local release cannot slip between
+                self._engine.nwait += 1  # announce first, then re-try: a local release cannot slip between
                 try:
                     p = self.try_acquire()
                     if p is None:
                         self._cond.wait(pause)
                 finally:
-                    self._nwait -= 1
+                    self._engine.nwait -= 1
             if p is not None:
                 return p
             delay = min(delay * 2, _MAX_DELAY)
@@ -354,9 +234,9 @@ class ConcurrencyLimiter(Policy):
         with self._held_lock:
             held = self._held.setdefault(me, [])
             if len(held) >= 32:  # drop permits released elsewhere, amortised
-                held[:] = [q for q in held if q._state == 1]
+                held[:] = [q for q in held if q.held]
             held.append(p)
-        if p._state != 1:  # released by another thread before it was recorded
+        if not p.held:  # released by another thread before it was recorded
             self._forget(p)
 
     def _forget(self, p: Permit) -> None:
@@ -416,13 +296,11 @@ class ConcurrencyLimiter(Policy):
             if p.release():
                 return True
 
-    def slot(self, timeout: float | None = None) -> Permit:
-        """Context manager holding one permit for the block (acquired on enter)."""
-        return Permit(self, -1, 0, _check_seconds("timeout", timeout))
-
-    def slot_async(self, timeout: float | None = None) -> Permit:
-        """Async context manager: `async with cap.slot_async(timeout=1.0): ...`."""
-        return Permit(self, -1, 0, _check_seconds("timeout", timeout))
+    # slot(timeout=None): context manager holding one permit for the block (acquired on
+    # enter). slot_async(timeout=None): the same for `async with cap.slot_async(timeout=1.0):`.
+    # Compiled functions that bind as methods, so the round trip has no Python frame.
+    slot = _core.cap_slot
+    slot_async = _core.cap_slot
 
     def __call__(self, fn: F) -> F:
         """Decorator: every call of fn (sync or async) holds one permit.
@@ -434,14 +312,14 @@ class ConcurrencyLimiter(Policy):
 
             @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                async with Permit(self, -1, 0, None):
+                async with _core.cap_slot(self):
                     return await fn(*args, **kwargs)
 
             return awrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with Permit(self, -1, 0, None):
+            with _core.cap_slot(self):
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -557,7 +435,7 @@ def _after_fork_in_child() -> None:
     # fork: only this thread exists in the child
     for cap in list(_live_caps):
         cap._cond = threading.Condition(threading.Lock())
-        cap._nwait = 0
+        cap._engine.nwait = 0
         cap._held_lock = threading.Lock()
         # only this thread exists in the child, and the permits are the parent's
         cap._held = {}
