@@ -198,13 +198,13 @@ def test_full_cap_reclaims_dead_holders_only(store):
     reused = pi.owner_word(os.getpid(), (me & pi.START_MASK) + 7)  # our pid, another process's start
     gone = pi.owner_word((1 << 22) - 3, 1)  # no such pid
     live_other = pi.owner_word(1, pi.process_start(1) or 0)  # init: alive, not us
-    assert cap._core.try_acquire(reused, 0) >= 0
-    assert cap._core.try_acquire(gone, 0) >= 0
-    assert cap._core.try_acquire(live_other, 0) >= 0
+    assert cap._engine.try_acquire(reused, 0) >= 0
+    assert cap._engine.try_acquire(gone, 0) >= 0
+    assert cap._engine.try_acquire(live_other, 0) >= 0
     assert cap.in_use == 3
     got = [cap.try_acquire(), cap.try_acquire(), cap.try_acquire()]
     assert got[0] is not None and got[1] is not None and got[2] is None
-    owners = {o for _, o, _ in cap._core.holders()}
+    owners = {o for _, o, _ in cap._engine.holders()}
     assert owners == {me, live_other}
     assert cap.stats()["reclaimed"] == 2
 
@@ -285,9 +285,9 @@ def test_aimd_matches_model(limit, span, backoff, ops):
         model = CapModel(limit, hi, 1, hi, cap._backoff_1024, True)
         for ok, inflight in ops:
             if ok:
-                assert cap._core.on_success(inflight, hi) == model.on_success(inflight)
+                assert cap._engine.on_success(inflight, hi) == model.on_success(inflight)
             else:
-                assert cap._core.on_drop(cap._backoff_1024, 1) == model.on_drop()
+                assert cap._engine.on_drop(cap._backoff_1024, 1) == model.on_drop()
             assert 1 <= cap.limit <= hi
     finally:
         s.close()
@@ -342,7 +342,7 @@ class CapMachine(RuleBasedStateMachine):
     def dead_holder_appears(self):
         self.dead_pid -= 1
         owner = pi.owner_word(self.dead_pid, 3)
-        idx = self.cap._core.try_acquire(owner, 0)
+        idx = self.cap._engine.try_acquire(owner, 0)
         if idx >= 0:
             self.model.holders[idx] = owner
         else:
@@ -351,7 +351,7 @@ class CapMachine(RuleBasedStateMachine):
     @invariant()
     def counts_match(self):
         assert self.cap.in_use == len(self.model.holders) <= self.cap.limit
-        assert {i: o for i, o, _ in self.cap._core.holders()} == self.model.holders
+        assert {i: o for i, o, _ in self.cap._engine.holders()} == self.model.holders
 
 
 def p_owner() -> int:
@@ -410,7 +410,7 @@ def test_local_release_wakes_a_waiting_thread(store, monkeypatch):
 
     t = threading.Thread(target=waiter)
     t.start()
-    while cap._nwait == 0:
+    while cap._engine.nwait == 0:
         time.sleep(0.001)
     p.release()
     t.join(10)

@@ -37,12 +37,12 @@ def test_holders_of_another_namespace_are_never_reclaimed(store):
     foreign = [pi.owner_word(1, 12345, ns), pi.owner_word(NO_SUCH_PID, 5, ns)]
     dead_local = pi.owner_word(NO_SUCH_PID, 5)
     for owner in (*foreign, dead_local):
-        assert cap._core.try_acquire(owner, 0) >= 0
+        assert cap._engine.try_acquire(owner, 0) >= 0
     assert cap.in_use == 3
     p = cap.try_acquire()  # reclaims the dead local holder only
     assert p is not None
     assert cap.try_acquire() is None, "a holder of another pid namespace lost its permit"
-    owners = {o for _, o, _ in cap._core.holders()}
+    owners = {o for _, o, _ in cap._engine.holders()}
     assert owners == {*foreign, pi.current_owner()}
     assert cap.reclaim() == 0
     assert sorted(h["local"] for h in cap.holders()) == [False, False, True]

@@ -72,7 +72,7 @@ def test_sigkilled_holder_permits_come_back(mp_ctx, store, store_name, reap):
         assert not pi.owner_alive(owner)
         got = [cap.acquire(timeout=1.0) for _ in range(3)]  # the next acquire finding it full reclaims
         assert cap.in_use == 4 and cap.stats()["reclaimed"] == 3
-        assert all(pi.owner_pid(o) == os.getpid() for _, o, _ in cap._core.holders())
+        assert all(pi.owner_pid(o) == os.getpid() for _, o, _ in cap._engine.holders())
         for g in got + [mine]:
             g.release()
         assert cap.in_use == 0

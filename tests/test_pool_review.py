@@ -163,10 +163,10 @@ def test_cap_usable_in_a_child_forked_while_a_thread_held_its_condition(store):
 
     def holder() -> None:
         with cap._cond:
-            cap._nwait += 1
+            cap._engine.nwait += 1
             held.set()
             hold.wait(5)
-            cap._nwait -= 1
+            cap._engine.nwait -= 1
 
     t = threading.Thread(target=holder)
     t.start()
@@ -176,7 +176,7 @@ def test_cap_usable_in_a_child_forked_while_a_thread_held_its_condition(store):
         code = 1
         try:
             p = cap.acquire(timeout=1.0)
-            p.release()  # _nwait inherited as 1: _wake() takes the inherited lock
+            p.release()  # nwait inherited as 1: _wake() takes the inherited lock
             q = cap.acquire(timeout=1.0)
             other = threading.Thread(target=lambda: cap.acquire(timeout=0.2))
             other.start()  # waits on the condition: must time out, not hang

@@ -19,7 +19,6 @@ import random
 import threading
 import time
 import weakref
-from types import TracebackType
 from typing import Any, Callable, TypeVar
 
 from . import _core
@@ -86,128 +85,9 @@ def _cap_config(cfg: dict[str, Any]) -> dict[str, Any]:
             "slow_call": _check_seconds("slow_call", cfg.get("slow_call"))}
 
 
-class Permit:
-    """One held permit (also the context manager returned by slot()/slot_async()).
-
-    release() is idempotent: it frees the record only if it still holds exactly this
-    process's owner word, and only the first time, even when threads release it at once
-    (the owner word is the process's, so a second release would free the record that
-    another thread of the process took after the first)."""
-
-    __slots__ = ("_cap", "_once", "_state", "_t0", "_thread", "_timeout", "index", "owner")
-
-    def __init__(self, cap: ConcurrencyLimiter, index: int = -1, owner: int = 0, timeout: float | None = None) -> None:
-        self._cap = cap
-        self.index = index
-        self.owner = owner
-        self._timeout = timeout
-        self._t0 = 0.0
-        self._thread = 0  # the thread whose cap.release() may release it (acquire())
-        self._state = 1 if index >= 0 else 0  # 0 pending, 1 held, 2 released
-        self._once = [True]  # popped by the one release that frees the record
-
-    @property
-    def held(self) -> bool:
-        return self._state == 1
-
-    def _settle(self) -> bool:
-        """Move held -> released exactly once across threads: True for the one caller
-        that must free the record.  list.pop() is one atomic step (a lock cost 3x more
-        on the slot() round trip)."""
-        if self._state != 1:
-            return False
-        try:
-            self._once.pop()
-        except IndexError:
-            return False
-        self._state = 2
-        return True
-
-    def release(self) -> bool:
-        """Give the permit back. True the first time, False afterwards (a no-op)."""
-        if not self._settle():
-            return False
-        cap = self._cap
-        if self._thread:
-            cap._forget(self)
-        if self.owner != _pi._owner:  # inherited through fork: the parent's permit, not ours
-            return False
-        freed = bool(cap._core.release(self.index, self.owner))
-        if cap._nwait:
-            cap._wake()
-        return freed
-
-    def success(self) -> None:
-        """Report a successful call (adaptive mode grows the limit)."""
-        self._cap._on_success()
-
-    def drop(self) -> None:
-        """Report a dropped / timed-out call (adaptive mode shrinks the limit)."""
-        self._cap._on_drop()
-
-    def _finish(self, exc: BaseException | None) -> None:
-        cap = self._cap
-        if cap.adaptive and self._state == 1:
-            slow = cap.slow_call
-            dropped = exc is not None and isinstance(exc, cap.drop_on)
-            if dropped or (slow is not None and time.monotonic() - self._t0 > slow):
-                cap._on_drop()
-            elif exc is None:
-                cap._on_success()
-        self.release()
-
-    # -- sync context manager -------------------------------------------------------
-    def __enter__(self) -> Permit:  # noqa: PYI034
-        if self._state == 2:
-            raise RuntimeError("this permit was already released; take a new slot()")
-        if self._state == 0:
-            cap = self._cap
-            owner = _pi._owner or _current_owner()
-            idx = cap._core.try_acquire(owner, owner >> 42)
-            if idx < 0:
-                got = cap._acquire(self._timeout, True)
-                idx, owner = got.index, got.owner
-                got._state = 2
-            self.index, self.owner, self._state = idx, owner, 1
-            if cap.adaptive:
-                self._t0 = time.monotonic()
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        cap = self._cap
-        if cap.adaptive:
-            self._finish(exc)
-        elif self._state == 1:  # _settle, inlined: this is the slot() round trip's hot path
-            try:
-                self._once.pop()
-            except IndexError:
-                return
-            self._state = 2
-            if self.owner == _pi._owner:
-                cap._core.release(self.index, self.owner)
-                if cap._nwait:
-                    cap._wake()
-
-    # -- async context manager ------------------------------------------------------
-    async def __aenter__(self) -> Permit:  # noqa: PYI034
-        if self._state == 2:
-            raise RuntimeError("this permit was already released; take a new slot_async()")
-        if self._state == 0:
-            got = await self._cap._acquire_async(self._timeout, True)
-            self.index, self.owner, self._state = got.index, got.owner, 1
-            got._state = 2
-        if self._cap.adaptive:
-            self._t0 = time.monotonic()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._finish(exc)
-
-    def __repr__(self) -> str:
-        state = ("pending", "held", "released")[self._state]
-        return f"<Permit {self._cap.name!r} #{self.index} {state}>"
+# One held permit, and the context manager slot() returns: compiled (_concurrency.pxi),
+# so the slot() round trip runs no Python code while the cap has room.
+Permit = _core.Permit
 
 
 class ConcurrencyLimiter(Policy):
@@ -248,23 +128,19 @@ class ConcurrencyLimiter(Policy):
         self._store = resolve_store(store)
         self._register(self._store, name, code)
         # permits acquire() gave out, per thread (cap.release() with no argument releases
-        # the calling thread's last one); Permit._settle makes each release happen once
+        # the calling thread's last one); Permit makes each release happen once
         self._held: dict[int, list[Permit]] = {}
         self._held_lock = threading.Lock()
-        # waiters in this process sleep on a condition that local releases notify; releases in
-        # other processes are seen by polling with backoff (no cross-process wakeup primitive)
+        # waiters in this process sleep on a condition that local releases notify (when the
+        # engine's nwait says there are any); releases in other processes are seen by
+        # polling with backoff (no cross-process wakeup primitive)
         self._cond = threading.Condition(threading.Lock())
-        self._nwait = 0
         _live_caps.add(self)
 
     # -- configuration: the directory's, followed at the next acquire (policy.Policy) -----
     KIND = "cap"
     EVENT_PREFIX = "cap."
     _validate = staticmethod(_cap_config)
-
-    @property
-    def _core(self) -> Any:  # the engine, under its older name here
-        return self._engine
 
     def _apply(self, cfg: dict[str, Any]) -> None:
         """A new limit applies to new acquires; holders keep their permits (and count
@@ -277,33 +153,26 @@ class ConcurrencyLimiter(Policy):
         self.slow_call: float | None = cfg["slow_call"]
         self._configured = limit
         self._backoff_1024 = max(1, min(1023, int(self.backoff * 1024)))
-        self._core.configure(self.max_limit, limit, self.min_limit, self.adaptive)
-
-    def _watch_version(self, version: int) -> None:
-        self._core._watch(self._entry.dir_entry, version)
-
-    def _sync(self) -> None:
-        if self._core._moved():
-            self._follow_directory()
+        self._engine.configure(self.max_limit, limit, self.min_limit, self.adaptive)
 
     # -- acquiring ----------------------------------------------------------------------
     def try_acquire(self) -> Permit | None:
         """A permit now, or None if the cap is full (after reclaiming dead holders)."""
         owner = _pi._owner or _current_owner()
-        idx = self._core.try_acquire(owner, owner >> 42)
+        idx = self._engine.try_acquire(owner, owner >> 42)
         if idx == -2:  # a new configuration: follow it first
             self._follow_directory()
-            idx = self._core.try_acquire(owner, owner >> 42)
+            idx = self._engine.try_acquire(owner, owner >> 42)
         if idx < 0:
             if not self.reclaim():
                 return None
-            idx = self._core.try_acquire(owner, owner >> 42)
+            idx = self._engine.try_acquire(owner, owner >> 42)
             if idx < 0:
                 return None
         return Permit(self, idx, owner)
 
     def _timeout_error(self, timeout: float | None, block: bool) -> ConcurrencyLimitExceeded:
-        self._core.stat_add("st", 1)
+        self._engine.stat_add("st", 1)
         if not block:
             return ConcurrencyLimitExceeded(f"ConcurrencyLimiter {self.name!r}: all {self.limit} permits are in use")
         return ConcurrencyLimitExceeded(
@@ -327,13 +196,13 @@ class ConcurrencyLimiter(Policy):
                     raise self._timeout_error(timeout, True)
                 pause = min(pause, left)
             with self._cond:
-                self._nwait += 1  # announce first, then re-try: a local release cannot slip between
+                self._engine.nwait += 1  # announce first, then re-try: a local release cannot slip between
                 try:
                     p = self.try_acquire()
                     if p is None:
                         self._cond.wait(pause)
                 finally:
-                    self._nwait -= 1
+                    self._engine.nwait -= 1
             if p is not None:
                 return p
             delay = min(delay * 2, _MAX_DELAY)
@@ -358,9 +227,9 @@ class ConcurrencyLimiter(Policy):
         with self._held_lock:
             held = self._held.setdefault(me, [])
             if len(held) >= 32:  # drop permits released elsewhere, amortised
-                held[:] = [q for q in held if q._state == 1]
+                held[:] = [q for q in held if q.held]
             held.append(p)
-        if p._state != 1:  # released by another thread before it was recorded
+        if not p.held:  # released by another thread before it was recorded
             self._forget(p)
 
     def _forget(self, p: Permit) -> None:
@@ -420,13 +289,11 @@ class ConcurrencyLimiter(Policy):
             if p.release():
                 return True
 
-    def slot(self, timeout: float | None = None) -> Permit:
-        """Context manager holding one permit for the block (acquired on enter)."""
-        return Permit(self, -1, 0, _check_seconds("timeout", timeout))
-
-    def slot_async(self, timeout: float | None = None) -> Permit:
-        """Async context manager: `async with cap.slot_async(timeout=1.0): ...`."""
-        return Permit(self, -1, 0, _check_seconds("timeout", timeout))
+    # slot(timeout=None): context manager holding one permit for the block (acquired on
+    # enter). slot_async(timeout=None): the same for `async with cap.slot_async(timeout=1.0):`.
+    # Compiled functions that bind as methods, so the round trip has no Python frame.
+    slot = _core.cap_slot
+    slot_async = _core.cap_slot
 
     def __call__(self, fn: F) -> F:
         """Decorator: every call of fn (sync or async) holds one permit.
@@ -438,14 +305,14 @@ class ConcurrencyLimiter(Policy):
 
             @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                async with Permit(self, -1, 0, None):
+                async with _core.cap_slot(self):
                     return await fn(*args, **kwargs)
 
             return awrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with Permit(self, -1, 0, None):
+            with _core.cap_slot(self):
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -456,23 +323,23 @@ class ConcurrencyLimiter(Policy):
         me = _pi._owner or _current_owner()
         verdict: dict[int, bool] = {}
         freed = 0
-        for idx, owner, _since in self._core.holders():
+        for idx, owner, _since in self._engine.holders():
             if owner == me:
                 continue
             alive = verdict.get(owner)
             if alive is None:
                 alive = verdict[owner] = _pi.owner_alive(owner)
-            if not alive and self._core.release(idx, owner):
+            if not alive and self._engine.release(idx, owner):
                 freed += 1
         if freed:
-            self._core.stat_add("st", 2, freed)
+            self._engine.stat_add("st", 2, freed)
         return freed
 
     def holders(self) -> list[dict[str, Any]]:
         """Every held permit: index, pid, alive, local (False: another pid namespace), held_for (seconds)."""
         now = int(self._store._table.now())
         out = []
-        for idx, owner, since in self._core.holders():
+        for idx, owner, since in self._engine.holders():
             out.append(
                 {
                     "index": idx,
@@ -489,12 +356,12 @@ class ConcurrencyLimiter(Policy):
     # -- AIMD -----------------------------------------------------------------------------
     def _on_success(self) -> None:
         if self.adaptive:
-            self._core.on_success(self._core.in_use, self.max_limit)
+            self._engine.on_success(self._engine.in_use, self.max_limit)
 
     def _on_drop(self) -> None:
         if self.adaptive:
-            self._core.on_drop(self._backoff_1024, self.min_limit)
-            self._core.stat_add("st", 3)
+            self._engine.on_drop(self._backoff_1024, self.min_limit)
+            self._engine.stat_add("st", 3)
 
     def record(self, ok: bool) -> int:
         """Report an outcome outside slot(): ok=True grows, False shrinks (adaptive mode).
@@ -509,12 +376,12 @@ class ConcurrencyLimiter(Policy):
     @property
     def limit(self) -> int:
         """The current (shared) limit."""
-        return int(self._core.limit)
+        return int(self._engine.limit)
 
     @property
     def in_use(self) -> int:
         """Permits held right now, by every process."""
-        return int(self._core.in_use)
+        return int(self._engine.in_use)
 
     @property
     def available(self) -> int:
@@ -522,10 +389,10 @@ class ConcurrencyLimiter(Policy):
 
     def contended(self) -> bool:
         """True if some process found the cap full in the last 50 ms."""
-        return bool(self._core.contended(_CONTENDED_WINDOW_NS))
+        return bool(self._engine.contended(_CONTENDED_WINDOW_NS))
 
     def stats(self) -> dict[str, Any]:
-        _acq, timeouts, reclaimed, drops = self._core.stat_words("st")
+        _acq, timeouts, reclaimed, drops = self._engine.stat_words("st")
         return {
             "name": self.name,
             "limit": self.limit,
@@ -534,7 +401,7 @@ class ConcurrencyLimiter(Policy):
             "adaptive": self.adaptive,
             "min_limit": self.min_limit,
             "max_limit": self.max_limit,
-            "granted": int(self._core.granted()),
+            "granted": int(self._engine.granted()),
             "timeouts": int(timeouts),
             "reclaimed": int(reclaimed),
             "drops": int(drops),
@@ -561,7 +428,7 @@ def _after_fork_in_child() -> None:
     # fork: only this thread exists in the child
     for cap in list(_live_caps):
         cap._cond = threading.Condition(threading.Lock())
-        cap._nwait = 0
+        cap._engine.nwait = 0
         cap._held_lock = threading.Lock()
         # only this thread exists in the child, and the permits are the parent's
         cap._held = {}
