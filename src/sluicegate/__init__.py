@@ -26,6 +26,7 @@ from .errors import (
     InjectedFault,
     InvalidKey,
     KeyTypeError,
+    MemoryPressure,
     PolicyNotFound,
     PoolExhausted,
     PoolTimeout,
@@ -37,6 +38,7 @@ from .errors import (
     StoreNotFound,
 )
 from .limiter import Decision, LimiterChain, RateLimiter
+from .memory import MemoryMonitor, MemoryReading
 from .pool import Lease, Pool, ResourceLeakWarning
 from .rates import Rate
 from .store import SharedStore, default_store, open_store
@@ -79,6 +81,9 @@ __all__ = [
     "RateLimited",
     "CircuitOpen",
     "InjectedFault",
+    "MemoryMonitor",
+    "MemoryReading",
+    "MemoryPressure",
     "CircuitBreaker",
     "BreakerToken",
     "PoolExhausted",

@@ -67,6 +67,27 @@ class CircuitOpen(SluicegateError):
         self.name = name
 
 
+class MemoryPressure(SluicegateError):
+    """A MemoryMonitor used as a gate refused the call: memory use is at its gate level
+    (``.level`` 'critical', or 'warning' with gate='warning'; ``.fraction`` of the limit).
+    ``.retry_after`` is the monitor's interval: the earliest a new reading can differ."""
+
+    def __init__(
+        self,
+        message: str = "memory pressure",
+        *,
+        level: str = "critical",
+        fraction: float = 0.0,
+        retry_after: float = 0.0,
+        name: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.level = level
+        self.fraction = fraction
+        self.retry_after = retry_after
+        self.name = name
+
+
 class InjectedFault(SluicegateError):
     """A failure injected by a circuit breaker's fault injection (a chaos test)."""
 
@@ -96,6 +117,7 @@ __all__ = [
     "PolicyNotFound",
     "RateLimited",
     "CircuitOpen",
+    "MemoryPressure",
     "InjectedFault",
     "PoolExhausted",
     "PoolTimeout",

@@ -57,6 +57,7 @@ EVENTS: dict[str, tuple[int, bool]] = {
     "pool.closed": (logging.DEBUG, False),
     "store.full": (logging.WARNING, False),
     "store.reclaimed": (logging.INFO, False),
+    "memory.level_change": (logging.INFO, False),
 }
 ONLY_BY_NAME = frozenset({"rate.allowed"})  # wildcards do not reach these
 
@@ -66,7 +67,7 @@ class Event:
     """One thing a policy did.  measurements depend on the event (see README)."""
 
     name: str  # e.g. "rate.denied"
-    kind: str  # the policy's kind: "limiter", "breaker", "cap", "pool", "store"
+    kind: str  # the policy's kind: "limiter", "breaker", "cap", "pool", "store", "memory"
     policy: str  # the policy's name (the store's, for store events)
     time: float  # epoch seconds
     pid: int
@@ -175,6 +176,8 @@ def emit(kind: str, policy: str, event: str, own: Listeners | None = None, /, **
     ev = Event(event, kind, policy, time.time(), os.getpid(), measurements)
     level = EVENTS[event][0]
     if event == "breaker.state_change" and measurements.get("new") in ("open", "forced_open"):
+        level = logging.WARNING
+    elif event == "memory.level_change" and measurements.get("new") != "ok":
         level = logging.WARNING
     logger = logging.getLogger(f"sluicegate.{kind}")
     if event not in ONLY_BY_NAME and logger.isEnabledFor(level):
