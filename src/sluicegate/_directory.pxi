@@ -115,8 +115,9 @@ cimport cython
 
 @cython.binding(False)  # moved() is bound once and called per checkout: a plain C method call
 cdef class DirWatch:
-    """The version word of one directory entry, for a policy whose engine is Python code
-    (a Pool): moved() is one load, compared with the version the policy follows.
+    """The engine the store supplies to a policy that decides in Python (a Pool): the
+    version word of its directory entry.  moved() is one load, compared with the version
+    the policy follows; watch() and sync() are the engine protocol (see policy.py).
 
     Until watch() (or for a private policy, never watched) it never moves.  Over a closed
     store it does not move either: the policy keeps the configuration it has (the load
@@ -125,22 +126,30 @@ cdef class DirWatch:
     cdef uint64_t seen
     cdef sg_table *t
     cdef DirEntry entry  # keeps the entry's Table, and so the mapping, alive
+    cdef object on_moved
 
     def __cinit__(self):
         self.ver = &_UNWATCHED_DIR
         self.seen = 0
         self.t = NULL
 
-    def watch(self, DirEntry entry, uint64_t seen):
-        """Follow entry, whose version this policy now applies is seen."""
+    def watch(self, DirEntry entry, uint64_t seen, on_moved=None):
+        """Follow entry, whose version this policy now applies is seen; sync() calls
+        on_moved() when it moves (a Pool passes none, and calls moved() itself)."""
         entry.tbl.check()
         self.entry = entry
         self.t = &entry.tbl.t
         self.ver = entry.ver
         self.seen = seen
+        self.on_moved = on_moved
 
     def moved(self):
         """True if the entry's version moved past the one the policy follows."""
         if self.t != NULL and self.t.hdr == NULL:
             return False
         return sg_load(self.ver) != self.seen
+
+    def sync(self):
+        """Call on_moved() if the version moved."""
+        if self.moved() and self.on_moved is not None:
+            self.on_moved()

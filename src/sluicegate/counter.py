@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from . import _core
 from .directory import BUILDERS
 from .errors import ConfigError
 from .policy import Policy
@@ -43,6 +42,7 @@ class Counter(Policy):
     Adds wrap around at 64 bits, as the machine word does."""
 
     KIND = "counter"
+    EVENT_PREFIX = "counter."  # it emits no events
     _validate = staticmethod(_counter_config)
     add: _Add
     compare_and_set: _CompareAndSet
@@ -52,8 +52,8 @@ class Counter(Policy):
             raise ConfigError(f"counter name must be a non-empty str, got {name!r}")
         self.name = name
         self._store = resolve_store(store)
-        self._core = _core.Counter(self._store._table, name)  # ConfigError for a name with no UTF-8 form
-        self._register(self._store, name, {})
+        self._register(self._store, name, {})  # the store's engine for a counter: its word (_core.Counter)
+        self._core = self._engine
         # the hot paths: the engine's compiled methods themselves
         self.add = self._core.add
         self.compare_and_set = self._core.compare_and_set

@@ -28,7 +28,7 @@ from collections import deque
 from types import TracebackType
 from typing import Any, Callable, Generic, TypeVar
 
-from . import _core
+from . import _core, telemetry
 from ._forks import after_fork_in_child
 from .concurrency import ConcurrencyLimiter, Permit
 from .directory import BUILDERS
@@ -166,6 +166,7 @@ class _PoolConfig(Policy):
     policy of kind "pool" when named), and the choices that need no lock or await."""
 
     KIND = "pool"
+    EVENT_PREFIX = "pool."
     _validate = staticmethod(_pool_config)
     # the shared options in effect (set by _apply)
     size: int
@@ -226,26 +227,32 @@ class _PoolConfig(Policy):
         self._st = { "timeouts": 0, "exhausted": 0, "waited": 0, "wait_total": 0.0,
                     "created": 0, "closed": 0, "create_failures": 0, "failed_checks": 0, "reclaimed": 0,
                     "retired": 0, "shed": 0}
-        # the directory entry's version word: one load per checkout (never moves when private)
-        self._dirwatch = _core.DirWatch()
-        self._moved: Callable[[], bool] = self._dirwatch.moved
         self._override: dict[str, Any] = {}  # a private pool's reconfigure()
         if self._private:
+            # what _register gives a named pool: an engine (a version watch that never moves)
             self._store: SharedStore | None = None
+            self._engine = _core.DirWatch()
             self._code = code
+            self._own_listeners: telemetry.Listeners | None = None
             self._follow(code, 0)
+            telemetry.register(self)
+            self._refresh_events()
         else:
             assert name is not None
             self._store = resolve_store(store)
-            self._register(self._store, name, code)
+            self._register(self._store, name, code)  # the store's engine for a pool: its DirWatch
+        # the directory entry's version word: one load per checkout (a compiled method, bound)
+        self._moved: Callable[[], bool] = self._engine.moved
 
     # -- configuration (policy.Policy) ------------------------------------------------------
     def _watch_version(self, version: int) -> None:
+        # no on_moved callback: the pool calls moved() itself (and the engine holds no
+        # reference back to the pool, so a pool dropped unclosed is freed at once)
         if not self._private:
-            self._dirwatch.watch(self._entry.dir_entry, version)
+            self._engine.watch(self._entry.dir_entry, version)
 
     def _sync(self) -> None:
-        if self._moved():
+        if self._engine.moved():
             self._follow_directory()
 
     def reconfigure(self, **options: Any) -> None:

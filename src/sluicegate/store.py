@@ -376,6 +376,10 @@ class SharedStore:
             return _core.BreakerEngine(self._table, name)
         if kind == "cap":
             return _core.CapCore(self._table, name)
+        if kind == "counter":
+            return _core.Counter(self._table, name)
+        if kind == "pool":  # a pool decides in Python, in its process: the store supplies its version watch
+            return _core.DirWatch()
         raise ConfigError(f"{self!r} has no engine for policies of kind {kind!r}")
 
     def policies(self) -> list[PolicyInfo]:
