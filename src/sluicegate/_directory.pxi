@@ -39,7 +39,9 @@ cdef class DirEntry:
     @property
     def version(self):
         """The entry's version word now (one load; an engine that is not compiled over
-        this store, such as a test model, compares it with the version it follows)."""
+        this store, such as a test model, compares it with the version it follows).
+        StoreClosed once the store is closed: the word is in its unmapped memory."""
+        self.tbl.check()
         return sg_load(self.ver)
 
     def read(self):
