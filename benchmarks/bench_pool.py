@@ -39,6 +39,20 @@ def test_sluicegate_pool_checkout(benchmark):
     _run(benchmark, "sluicegate Pool checkout", roundtrip)
 
 
+def test_sluicegate_named_pool_checkout(benchmark):
+    """A named pool follows its directory entry: one load of the version word per checkout."""
+    store = sg.SharedStore(capacity=1024)
+    pool = sg.Pool(object, size=10, name="bench", store=store)
+    with pool.checkout():
+        pass
+
+    def roundtrip() -> None:
+        with pool.checkout():
+            pass
+
+    _run(benchmark, "sluicegate Pool checkout (named)", roundtrip)
+
+
 def test_sluicegate_pool_acquire_release(benchmark):
     pool = sg.Pool(object, size=10)
     pool.acquire().release()

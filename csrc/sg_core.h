@@ -54,6 +54,7 @@ enum { /* namespaces: limiter "api" and breaker "api" never collide */
     SG_NS_BREAKER = 3,
     SG_NS_CONCURRENCY = 4,
     SG_NS_STATS = 5,
+    SG_NS_POOL = 6, /* a pool keeps no state in the store: the number names its directory kind */
 };
 
 /* ---- store layout ---------------------------------------------------------- */

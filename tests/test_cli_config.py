@@ -98,14 +98,16 @@ def test_apply_replaces_the_whole_override_and_checks_everything_first(tmp_path,
     br = sg.CircuitBreaker(name, store=store, failure_threshold=5)
     br.reconfigure(reset_timeout=5.0)
     lim = sg.RateLimiter("api", "2/hour", store=store)
+    pool = sg.Pool(object, size=3, name="db", store=store)
     good = tmp_path / "good.toml"
     good.write_text(f'[breakers."{name}"]\nfailure_threshold = 2\nrecord = ["OSError"]\n'
                     '[limiters.api]\nrate = "4/hour"\n[pools.db]\ncreate = "nowhere:connect"\nsize = 1\n')
     r = cli("apply", str(good), "--store", store_name)
     assert r.returncode == 0, r.stderr
-    assert "[pools.db]: skipped" in r.stdout  # a pool is each process's own; its create is not imported
+    assert "[pools.db] in" in r.stdout and "override size=1" in r.stdout  # its create is not imported
     assert br.config["failure_threshold"] == 2 and br.config["reset_timeout"] == 30.0  # replaced, not merged
     assert lim.config["rate"] == ["4/hour"]
+    assert pool.config["size"] == 1 and pool.config["max_overflow"] == 0
     bad = tmp_path / "bad.toml"
     bad.write_text('[limiters.api]\nrate = "9/hour"\n[breakers."' + name + '"]\nfailure_threshold = 0\n')
     r = cli("apply", str(bad), "--store", store_name)

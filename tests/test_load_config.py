@@ -223,14 +223,12 @@ def test_reload_applies_changes_in_place_adds_new_ones_and_leaves_removed_ones(t
            .replace("size = 1", "size = 2"))
     with caplog.at_level(logging.INFO, logger="sluicegate.config"):
         done = cfg.reload()
-    assert done == sg.Reloaded(added=("caps.pg",), changed=("limiters.api", "breakers.pay"),
-                               not_applied=("pools.db",))
+    assert done == sg.Reloaded(added=("caps.pg",), changed=("limiters.api", "breakers.pay", "pools.db"))
     assert cfg.limiters["api"] is api and api.config["rate"] == ["5/hour"]  # the same objects, followed
     assert sum(api.allow("b") for _ in range(8)) == 5
     assert cfg.breakers["pay"] is br and br.config["failure_threshold"] == 4
     assert br._init_kwargs["record"] == (Exception,)  # record removed from the file: the default again
-    assert cfg.pools["db"] is pool and pool.size == 1  # a pool is not rebuilt: restart to apply
-    assert any("[pools.db] changed" in r.getMessage() and "restart" in r.getMessage() for r in caplog.records)
+    assert cfg.pools["db"] is pool and pool.size == 2  # the same pool, its shared options followed
     assert cfg.caps["pg"].limit == 2
     # a spawned child gets the reloaded configuration, and does not publish the old one again
     assert pickle.loads(pickle.dumps(api)).config["rate"] == ["5/hour"]
@@ -243,6 +241,28 @@ def test_reload_applies_changes_in_place_adds_new_ones_and_leaves_removed_ones(t
     assert set(done.removed) == {"breakers.pay", "caps.pg", "pools.db"} and not done.changed
     assert "pay" in cfg.breakers and br.config["failure_threshold"] == 4  # left as it is
     assert any("[breakers.pay] is no longer declared" in r.getMessage() for r in caplog.records)
+    cfg.close()
+
+
+class OtherResource:
+    """Another create function for [pools.db]."""
+
+
+def test_a_pool_whose_own_options_change_is_not_rebuilt_but_its_shared_ones_apply(tmp_path, store_name, caplog):
+    path = tmp_path / "sluicegate.toml"
+    _write(path, _file(store_name, "2/hour"))
+    cfg = sg.load_config(str(path))
+    pool = cfg.pools["db"]
+    _write(path, _file(store_name, "2/hour").replace("test_load_config:Resource", "test_load_config:OtherResource")
+           .replace("size = 1", "size = 3"))
+    with caplog.at_level(logging.WARNING, logger="sluicegate.config"):
+        done = cfg.reload()
+    assert done == sg.Reloaded(changed=("pools.db",), not_applied=("pools.db",))
+    assert any("[pools.db] changed" in r.getMessage() and "restart" in r.getMessage() for r in caplog.records)
+    assert cfg.pools["db"] is pool and pool.size == 3  # the size applies; create is this process's code
+    with pool.checkout() as r:
+        assert isinstance(r, Resource)
+    assert cfg.reload() == sg.Reloaded(not_applied=("pools.db",))  # still not applied: restart
     cfg.close()
 
 

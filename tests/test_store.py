@@ -112,14 +112,15 @@ def test_use_after_close_raises_not_crashes(store_name):
 
 
 def test_full_store_raises_store_full():
-    """Counters are policy state: they fill the permanent budget (policies= x 24 slots),
-    which never takes room from keys, and a full one says to raise policies=."""
+    """Policy state fills the permanent budget (policies= x 24 slots), which never takes
+    room from keys, and a full one says to raise policies=.  (Counter engines, bare: an
+    sg.Counter is a directory entry too, so the directory fills first; see below.)"""
     with sg.SharedStore(capacity=8, policies=1) as s:
         n = s.stats()["permanent_capacity"]
         assert n == 24
-        counters = [s.counter(f"c{i}") for i in range(n)]
+        counters = [s._table.counter(f"c{i}") for i in range(n)]
         with pytest.raises(sg.StoreFull, match="larger policies="):
-            s.counter("one too many")
+            s._table.counter("one too many")
         # existing entries still answer, and correctly
         for i, c in enumerate(counters):
             c.add(i)
@@ -127,6 +128,15 @@ def test_full_store_raises_store_full():
         assert s.stats()["permanent_used"] == n and s.stats()["used"] == 0
         with pytest.raises(sg.StoreFull, match="larger policies="):
             sg.RateLimiter("keys", "1/hour", store=s)  # its stats stripe is policy state too
+
+
+def test_a_counter_is_a_policy_and_a_full_directory_says_so():
+    with sg.SharedStore(capacity=8, policies=1) as s:
+        c = s.counter("one")
+        assert [(p.kind, p.name) for p in s.policies()] == [("counter", "one")]
+        with pytest.raises(sg.DirectoryFull, match="larger policies="):
+            s.counter("two")
+        assert c.add(2) == 2 and s.counter("one").value == 2  # the same counter again: no new entry
 
 
 def test_capacity_holds_that_many_keys_next_to_50_policies():

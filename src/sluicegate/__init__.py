@@ -17,6 +17,7 @@ from .async_pool import AsyncLease, AsyncPool
 from .breaker import BreakerToken, CircuitBreaker
 from .concurrency import ConcurrencyLimiter, Permit
 from .config import Config, Reloaded, load_config
+from .counter import Counter
 from .directory import PolicyInfo
 from .errors import (
     CircuitOpen,
@@ -27,6 +28,7 @@ from .errors import (
     InvalidKey,
     KeyTypeError,
     MemoryPressure,
+    PolicyNotBuildable,
     PolicyNotFound,
     PoolExhausted,
     PoolTimeout,
@@ -57,6 +59,7 @@ __all__ = [
     "Decision",
     "ConcurrencyLimiter",
     "Permit",
+    "Counter",
     "Pool",
     "AsyncPool",
     "Lease",
@@ -77,6 +80,7 @@ __all__ = [
     "StoreFull",
     "DirectoryFull",
     "PolicyNotFound",
+    "PolicyNotBuildable",
     "PolicyInfo",
     "RateLimited",
     "CircuitOpen",

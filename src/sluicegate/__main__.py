@@ -15,6 +15,8 @@ from .errors import SluicegateError
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .directory import KINDS
+
     p = argparse.ArgumentParser(
         prog="sluicegate",
         description="Rate limiters, circuit breakers, pools and concurrency caps shared by every process on a host.",
@@ -57,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     ca = csub.add_parser(
         "apply",
         help="set the policies a TOML file declares as runtime overrides",
-        description="Set the options a TOML file (the load_config format) gives each limiter, breaker and cap "
-        "as that policy's runtime override, replacing any earlier override; it outranks the configuration "
+        description="Set the options a TOML file (the load_config format) gives each limiter, breaker, cap and "
+        "pool as that policy's runtime override, replacing any earlier override; it outranks the configuration "
         "in code until `sluicegate config clear`. Policies that name no store go to --store. Everything is "
         "checked before anything is set.",
     )
@@ -74,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     cs.add_argument("--json", action="store_true", help="print JSON instead")
     cc = csub.add_parser("clear", help="clear a policy's runtime override (the code's configuration applies again)")
     cc.add_argument("name", help="the policy's name")
-    cc.add_argument("--kind", choices=["limiter", "breaker", "cap"], help="needed when several kinds share the name")
+    cc.add_argument("--kind", choices=list(KINDS), help="needed when several kinds share the name")
     cc.add_argument("--store", help=store_help)
     return p
 

@@ -16,6 +16,7 @@ cdef extern from "sg_core.h" nogil:
         SG_NS_BREAKER
         SG_NS_CONCURRENCY
         SG_NS_STATS
+        SG_NS_POOL
         SG_SLOT_RECLAIMABLE
         SG_SLOT_PERMANENT
         SG_HEADER_SIZE

@@ -39,7 +39,9 @@ cdef class DirEntry:
     @property
     def version(self):
         """The entry's version word now (one load; an engine that is not compiled over
-        this store, such as a test model, compares it with the version it follows)."""
+        this store, such as a test model, compares it with the version it follows).
+        StoreClosed once the store is closed: the word is in its unmapped memory."""
+        self.tbl.check()
         return sg_load(self.ver)
 
     def read(self):
@@ -98,3 +100,58 @@ def dir_list(Table tbl):
         if sg_dir_entry_info(&tbl.t, i, &kind, name, &n, &cw, &uw) == SG_OK:
             out.append((i, kind, name[:n].decode("utf-8", "replace"), cw, uw))
     return out
+
+
+# A directory kind is numbered as the namespace its state uses (csrc/sg_core.h, SG_NS_*;
+# SG_NS_STATS is a namespace, not a kind).  directory.KINDS maps the names onto these.
+NS_COUNTER = SG_NS_COUNTER
+NS_LIMITER = SG_NS_LIMITER
+NS_BREAKER = SG_NS_BREAKER
+NS_CONCURRENCY = SG_NS_CONCURRENCY
+NS_POOL = SG_NS_POOL
+
+cdef uint64_t _UNWATCHED_DIR = 0
+
+cimport cython
+
+
+@cython.binding(False)  # moved() is bound once and called per checkout: a plain C method call
+cdef class DirWatch:
+    """The engine the store supplies to a policy that decides in Python (a Pool): the
+    version word of its directory entry.  moved() is one load, compared with the version
+    the policy follows; watch() and sync() are the engine protocol (see policy.py).
+
+    Until watch() (or for a private policy, never watched) it never moves.  Over a closed
+    store it does not move either: the policy keeps the configuration it has (the load
+    and the closed check run under the GIL, so close() cannot unmap between them)."""
+    cdef uint64_t *ver
+    cdef uint64_t seen
+    cdef sg_table *t
+    cdef DirEntry entry  # keeps the entry's Table, and so the mapping, alive
+    cdef object on_moved
+
+    def __cinit__(self):
+        self.ver = &_UNWATCHED_DIR
+        self.seen = 0
+        self.t = NULL
+
+    def watch(self, DirEntry entry, uint64_t seen, on_moved=None):
+        """Follow entry, whose version this policy now applies is seen; sync() calls
+        on_moved() when it moves (a Pool passes none, and calls moved() itself)."""
+        entry.tbl.check()
+        self.entry = entry
+        self.t = &entry.tbl.t
+        self.ver = entry.ver
+        self.seen = seen
+        self.on_moved = on_moved
+
+    def moved(self):
+        """True if the entry's version moved past the one the policy follows."""
+        if self.t != NULL and self.t.hdr == NULL:
+            return False
+        return sg_load(self.ver) != self.seen
+
+    def sync(self):
+        """Call on_moved() if the version moved."""
+        if self.moved() and self.on_moved is not None:
+            self.on_moved()

@@ -22,6 +22,7 @@ from ._forks import after_fork_in_child
 from .concurrency import ConcurrencyLimiter, Permit
 from .errors import ConfigError, PoolExhausted, PoolTimeout, StoreClosed
 from .pool import _BORROWER_POLL, _DEFAULT, _HOST_FIRST_DELAY, _HOST_MAX_DELAY, _Entry, _getframe, _PoolConfig, _seconds
+from .store import SharedStore
 
 T = TypeVar("T")
 MaybeAwaitable = Union[T, Awaitable[T]]
@@ -99,8 +100,12 @@ class AsyncLease(Generic[T]):
 class AsyncPool(_PoolConfig, Generic[T]):
     """An asyncio pool (one event loop). Options as Pool; create/check/close may be async.
 
-    pool = AsyncPool(connect, size=10, host_limit=cap)
+    pool = AsyncPool(connect, size=10, host_limit=cap, name="db")
     async with pool.checkout(timeout=1.0) as conn: ...
+
+    A named AsyncPool is the directory's pool of that name, as a Pool is (the same kind:
+    a Pool and an AsyncPool of one name share one configuration).  Call reconfigure()
+    from the pool's event loop, like its other methods.
     """
 
     def __init__(
@@ -122,12 +127,19 @@ class AsyncPool(_PoolConfig, Generic[T]):
         jitter: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         name: str | None = None,
+        store: SharedStore | str | None = None,
     ) -> None:
-        self._configure(create, size, max_overflow, strategy, timeout, check, close, max_lifetime, max_idle,
-                        host_limit, min_size, overflow_ttl, check_window, jitter, clock, name)
         self._waiters: deque[asyncio.Future[Any]] = deque()
         self._bg: set[asyncio.Task[None]] = set()
+        self._setup(create, check, close, host_limit, clock, name, store, {
+            "size": size, "max_overflow": max_overflow, "strategy": strategy, "timeout": timeout,
+            "max_lifetime": max_lifetime, "max_idle": max_idle, "min_size": min_size,
+            "overflow_ttl": overflow_ttl, "check_window": check_window, "jitter": jitter})
         _live_async_pools.add(self)
+
+    def _apply(self, cfg: dict[str, Any]) -> None:
+        # no lock (one event loop); a waiter sees a grown pool at its next look (it polls)
+        self._apply_locked(cfg)
 
     def _forget_after_fork(self) -> None:
         """In a forked child (as Pool): the inherited resources and their host permits belong
@@ -138,6 +150,7 @@ class AsyncPool(_PoolConfig, Generic[T]):
         self._orphans.clear()
         self._bg = set()
         self._total = 0
+        self._surplus = False
 
     def _wake_head(self) -> None:
         if self._waiters:
@@ -192,17 +205,21 @@ class AsyncPool(_PoolConfig, Generic[T]):
 
     # -- checkout ----------------------------------------------------------------------------
     def checkout(self, timeout: float | None = _DEFAULT, block: bool = True) -> AsyncLease[T]:
-        return AsyncLease(self, self.timeout if timeout is _DEFAULT else timeout, block)
+        return AsyncLease(self, timeout, block)
 
     async def acquire(self, timeout: float | None = _DEFAULT, block: bool = True) -> AsyncLease[T]:
-        lease = AsyncLease(self, self.timeout if timeout is _DEFAULT else timeout, block)
+        lease = AsyncLease(self, timeout, block)
         f = _getframe(1)
-        e = await self._get(lease._timeout, block, (f.f_code, f.f_lasti))
+        e = await self._get(timeout, block, (f.f_code, f.f_lasti))
         lease._gen = e.uses
         lease._entry = e
         return lease
 
     async def _get(self, timeout: float | None, block: bool, where: Any) -> _Entry:
+        if self._moved():  # the directory's version word: one load (and once per wait after)
+            self._follow_directory()
+        if timeout is _DEFAULT:
+            timeout = self.timeout  # the pool's, as configured now
         if timeout is not None:
             timeout = _seconds("timeout", timeout)
         loop = asyncio.get_running_loop()
@@ -222,6 +239,8 @@ class AsyncPool(_PoolConfig, Generic[T]):
                 now = self._clock()
                 if self._maint_every is not None and now >= self._next_maint:
                     self._maintain_locked(now, to_close)
+                if self._surplus:
+                    self._trim_locked(to_close)
                 if self._orphans:
                     self._reclaim(self._collect_orphans_locked(), to_close)
                 entry = None
@@ -315,6 +334,8 @@ class AsyncPool(_PoolConfig, Generic[T]):
                 if left is not None:
                     pause = left if pause is None else min(pause, left)
                 await asyncio.wait([fut], timeout=pause)
+                if self._moved():
+                    self._follow_directory()
         except BaseException:
             if fut is not None:
                 if fut in self._waiters:
@@ -388,7 +409,8 @@ class AsyncPool(_PoolConfig, Generic[T]):
         if failed:
             e.dirty = True
         to_close: list[_Entry] = []
-        if self._closed or e.doomed or (failed and self._check is None) or now >= e.expires:
+        if (self._closed or e.doomed or (failed and self._check is None) or now >= e.expires
+                or self._total > self._max):  # the last: shrunk, and this one is surplus
             self._drop_locked(e, to_close)
         elif (self._host is not None and not self._waiters and self._total > self.min_size
               and self._host.contended()):
@@ -435,14 +457,19 @@ class AsyncPool(_PoolConfig, Generic[T]):
         return made
 
     async def maintain(self) -> int:
+        """As Pool.maintain(): follow a new configuration, retire, trim, reap and reclaim now."""
+        self._sync()
         to_close: list[_Entry] = []
         self._reclaim(self._collect_orphans_locked(), to_close)
         self._maintain_locked(self._clock(), to_close)
+        if self._surplus:
+            self._trim_locked(to_close)
         await self._close_entries(to_close)
         return len(to_close)
 
-    def stats(self) -> dict[str, Any]:
-        return self._stats_locked()
+    def _readings(self) -> dict[str, Any]:
+        """stats(): as Pool's, for this process's pool."""
+        return self._readings_locked()
 
     async def close(self, timeout: float | None = 0.0) -> None:
         """Close idle resources, fail waiters with StoreClosed, close in-use ones on return."""

@@ -1,7 +1,7 @@
-"""Declarative configuration: stores, limiters, breakers, caps and pools declared in
-TOML (or a dict of the same shape), made by ``load_config`` and hot-reloaded by
-``Config.reload()``; ``apply_overrides`` pushes a file into a live store as runtime
-overrides (``sluicegate config apply``).
+"""Declarative configuration: stores, limiters, breakers, caps, pools and counters
+declared in TOML (or a dict of the same shape), made by ``load_config`` and
+hot-reloaded by ``Config.reload()``; ``apply_overrides`` pushes a file into a live store
+as runtime overrides (``sluicegate config apply``).
 
 The file format::
 
@@ -18,8 +18,9 @@ The file format::
     limit = 20                   # limit, adaptive, min_limit, ...; drop_on: exception classes
     [pools.db]
     create = "myapp.db:connect"  # "module:function"; check and close likewise
-    size = 5
+    size = 5                     # and every shared option of Pool (max_overflow, timeout, ...)
     host_limit = "postgres"      # a cap declared above; async = true makes an AsyncPool
+    [counters.requests]          # a Counter (no options)
 
 A policy made here is an ordinary construction: it publishes its configuration as the
 code configuration (DESIGN.md rule 8: the newest wins in every process), so a changed
@@ -31,7 +32,6 @@ from __future__ import annotations
 import builtins
 import difflib
 import importlib
-import inspect
 import logging
 import os
 import re
@@ -51,10 +51,12 @@ from .async_pool import AsyncPool
 from .breaker import SHARED_OPTIONS as BREAKER_OPTIONS
 from .breaker import CircuitBreaker, _breaker_config
 from .concurrency import ConcurrencyLimiter, _cap_config
+from .counter import Counter, _counter_config
 from .directory import Entry, effective
 from .errors import ConfigError, PolicyNotFound, SluicegateError, StoreNotFound
 from .limiter import RateLimiter, _limiter_config
-from .pool import Pool
+from .pool import POOL_OPTIONS as POOL_SHARED
+from .pool import Pool, _pool_config
 from .store import SharedStore, default_store, open_store, resolve_store
 
 __all__ = ["Config", "Reloaded", "apply_overrides", "load_config"]
@@ -63,16 +65,15 @@ _log = logging.getLogger("sluicegate.config")
 
 Source = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 AnyPool = Union[Pool[Any], AsyncPool[Any]]
-Policy = Union[RateLimiter, CircuitBreaker, ConcurrencyLimiter]
+Policy = Union[RateLimiter, CircuitBreaker, ConcurrencyLimiter, AnyPool, Counter]
 
 DEFAULT_STORE = "default"  # a store declared under this name is the file's default
 STORE_OPTIONS = ("url", "capacity", "policies")
-# Pool's keyword options a file may give (clock is for tests); create/check/close are
-# import paths, host_limit names a cap, async chooses AsyncPool
-POOL_OPTIONS = tuple(p for p in inspect.signature(Pool.__init__).parameters if p not in ("self", "clock")) + (
-    "async",
-)
+# a pool's own options in this process (its shared ones are pool.POOL_OPTIONS): create,
+# check and close are import paths, host_limit names a cap, async chooses AsyncPool (clock
+# is for tests)
 POOL_CALLABLES = ("create", "check", "close")
+POOL_LOCAL = (*POOL_CALLABLES, "host_limit", "async")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class _Kind:
     table: str  # the file's table: "limiters"
     kind: str  # the directory's kind: "limiter"
     shared: tuple[str, ...]  # options every process shares through the directory
-    local: tuple[str, ...]  # this process's own options: exception classes by name
+    local: tuple[str, ...]  # this process's own options: exception classes by name (a pool's: see POOL_LOCAL)
     validate: Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -93,10 +94,12 @@ _KINDS: dict[str, _Kind] = {
         _Kind("breakers", "breaker", tuple(BREAKER_OPTIONS), ("record", "ignore"), _breaker_config),
         _Kind("caps", "cap", ("limit", "adaptive", "min_limit", "max_limit", "backoff", "slow_call"),
               ("drop_on",), _cap_config),
+        _Kind("pools", "pool", POOL_SHARED, POOL_LOCAL, _pool_config),
+        _Kind("counters", "counter", (), (), _counter_config),
     )
 }
 TABLE_OF_KIND: dict[str, str] = {k.kind: k.table for k in _KINDS.values()}
-SECTIONS = ("stores", *_KINDS, "pools")
+SECTIONS = ("stores", *_KINDS)
 _LOCAL_DEFAULTS: dict[str, tuple[type, ...]] = {"record": (Exception,), "ignore": (), "drop_on": (TimeoutError,)}
 
 
@@ -157,8 +160,7 @@ class _Doc:
     label: str
     path: str | None
     stores: dict[str, dict[str, Any]] = field(default_factory=dict)
-    policies: list[_Decl] = field(default_factory=list)
-    pools: list[_Decl] = field(default_factory=list)
+    policies: list[_Decl] = field(default_factory=list)  # pools last: they may name a cap
 
 
 def _parse(source: Source) -> _Doc:
@@ -188,22 +190,14 @@ def _parse(source: Source) -> _Doc:
             store = opts.get("store")
             if store is not None and not isinstance(store, (str, SharedStore)):
                 raise _fail(label, where, "store", f"must name a store declared in [stores], got {store!r}")
-            if section == "pools":
-                for k in opts:
-                    if k not in POOL_OPTIONS:
-                        raise _fail(label, where, k, f"unknown pool option{_hint(k, POOL_OPTIONS)} "
-                                                     f"(options: {', '.join(POOL_OPTIONS)})")
-                if "create" not in opts:
-                    raise _fail(label, where, "create", 'a pool needs create = "module:function"')
-                out.pools.append(_Decl(section, name, None, {}, opts, opts))
-                continue
             kind = _KINDS[section]
             local = {k: opts[k] for k in kind.local if k in opts}
             shared = {k: v for k, v in opts.items() if k != "store" and k not in kind.local}
             out.policies.append(_Decl(section, name, store, shared, local, opts))
+    out.policies.sort(key=lambda d: d.table == "pools")  # stable: pools after the caps they name
     names = set(out.stores)
     caps = {d.name for d in out.policies if d.table == "caps"}
-    for d in [*out.policies, *out.pools]:
+    for d in out.policies:
         if isinstance(d.store, str) and d.store not in names:
             declared = f"declared: {', '.join(sorted(names))}" if names else "none is declared"
             raise _fail(label, d.where, "store", f"no store {d.store!r} in [stores] ({declared})")
@@ -267,6 +261,13 @@ def _exceptions(label: str, where: str, key: str, spec: object) -> tuple[type, .
 def _locals(label: str, d: _Decl) -> dict[str, Any]:
     """This process's own options, resolved (defaults for the ones not given)."""
     kind = _KINDS[d.table]
+    if d.table == "pools":
+        if "create" not in d.local:
+            raise _fail(label, d.where, "create", 'a pool needs create = "module:function"')
+        if not isinstance(d.local.get("async", False), bool):
+            raise _fail(label, d.where, "async", f"must be true or false, got {d.local['async']!r}")
+        out = {k: _import(label, d.where, k, d.local[k]) for k in POOL_CALLABLES if k in d.local}
+        return {**out, "host_limit": d.local.get("host_limit"), "async": d.local.get("async", False)}
     return {k: _exceptions(label, d.where, k, d.local[k]) if k in d.local else _LOCAL_DEFAULTS[k]
             for k in kind.local}
 
@@ -282,7 +283,7 @@ def _open(label: str, name: str, opts: Mapping[str, Any], *, create: bool = True
         raise _fail(label, f"stores.{name}", _key_named(str(e), list(STORE_OPTIONS)) or "url", str(e)) from None
 
 
-def _store_of(obj: Policy) -> SharedStore:
+def _store_of(obj: Policy) -> SharedStore | None:
     return obj.store if isinstance(obj, RateLimiter) else obj._store
 
 
@@ -294,7 +295,9 @@ class Reloaded:
     added: tuple[str, ...] = ()
     changed: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()  # no longer declared: left as they are
-    not_applied: tuple[str, ...] = ()  # changed pools: a restart applies them
+    # pools whose own options (create, check, close, host_limit, async) or store changed: a
+    # restart applies them (a change of their shared options is applied, under changed)
+    not_applied: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.added or self.changed or self.removed or self.not_applied)
@@ -313,6 +316,7 @@ class Config:
         self.breakers: dict[str, CircuitBreaker] = {}
         self.caps: dict[str, ConcurrencyLimiter] = {}
         self.pools: dict[str, AnyPool] = {}
+        self.counters: dict[str, Counter] = {}
         self._store_arg = store
         self._source_store_arg = store  # what the caller gave (a store object of theirs is not closed here)
         self._source = source
@@ -324,7 +328,7 @@ class Config:
 
     # -- access by name -----------------------------------------------------------------------
     def _tables(self) -> tuple[dict[str, Any], ...]:
-        return (self.limiters, self.breakers, self.caps, self.pools)
+        return (self.limiters, self.breakers, self.caps, self.pools, self.counters)
 
     def __getitem__(self, name: str) -> Any:
         found = [t[name] for t in self._tables() if name in t]
@@ -332,7 +336,7 @@ class Config:
             raise KeyError(f"nothing named {name!r} in this configuration")
         if len(found) > 1:
             raise KeyError(f"{name!r} names several things here; use config.limiters[...], .breakers, "
-                           ".caps or .pools")
+                           ".caps, .pools or .counters")
         return found[0]
 
     def __contains__(self, name: object) -> bool:
@@ -346,8 +350,10 @@ class Config:
     def reload(self, source: Source | None = None) -> Reloaded:
         """Re-read the file (or read source, which becomes the file from now on) and apply
         what changed: changed policies publish their new configuration (every process
-        follows at its next decision), new ones are made, removed ones are left alone with a
-        warning, changed pools are reported (a pool is this process's own: restart to apply).
+        follows at its next decision; a pool's shared options too), new ones are made,
+        removed ones are left alone with a warning; a pool whose own options (create, check,
+        close, host_limit, async) or store changed is reported in not_applied (its objects
+        are this process's: restart to apply).
         Every option is checked before anything changes: a bad file raises ConfigError and
         the running configuration stays."""
         with self._lock:
@@ -390,15 +396,6 @@ class Config:
         label = doc.label
         # 1. check every option and import every name before anything changes
         plans = [(d, _validated(label, d, {}), _locals(label, d)) for d in doc.policies]
-        pool_plans = []
-        for d in doc.pools:
-            opts = {k: v for k, v in d.local.items() if k not in ("store", "host_limit", "async")}
-            for k in POOL_CALLABLES:
-                if k in opts:
-                    opts[k] = _import(label, d.where, k, opts[k])
-            if not isinstance(d.local.get("async", False), bool):
-                raise _fail(label, d.where, "async", f"must be true or false, got {d.local['async']!r}")
-            pool_plans.append((d, opts))
         self.path = doc.path
 
         # 2. stores: a new or changed declaration opens its store
@@ -420,11 +417,20 @@ class Config:
             seen.add((d.table, d.name))
             st = self._target(d)
             old = table.get(d.name)
+            was = self._decls.get((d.table, d.name), {})
             if old is None:
                 table[d.name] = self._build(label, d, code, local, st)
                 added.append(d.where)
-            elif self._decls.get((d.table, d.name)) == d.raw and _store_of(old) is st:
+            elif was == d.raw and _store_of(old) is st:
                 continue
+            elif d.table == "pools" and (_store_of(old) is not st or _own(was) != _own(d.raw)):
+                # a pool holds this process's resources: it is not rebuilt here
+                _log.warning("%s: [%s] changed; a pool is this process's own object and is not rebuilt on "
+                             "reload: restart the process to apply it", label, d.where)
+                not_applied.append(d.where)
+                if _store_of(old) is st and code != old._code:
+                    _update(old, code, local)  # its shared options apply now all the same
+                    changed.append(d.where)
             elif _store_of(old) is not st:
                 table[d.name] = self._build(label, d, code, local, st)
                 _log.info("%s: [%s] now in %r: a new policy object (the old one keeps its store)",
@@ -432,23 +438,12 @@ class Config:
                 changed.append(d.where)
             else:
                 _update(old, code, local)
-                was = self._decls.get((d.table, d.name), {})
                 diff = {k: d.raw.get(k, "(default)") for k in {*was, *d.raw} if was.get(k) != d.raw.get(k)}
                 _log.info("%s: [%s] reloaded: %s", label, d.where, diff)
                 changed.append(d.where)
-            self._decls[(d.table, d.name)] = d.raw
-
-        # 4. pools: this process's own objects, made once
-        for d, opts in pool_plans:
-            seen.add((d.table, d.name))
-            if d.name not in self.pools:
-                self.pools[d.name] = self._build_pool(label, d, opts)
-                added.append(d.where)
+            if d.where not in not_applied:
                 self._decls[(d.table, d.name)] = d.raw
-            elif self._decls.get((d.table, d.name)) != d.raw:
-                _log.warning("%s: [%s] changed; a pool is this process's own object and is not rebuilt on "
-                             "reload: restart the process to apply it", label, d.where)
-                not_applied.append(d.where)
+
         for key in [k for k in self._decls if k not in seen]:
             _log.warning("%s: [%s.%s] is no longer declared; left as it is (its state and configuration "
                          "stay in the store)", label, *key)
@@ -462,18 +457,17 @@ class Config:
                 return RateLimiter(d.name, code["rate"], burst=code["burst"], algorithm=code["algorithm"], store=st)
             if d.table == "breakers":
                 return CircuitBreaker(d.name, store=st, **code, **local)
+            if d.table == "pools":
+                hl = local["host_limit"]
+                cls: Any = AsyncPool if local["async"] else Pool
+                own = {k: local[k] for k in POOL_CALLABLES if k in local}
+                return cls(name=d.name, store=st, host_limit=self.caps[hl] if isinstance(hl, str) else hl,
+                           **own, **code)  # type: ignore[no-any-return]
+            if d.table == "counters":
+                return Counter(d.name, st)
             return ConcurrencyLimiter(d.name, store=st, **code, **local)
-        except ConfigError as e:  # the name itself (the options were checked already)
-            raise _fail(label, d.where, None, str(e)) from None
-
-    def _build_pool(self, label: str, d: _Decl, opts: dict[str, Any]) -> AnyPool:
-        hl = d.local.get("host_limit")
-        host = self.caps[hl] if isinstance(hl, str) else hl
-        cls: Any = AsyncPool if d.local.get("async") else Pool
-        try:
-            return cls(host_limit=host, **{"name": d.name, **opts})  # type: ignore[no-any-return]
-        except ConfigError as e:
-            raise _fail(label, d.where, _key_named(str(e), list(opts)), str(e)) from None
+        except ConfigError as e:  # the name itself, or a pool's own option (shared ones were checked)
+            raise _fail(label, d.where, _key_named(str(e), list(d.local)), str(e)) from None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -494,8 +488,13 @@ class Config:
         self.close()
 
     def __repr__(self) -> str:
-        parts = [f"{t}={sorted(getattr(self, t))}" for t in ("stores", *_KINDS, "pools") if getattr(self, t)]
+        parts = [f"{t}={sorted(getattr(self, t))}" for t in ("stores", *_KINDS) if getattr(self, t)]
         return f"<Config {self.path or '<dict>'} {' '.join(parts)}>"
+
+
+def _own(decl: Mapping[str, Any]) -> dict[str, Any]:
+    """A pool declaration's options that are this process's own (and its store)."""
+    return {k: decl.get(k) for k in (*POOL_LOCAL, "store")}
 
 
 def _update(obj: Policy, code: dict[str, Any], local: dict[str, Any]) -> None:
@@ -514,8 +513,8 @@ def _update(obj: Policy, code: dict[str, Any], local: dict[str, Any]) -> None:
 
 
 def load_config(source: Source, store: SharedStore | str | None = None) -> Config:
-    """Make the stores, limiters, breakers, caps and pools a TOML file (or a dict of the
-    same shape) declares; returns them by name (see Config).
+    """Make the stores, limiters, breakers, caps, pools and counters a TOML file (or a
+    dict of the same shape) declares; returns them by name (see Config).
 
     store: where policies that name no store go when the file declares no
     [stores.default] (a SharedStore or a store URL; default: default_store()).
@@ -530,13 +529,15 @@ def apply_overrides(source: Source, store: SharedStore | None = None, *, create:
     until ``sluicegate config clear``).  The file's stores are attached, never created;
     store is where policies that name none go.  A policy no process has made yet is an
     error unless create=True, which records it with the file's configuration as its code
-    configuration and override.  Pools and process-local options (record, ignore, drop_on)
-    are not in the store and are skipped.  Everything is checked before anything is set.
-    Returns one line per policy saying what was done."""
+    configuration and override.  A pool's shared options (size, timeout, ...) apply like
+    any policy's; process-local options (record, ignore, drop_on; a pool's create, check,
+    close, host_limit, async) are not in the store and are skipped, unimported.
+    Everything is checked before anything is set.  Returns one line per policy saying
+    what was done."""
     doc = _parse(source)
     label = doc.label
     opened: dict[str, SharedStore] = {}
-    notes: list[str] = [f"[{d.where}]: skipped: a pool is each process's own object" for d in doc.pools]
+    notes: list[str] = []
 
     def target(d: _Decl) -> SharedStore:
         name = d.store if isinstance(d.store, str) else DEFAULT_STORE if DEFAULT_STORE in doc.stores else None

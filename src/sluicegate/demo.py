@@ -92,7 +92,7 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout) -> int:
         raise ConfigError(f"seconds must be in (0, 3600], got {cfg.seconds}")
     live = out.isatty() if cfg.live is None else cfg.live
     name = f"sluicegate-demo-{os.getpid()}"
-    store = SharedStore(name, capacity=1024)
+    store = SharedStore(name, capacity=1024, policies=3 * cfg.workers + 16)  # a counter is a directory entry
     procs: list[Any] = []
     try:
         lim = RateLimiter("demo", cfg.rate, algorithm=cfg.algorithm, burst=cfg.burst, store=store)

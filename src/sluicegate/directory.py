@@ -25,8 +25,15 @@ from .errors import ConfigError, PolicyNotFound, StoreError
 if TYPE_CHECKING:
     from .store import SharedStore
 
-# kind name <-> the namespace number its keys and state use in the store
-KINDS: dict[str, int] = {"limiter": 2, "breaker": 3, "cap": 4}
+# kind name <-> the namespace number its keys and state use in the store (SG_NS_* in
+# csrc/sg_core.h; a pool keeps no state there, its number only names its kind)
+KINDS: dict[str, int] = {
+    "limiter": _core.NS_LIMITER,
+    "breaker": _core.NS_BREAKER,
+    "cap": _core.NS_CONCURRENCY,
+    "pool": _core.NS_POOL,
+    "counter": _core.NS_COUNTER,
+}
 KIND_NAMES: dict[int, str] = {v: k for k, v in KINDS.items()}
 
 _log = logging.getLogger("sluicegate.directory")

@@ -50,6 +50,12 @@ class PolicyNotFound(SluicegateError, LookupError):
     """No policy of that name (and kind) in the store's directory."""
 
 
+class PolicyNotBuildable(SluicegateError):
+    """store.policy(name) found the policy, but cannot make a working object from the
+    directory alone: a pool's create function is code, not configuration.  Construct it
+    in code (it then follows the directory's configuration)."""
+
+
 class RateLimited(SluicegateError):
     """A rate limit denied the call (raised by acquire on timeout)."""
 
@@ -115,6 +121,7 @@ __all__ = [
     "StoreFull",
     "DirectoryFull",
     "PolicyNotFound",
+    "PolicyNotBuildable",
     "RateLimited",
     "CircuitOpen",
     "MemoryPressure",

@@ -83,6 +83,20 @@ class Policy:
                            self._entry.what, version, self._options)
             self._watch_version(version)
 
+    # -- one stats() shape for every policy ----------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """{"kind": KIND, "name": the policy's name, **self._readings()}: one flat dict for
+        every policy, so one exporter, CLI or health probe reads them all alike."""
+        return {"kind": self.KIND, "name": self.name, **self._readings()}  # type: ignore[attr-defined]
+
+    def _readings(self) -> dict[str, Any]:
+        """The kind's readings now, for stats(): a flat dict of str keys to JSON scalars
+        (int, float, bool, str or None; no nested containers), without "kind" or "name".
+        Counts are cumulative totals; a configuration value belongs here only where it
+        reads the others (a pool's size beside its total).  The docstring says whether
+        they are this process's (a Pool's) or every process's (a Counter's)."""
+        raise NotImplementedError
+
     @property
     def config(self) -> dict[str, Any]:
         """The shared configuration in effect: the directory's (code, or a runtime override)."""

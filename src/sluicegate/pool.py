@@ -3,8 +3,18 @@ with HikariCP's care (validation on borrow, lifetimes with jitter, borrower-deat
 reclaim, stats), optionally capped host-wide by a ConcurrencyLimiter.
 
 The pool itself lives in one process (a threading lock and per-waiter conditions);
-only `host_limit` is shared: every resource that exists (idle or in use) holds one
-permit of it, so N processes' pools together never hold more than the cap."""
+`host_limit` is shared: every resource that exists (idle or in use) holds one permit
+of it, so N processes' pools together never hold more than the cap.
+
+A pool with a name is a policy of kind "pool" in its store's directory (DESIGN.md
+rules 7 and 8): its shared options (POOL_OPTIONS: sizes, timeouts, lifetimes, strategy)
+are published there, and a new configuration -- a deploy, pool.reconfigure(...) in any
+process, ``sluicegate config apply`` -- applies in every process at its next checkout.
+Growing lets it create more; shrinking closes surplus idle resources at the next
+checkout and surplus in-use ones when they are returned (none is taken from its
+borrower).  The callables (create, check, close, clock) and host_limit are this
+process's own and stay out of the directory.  A pool without a name is private: it is
+in no directory, and reconfigure() changes it alone."""
 
 from __future__ import annotations
 
@@ -16,14 +26,31 @@ import warnings
 import weakref
 from collections import deque
 from types import TracebackType
-from typing import Any, Callable, Generic, TypeVar, cast
+from typing import Any, Callable, Generic, TypeVar
 
+from . import _core, telemetry
 from ._forks import after_fork_in_child
 from .concurrency import ConcurrencyLimiter, Permit
-from .errors import ConfigError, PoolExhausted, PoolTimeout, StoreClosed
+from .directory import BUILDERS
+from .errors import ConfigError, PolicyNotBuildable, PoolExhausted, PoolTimeout, StoreClosed
+from .policy import Policy
+from .store import SharedStore, resolve_store
 
 T = TypeVar("T")
 STRATEGIES = ("lifo", "fifo", "round_robin", "least_used")
+# the options every process of a named pool shares through the directory, and their defaults
+POOL_DEFAULTS: dict[str, Any] = {
+    "max_overflow": 0,
+    "strategy": "lifo",
+    "timeout": 5.0,
+    "max_lifetime": None,
+    "max_idle": None,
+    "min_size": 0,
+    "overflow_ttl": 10.0,
+    "check_window": 0.5,
+    "jitter": 0.1,
+}
+POOL_OPTIONS: tuple[str, ...] = ("size", *POOL_DEFAULTS)
 _DEFAULT: Any = object()
 _HOST_FIRST_DELAY = 0.0005
 _HOST_MAX_DELAY = 0.02
@@ -52,15 +79,14 @@ class _Entry:
         "where",
     )
 
-    def __init__(self, resource: Any, id: int, now: float, expires: float, idle_limit: float,
-                 permit: Permit | None) -> None:
+    def __init__(self, resource: Any, id: int, now: float, permit: Permit | None) -> None:
         self.resource = resource
         self.id = id
         self.created = now
         self.last_used = now
         self.uses = 0
-        self.expires = expires
-        self.idle_limit = idle_limit
+        self.expires = float("inf")
+        self.idle_limit = float("inf")
         self.dirty = False
         self.doomed = False
         self.permit = permit
@@ -92,6 +118,40 @@ def _count(name: str, v: object, lo: int) -> int:
     return v
 
 
+def _pool_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The one validator of a pool's shared configuration (constructor, reconfigure, a
+    file): every option of POOL_OPTIONS, defaults filled in, in the form the directory
+    keeps (JSON values: seconds as floats)."""
+    unknown = set(cfg) - set(POOL_OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown pool option(s): {', '.join(sorted(unknown))} "
+                          f"(shared options: {', '.join(POOL_OPTIONS)})")
+    if "size" not in cfg:
+        raise ConfigError("a pool needs a size, e.g. size=10")
+    c = {**POOL_DEFAULTS, **cfg}
+    size = _count("size", c["size"], 1)
+    if c["strategy"] not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}; got {c['strategy']!r}")
+    min_size = _count("min_size", c["min_size"], 0)
+    if min_size > size:
+        raise ConfigError(f"min_size ({min_size}) must not exceed size ({size})")
+    jitter = c["jitter"]
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter < 1.0:
+        raise ConfigError(f"jitter must be a fraction in [0, 1), got {jitter!r}")
+    return {
+        "size": size,
+        "max_overflow": _count("max_overflow", c["max_overflow"], 0),
+        "strategy": c["strategy"],
+        "timeout": _seconds("timeout", c["timeout"]),
+        "max_lifetime": _seconds("max_lifetime", c["max_lifetime"], positive=True),
+        "max_idle": _seconds("max_idle", c["max_idle"], positive=True),
+        "min_size": min_size,
+        "overflow_ttl": _seconds("overflow_ttl", c["overflow_ttl"], none_ok=False),
+        "check_window": _seconds("check_window", c["check_window"], none_ok=False),
+        "jitter": float(jitter),
+    }
+
+
 def _release_permits(idle: deque[_Entry], out: set[_Entry]) -> None:
     for e in [*idle, *out]:
         if e.permit is not None:
@@ -101,54 +161,55 @@ def _release_permits(idle: deque[_Entry], out: set[_Entry]) -> None:
                 pass
 
 
-class _PoolConfig:
-    """Argument validation shared by Pool and AsyncPool."""
+class _PoolConfig(Policy):
+    """What Pool and AsyncPool share: argument checks, the configuration they follow (a
+    policy of kind "pool" when named), and the choices that need no lock or await."""
 
-    def _configure(self, create: Callable[..., Any], size: int, max_overflow: int, strategy: str,
-                   timeout: float | None, check: Callable[[Any], Any] | None, close: Callable[[Any], Any] | None,
-                   max_lifetime: float | None, max_idle: float | None, host_limit: ConcurrencyLimiter | None,
-                   min_size: int, overflow_ttl: float, check_window: float, jitter: float,
-                   clock: Callable[[], float], name: str | None) -> None:
+    KIND = "pool"
+    EVENT_PREFIX = "pool."
+    _validate = staticmethod(_pool_config)
+    # the shared options in effect (set by _apply)
+    size: int
+    max_overflow: int
+    strategy: str
+    timeout: float | None
+    max_lifetime: float | None
+    max_idle: float | None
+    min_size: int
+    overflow_ttl: float
+    check_window: float
+    jitter: float
+
+    def _setup(self, create: Callable[..., Any], check: Callable[[Any], Any] | None,
+               close: Callable[[Any], Any] | None, host_limit: ConcurrencyLimiter | None,
+               clock: Callable[[], float], name: str | None, store: SharedStore | str | None,
+               shared: dict[str, Any]) -> None:
+        """Check the arguments, set up the pool's state, then follow its configuration:
+        the directory's (named) or the code's (private)."""
         if not callable(create):
             raise ConfigError(f"create must be callable, got {create!r}")
-        self.size = _count("size", size, 1)
-        self.max_overflow = _count("max_overflow", max_overflow, 0)
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
-        self.strategy = strategy
-        self.timeout = _seconds("timeout", timeout)
+        code = _pool_config(shared)
         if check is not None and not callable(check):
             raise ConfigError(f"check must be callable or None, got {check!r}")
         if close is not None and not callable(close):
             raise ConfigError(f"close must be callable or None, got {close!r}")
-        self.max_lifetime = _seconds("max_lifetime", max_lifetime, positive=True)
-        self.max_idle = _seconds("max_idle", max_idle, positive=True)
         if host_limit is not None and not isinstance(host_limit, ConcurrencyLimiter):
             raise ConfigError(f"host_limit must be a ConcurrencyLimiter or None, got {type(host_limit).__name__}")
-        self.min_size = _count("min_size", min_size, 0)
-        if self.min_size > self.size:
-            raise ConfigError(f"min_size ({min_size}) must not exceed size ({size})")
-        self.overflow_ttl = cast(float, _seconds("overflow_ttl", overflow_ttl, none_ok=False))
-        self.check_window = cast(float, _seconds("check_window", check_window, none_ok=False))
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter < 1.0:
-            raise ConfigError(f"jitter must be a fraction in [0, 1), got {jitter!r}")
         if not callable(clock):
             raise ConfigError(f"clock must be callable, got {clock!r}")
-        self.jitter = float(jitter)
-        self.name = name if name is not None else getattr(create, "__name__", "pool")
+        if name is None:
+            if store is not None:
+                raise ConfigError("store= needs name=: a pool without a name is private (in no directory)")
+        elif not isinstance(name, str) or not name:
+            raise ConfigError(f"name must be a non-empty str or None, got {name!r}")
+        self._private = name is None
+        self.name: str = getattr(create, "__name__", "pool") if name is None else name
         self._create = create
         self._check = check
         self._close = close
         self._host = host_limit
         self._clock = clock
-        self._max = self.size + self.max_overflow
         self._rng = random.Random()
-        periods = [p for p in (self.max_lifetime, self.max_idle) if p is not None]
-        if self.max_overflow:
-            periods.append(self.overflow_ttl)
-        self._maint_every = max(0.001, min(periods) / 4) if periods else None
-        self._next_maint = 0.0
-        self._vet = check is not None or self.max_lifetime is not None or self.max_idle is not None
         self._idle: deque[_Entry] = deque()
         self._out: set[_Entry] = set()
         self._orphans: list[tuple[_Entry, str, int]] = []
@@ -156,25 +217,115 @@ class _PoolConfig:
         self._ids = 0
         self._rr = 0
         self._closed = False
+        self._surplus = False  # more resources than size + max_overflow after a shrink
         self._n_checkouts = 0
+        self.max_lifetime = self.max_idle = None
+        self.jitter = 0.0
         # a pool dropped without close(): give its resources' host permits back (they would
         # otherwise stay held, host-wide, until this process exits)
         weakref.finalize(self, _release_permits, self._idle, self._out).atexit = False
         self._st = { "timeouts": 0, "exhausted": 0, "waited": 0, "wait_total": 0.0,
                     "created": 0, "closed": 0, "create_failures": 0, "failed_checks": 0, "reclaimed": 0,
                     "retired": 0, "shed": 0}
+        self._override: dict[str, Any] = {}  # a private pool's reconfigure()
+        if self._private:
+            # what _register gives a named pool: an engine (a version watch that never moves)
+            self._store: SharedStore | None = None
+            self._engine = _core.DirWatch()
+            self._code = code
+            self._own_listeners: telemetry.Listeners | None = None
+            self._follow(code, 0)
+            telemetry.register(self)
+            self._refresh_events()
+        else:
+            assert name is not None
+            self._store = resolve_store(store)
+            self._register(self._store, name, code)  # the store's engine for a pool: its DirWatch
+        # the directory entry's version word: one load per checkout (a compiled method, bound)
+        self._moved: Callable[[], bool] = self._engine.moved
+
+    # -- configuration (policy.Policy) ------------------------------------------------------
+    def _watch_version(self, version: int) -> None:
+        # no on_moved callback: the pool calls moved() itself (and the engine holds no
+        # reference back to the pool, so a pool dropped unclosed is freed at once)
+        if not self._private:
+            self._engine.watch(self._entry.dir_entry, version)
+
+    def _sync(self) -> None:
+        if self._engine.moved():
+            self._follow_directory()
+
+    def reconfigure(self, **options: Any) -> None:
+        """Change the pool's shared options (POOL_OPTIONS) in every process of its store,
+        each at its next checkout, until reconfigure() with no options clears the
+        override.  A private pool (no name) changes alone."""
+        if not self._private:
+            super().reconfigure(**options)
+            return
+        override = {**self._override, **options} if options else {}
+        cfg = self._validate({**self._code, **override})
+        self._override = override
+        self._follow(cfg, 0)
+
+    def _apply_locked(self, cfg: dict[str, Any]) -> None:
+        """Take a validated configuration (under the pool's lock, if it has one).  New
+        lifetimes re-time the resources that exist; a shrink leaves surplus resources to
+        be closed: idle ones at the next checkout, in-use ones when returned."""
+        retime = (cfg["max_lifetime"], cfg["max_idle"], cfg["jitter"]) != (self.max_lifetime, self.max_idle,
+                                                                         self.jitter)
+        self.size = cfg["size"]
+        self.max_overflow = cfg["max_overflow"]
+        self.strategy = cfg["strategy"]
+        self.timeout = cfg["timeout"]
+        self.max_lifetime = cfg["max_lifetime"]
+        self.max_idle = cfg["max_idle"]
+        self.min_size = cfg["min_size"]
+        self.overflow_ttl = cfg["overflow_ttl"]
+        self.check_window = cfg["check_window"]
+        self.jitter = cfg["jitter"]
+        self._max = self.size + self.max_overflow
+        periods = [p for p in (self.max_lifetime, self.max_idle) if p is not None]
+        if self.max_overflow:
+            periods.append(self.overflow_ttl)
+        self._maint_every = max(0.001, min(periods) / 4) if periods else None
+        self._next_maint = 0.0
+        self._vet = self._check is not None or self.max_lifetime is not None or self.max_idle is not None
+        if retime:
+            for e in [*self._idle, *list(self._out)]:  # C-level copies: lock-free paths may change them
+                self._time(e)
+        self._surplus = self._total > self._max
+        self._paths()
+
+    def _paths(self) -> None:
+        """Recompute which lock-free paths the configuration and state allow (Pool)."""
+
+    def _trim_locked(self, to_close: list[_Entry]) -> None:
+        """After a shrink: close idle resources above size + max_overflow, longest idle first."""
+        while self._total > self._max and self._idle:
+            e = min(list(self._idle), key=lambda e: e.last_used, default=None)
+            if e is None:
+                break
+            try:
+                self._idle.remove(e)  # atomic: a lock-free checkout may have taken it meanwhile
+            except ValueError:
+                continue
+            self._drop_locked(e, to_close)
 
     # -- entries --------------------------------------------------------------------------
-    def _new_entry(self, resource: Any, permit: Permit | None) -> _Entry:
-        now = self._clock()
+    def _time(self, e: _Entry) -> None:
+        """Set e's retirement times from its creation, with this resource's jitter."""
         j = self.jitter
         life = self.max_lifetime
         idle = self.max_idle
-        expires = now + life * (1.0 - j * self._rng.random()) if life is not None else float("inf")
-        idle_limit = idle * (1.0 - j * self._rng.random()) if idle is not None else float("inf")
+        e.expires = e.created + life * (1.0 - j * self._rng.random()) if life is not None else float("inf")
+        e.idle_limit = idle * (1.0 - j * self._rng.random()) if idle is not None else float("inf")
+
+    def _new_entry(self, resource: Any, permit: Permit | None) -> _Entry:
         self._ids += 1
         self._st["created"] += 1
-        return _Entry(resource, self._ids, now, expires, idle_limit, permit)
+        e = _Entry(resource, self._ids, self._clock(), permit)
+        self._time(e)
+        return e
 
     def _pop_idle(self) -> _Entry | None:
         idle = self._idle
@@ -211,6 +362,9 @@ class _PoolConfig:
         """Forget e (it will be closed outside the lock); frees capacity for the head waiter."""
         self._total -= 1
         to_close.append(e)
+        if self._surplus and self._total <= self._max:
+            self._surplus = False
+            self._paths()
         self._wake_head()
 
     def _wake_head(self) -> None:
@@ -265,11 +419,12 @@ class _PoolConfig:
             f"pool {self.name!r}: resource #{e.id} checked out at {where} was never returned ({why}); "
             f"reclaimed it", ResourceLeakWarning, stacklevel=3)
 
-    def _stats_locked(self) -> dict[str, Any]:
+    def _readings_locked(self) -> dict[str, Any]:
+        """This process's pool (a pool's resources are each process's own): its sizes, what
+        it holds now, and totals since it was made."""
         st = self._st
         n = self._n_checkouts
         return {
-            "name": self.name,
             "size": self.size,
             "max_overflow": self.max_overflow,
             "total": self._total,
@@ -341,8 +496,11 @@ class Lease(Generic[T]):
             raise RuntimeError("a lease can be entered only once")
         pool = self._pool
         f = _getframe(1)
-        # the pool's lock-free fast path, inlined (see Pool._get)
-        if pool._fast and not pool._waiters and not pool._orphans and not pool._closed:
+        # the pool's checkout, inlined (see Pool._get): the directory's version word (one
+        # load), then the lock-free fast path
+        if pool._moved():
+            pool._follow_directory()
+        elif pool._fast and not pool._waiters and not pool._orphans and not pool._closed:
             try:
                 e = pool._popfast()
             except IndexError:
@@ -416,8 +574,13 @@ class Pool(_PoolConfig, Generic[T]):
 
     pool = Pool(connect, size=10, max_overflow=5, strategy="lifo", timeout=5.0,
                 check=ping, close=lambda c: c.close(), max_lifetime=1800, max_idle=600,
-                host_limit=ConcurrencyLimiter("postgres", 100))
+                host_limit=ConcurrencyLimiter("postgres", 100), name="db")
     with pool.checkout(timeout=1.0) as conn: ...
+    pool.reconfigure(size=20)   # named: every process's pool "db", at its next checkout
+
+    name: the pool's name in its store's directory (store: a SharedStore or a URL; default
+    sg.default_store()), whose configuration every process's pool of that name follows.
+    Without a name the pool is private: in no directory, and reconfigure() changes it alone.
     """
 
     def __init__(
@@ -439,19 +602,32 @@ class Pool(_PoolConfig, Generic[T]):
         jitter: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         name: str | None = None,
+        store: SharedStore | str | None = None,
     ) -> None:
-        self._configure(create, size, max_overflow, strategy, timeout, check, close, max_lifetime, max_idle,
-                        host_limit, min_size, overflow_ttl, check_window, jitter, clock, name)
         self._lock = threading.Lock()
         self._waiters: deque[_Waiter] = deque()
         self._drained = threading.Condition(self._lock)
-        self._fast = strategy in ("lifo", "fifo") and not self._vet
-        self._popfast = self._idle.pop if strategy == "lifo" else self._idle.popleft
-        _live_pools.add(self)
-        self._plain_put = host_limit is None and self._maint_every is None and self.min_size == 0
         self._stamp = check is not None  # last_used matters only for the check window here
+        self._setup(create, check, close, host_limit, clock, name, store, {
+            "size": size, "max_overflow": max_overflow, "strategy": strategy, "timeout": timeout,
+            "max_lifetime": max_lifetime, "max_idle": max_idle, "min_size": min_size,
+            "overflow_ttl": overflow_ttl, "check_window": check_window, "jitter": jitter})
+        _live_pools.add(self)
         if self.min_size:
             self.fill()
+
+    # -- configuration (see _PoolConfig) ---------------------------------------------------
+    def _apply(self, cfg: dict[str, Any]) -> None:
+        with self._lock:
+            self._apply_locked(cfg)
+            if self._total < self._max:
+                self._wake_head()  # grown: the head waiter may create now
+
+    def _paths(self) -> None:
+        self._fast = self.strategy in ("lifo", "fifo") and not self._vet
+        self._popfast = self._idle.pop if self.strategy == "lifo" else self._idle.popleft
+        self._plain_put = (self._host is None and self._maint_every is None and self.min_size == 0
+                           and not self._surplus)
 
     # -- capacity helpers (lock held) -------------------------------------------------------
     def _wake_head(self) -> None:
@@ -516,21 +692,24 @@ class Pool(_PoolConfig, Generic[T]):
     def checkout(self, timeout: float | None = _DEFAULT, block: bool = True) -> Lease[T]:
         """Context manager lending one resource. timeout defaults to the pool's (None: wait
         forever); block=False raises PoolExhausted at once when none is free."""
-        return Lease(self, self.timeout if timeout is _DEFAULT else timeout, block)
+        return Lease(self, timeout, block)
 
     def acquire(self, timeout: float | None = _DEFAULT, block: bool = True) -> Lease[T]:
         """Check out now; give back with lease.release(). lease.resource is the resource."""
-        lease = Lease(self, self.timeout if timeout is _DEFAULT else timeout, block)
-        e = self._get(lease._timeout, block, _where(2))
+        lease = Lease(self, timeout, block)
+        e = self._get(timeout, block, _where(2))
         lease._gen = e.uses
         lease._entry = e
         return lease
 
     def _get(self, timeout: float | None, block: bool, where: Any) -> _Entry:
-        # Lock-free fast path (lifo/fifo without validation): deque.pop and set.add are
-        # atomic under the GIL; waiters re-check the idle deque after queueing, so a
-        # resource appended concurrently is never missed.
-        if self._fast and not self._waiters and not self._orphans and not self._closed:
+        # The directory's version word first (one load; a new configuration is followed,
+        # then the slow path applies it).  Lock-free fast path (lifo/fifo without
+        # validation): deque.pop and set.add are atomic under the GIL; waiters re-check the
+        # idle deque after queueing, so a resource appended concurrently is never missed.
+        if self._moved():
+            self._follow_directory()
+        elif self._fast and not self._waiters and not self._orphans and not self._closed:
             try:
                 e = self._popfast()
             except IndexError:
@@ -544,6 +723,8 @@ class Pool(_PoolConfig, Generic[T]):
         return self._get_slow(timeout, block, where)
 
     def _get_slow(self, timeout: float | None, block: bool, where: tuple[Any, int]) -> _Entry:
+        if timeout is _DEFAULT:
+            timeout = self.timeout  # the pool's, as configured now
         if timeout is not None:
             timeout = _seconds("timeout", timeout)
         clock = self._clock
@@ -555,6 +736,7 @@ class Pool(_PoolConfig, Generic[T]):
             entry: _Entry | None = None
             permit: Permit | None = None
             create = False
+            follow = False  # a new configuration arrived while waiting: follow it, then go on
             try:
                 with self._lock:
                     host_delay = _HOST_FIRST_DELAY
@@ -566,6 +748,8 @@ class Pool(_PoolConfig, Generic[T]):
                         now = clock()
                         if self._maint_every is not None and now >= self._next_maint:
                             self._maintain_locked(now, to_close)
+                        if self._surplus:
+                            self._trim_locked(to_close)
                         if self._orphans:
                             self._reclaim_locked(self._collect_orphans_locked(), to_close)
                         if waiter is not None and waiter.entry is not None:
@@ -628,6 +812,11 @@ class Pool(_PoolConfig, Generic[T]):
                         if left is not None:
                             pause = left if pause is None else min(pause, left)
                         waiter.cond.wait(pause)
+                        if self._moved():  # outside the lock: following takes it
+                            follow = True
+                            break
+                if follow:
+                    self._follow_directory()
             except BaseException:
                 # closed, exhausted, timed out or interrupted (KeyboardInterrupt in wait()):
                 # leave the queue, and pass on a resource handed to us meanwhile
@@ -663,6 +852,8 @@ class Pool(_PoolConfig, Generic[T]):
                         if permit is not None:
                             permit.release()
                         raise
+            if follow:
+                continue
             if create:
                 entry = self._create_entry(permit)
             assert entry is not None
@@ -752,7 +943,8 @@ class Pool(_PoolConfig, Generic[T]):
                 return  # reclaimed meanwhile
             if failed:
                 e.dirty = True
-            if (self._closed or e.doomed or (failed and self._check is None) or now >= e.expires):
+            if (self._closed or e.doomed or (failed and self._check is None) or now >= e.expires
+                    or self._total > self._max):  # the last: shrunk, and this one is surplus
                 self._drop_locked(e, to_close)
             elif (self._host is not None and not self._waiters and self._total > self.min_size
                   and self._host.contended()):
@@ -831,19 +1023,24 @@ class Pool(_PoolConfig, Generic[T]):
             made += 1
 
     def maintain(self) -> int:
-        """Retire expired idle resources, reap idle overflow and reclaim leaked ones now
-        (this also happens lazily on checkout/return). Returns how many were closed."""
+        """Follow a new configuration, retire expired idle resources, close idle surplus
+        after a shrink, reap idle overflow and reclaim leaked ones now (this also happens
+        lazily on checkout/return). Returns how many were closed."""
+        self._sync()
         to_close: list[_Entry] = []
         with self._lock:
             self._reclaim_locked(self._collect_orphans_locked(), to_close)
             self._maintain_locked(self._clock(), to_close)
+            if self._surplus:
+                self._trim_locked(to_close)
         self._close_entries(to_close)
         return len(to_close)
 
-    def stats(self) -> dict[str, Any]:
-        """size, total, idle, in_use, overflow, waiting, checkouts, timeouts, mean_wait, ..."""
+    def _readings(self) -> dict[str, Any]:
+        """stats(): kind, name, size, total, idle, in_use, overflow, waiting, checkouts,
+        timeouts, mean_wait, ... of this process's pool."""
         with self._lock:
-            return self._stats_locked()
+            return self._readings_locked()
 
     def close(self, timeout: float | None = 0.0) -> None:
         """Close idle resources now, wake waiters (they raise StoreClosed) and close every
@@ -876,6 +1073,8 @@ class Pool(_PoolConfig, Generic[T]):
         self._out.clear()
         self._orphans.clear()
         self._total = 0
+        self._surplus = False
+        self._paths()
 
     @property
     def closed(self) -> bool:
@@ -898,4 +1097,17 @@ _live_pools: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for pool in list(_live_pools):
         pool._forget_after_fork()
+
+
+def _build(store: SharedStore, name: str, code: dict[str, Any]) -> Any:
+    """store.policy(name) for a pool: its create function is code, not configuration."""
+    raise PolicyNotBuildable(
+        f"pool {name!r} in {store!r} cannot be built from the directory: its create function is code, "
+        f"not configuration. Construct it in code, e.g. sg.Pool(connect, size=..., name={name!r}, store=...): "
+        f"it then follows the directory's configuration. To change that configuration in every process "
+        f"from here, use `sluicegate config apply` with a [pools.{name}] table (or "
+        f"sluicegate.config.apply_overrides(...))")
+
+
+BUILDERS["pool"] = _build
 

@@ -18,12 +18,15 @@ import os
 import tempfile
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import _approot, _core
 from . import directory as _directory
 from .directory import PolicyInfo
 from .errors import ConfigError, StoreClosed, StoreError, StoreNotFound
+
+if TYPE_CHECKING:
+    from .counter import Counter
 
 DEFAULT_CAPACITY = 57344  # keys; with its 320 policies the table is 2**17 slots (8 MiB)
 _PREFIX = "sluicegate."
@@ -297,6 +300,7 @@ class SharedStore:
                 self._table.close().close()
                 raise StoreError(f"{label} already exists with capacity {have}, not {capacity}")
         self._table.owner = self
+        self._counters: dict[str, Counter] = {}  # counter(name)'s objects
 
     # -- lifecycle ---------------------------------------------------------------
     @property
@@ -347,11 +351,18 @@ class SharedStore:
             ) from None
 
     # -- contents -------------------------------------------------------------------
-    def counter(self, name: str) -> _core.Counter:
-        """A lock-free shared counter: add(n), .value, compare_and_set(old, new)."""
+    def counter(self, name: str) -> Counter:
+        """A lock-free shared counter: add(n), .value, compare_and_set(old, new), reset();
+        the same as sg.Counter(name, store=this store) (in the policy directory)."""
+        from .counter import Counter  # the policy layer sits above the store
+
         if not isinstance(name, str):
             raise ConfigError(f"counter name must be a str, not {type(name).__name__}")
-        return _core.Counter(self._table, name)
+        self._check_open()
+        c = self._counters.get(name)
+        if c is None:  # made once per name and process: later calls cost a dict lookup
+            c = self._counters[name] = Counter(name, self)
+        return c
 
     def _engine(self, kind: str, name: str) -> Any:
         """The engine a policy of this kind decides with in this store (DESIGN.md "Layers":
@@ -365,17 +376,24 @@ class SharedStore:
             return _core.BreakerEngine(self._table, name)
         if kind == "cap":
             return _core.CapCore(self._table, name)
+        if kind == "counter":
+            return _core.Counter(self._table, name)
+        if kind == "pool":  # a pool decides in Python, in its process: the store supplies its version watch
+            return _core.DirWatch()
         raise ConfigError(f"{self!r} has no engine for policies of kind {kind!r}")
 
     def policies(self) -> list[PolicyInfo]:
-        """The policy directory: every limiter, breaker and cap of this store, with its
-        effective configuration, the code's, the runtime override, version and times."""
+        """The policy directory: every limiter, breaker, cap, pool (named) and counter of
+        this store, with its effective configuration, the code's, the runtime override,
+        version and times."""
         self._check_open()
         return _directory.policies(self)
 
     def policy(self, name: str, kind: str | None = None) -> Any:
         """A working policy object for a policy in the directory, with no options restated
-        (kind: "limiter", "breaker" or "cap", needed only when several kinds share the name)."""
+        (kind: "limiter", "breaker", "cap", "pool" or "counter", needed only when several
+        kinds share the name).  A pool raises PolicyNotBuildable: its create function is
+        code, not configuration (construct it in code; it follows the directory)."""
         self._check_open()
         return _directory.build(self, name, kind)
 

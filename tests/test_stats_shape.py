@@ -1,0 +1,42 @@
+"""Every policy's stats() has one shape (policy.Policy.stats): a flat dict that begins
+with "kind" and "name", then the kind's readings as JSON scalars.  Pools and counters
+here; the other kinds join as they move to Policy.stats()."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from conftest import unique_name
+
+import sluicegate as sg
+
+
+def _pool(store):
+    return sg.Pool(object, size=2, name=unique_name("db"), store=store)
+
+
+def _private_pool(store):
+    return sg.Pool(object, size=2)
+
+
+def _async_pool(store):
+    return sg.AsyncPool(object, size=2, name=unique_name("db"), store=store)
+
+
+def _counter(store):
+    return sg.Counter(unique_name("c"), store=store)
+
+
+@pytest.mark.parametrize("make, kind", [(_pool, "pool"), (_private_pool, "pool"), (_async_pool, "pool"),
+                                        (_counter, "counter")])
+def test_stats_begin_with_kind_and_name_then_flat_readings(store, make, kind):
+    policy = make(store)
+    st = policy.stats()
+    assert list(st)[:2] == ["kind", "name"] and st["kind"] == kind and st["name"] == policy.name
+    assert all(isinstance(v, (int, float, str, bool)) or v is None for v in st.values()), st
+    assert json.loads(json.dumps(st)) == st
+    assert len(st) > 2
+    if isinstance(policy, sg.AsyncPool):
+        asyncio.run(policy.close())
