@@ -36,6 +36,7 @@ from .errors import (
     StoreFull,
     StoreNotFound,
 )
+from .health import Health, PolicyHealth
 from .limiter import Decision, LimiterChain, RateLimiter
 from .pool import Lease, Pool, ResourceLeakWarning
 from .rates import Rate
@@ -76,6 +77,8 @@ __all__ = [
     "DirectoryFull",
     "PolicyNotFound",
     "PolicyInfo",
+    "Health",
+    "PolicyHealth",
     "RateLimited",
     "CircuitOpen",
     "InjectedFault",
