@@ -39,6 +39,7 @@ from .errors import (
     StoreFull,
     StoreNotFound,
 )
+from .health import Health, PolicyHealth
 from .limiter import Decision, LimiterChain, RateLimiter
 from .memory import MemoryMonitor, MemoryReading
 from .pool import Lease, Pool, ResourceLeakWarning
@@ -82,6 +83,8 @@ __all__ = [
     "PolicyNotFound",
     "PolicyNotBuildable",
     "PolicyInfo",
+    "Health",
+    "PolicyHealth",
     "RateLimited",
     "CircuitOpen",
     "InjectedFault",

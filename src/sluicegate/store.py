@@ -27,6 +27,7 @@ from .errors import ConfigError, StoreClosed, StoreError, StoreNotFound
 
 if TYPE_CHECKING:
     from .counter import Counter
+    from .health import Health
 
 DEFAULT_CAPACITY = 57344  # keys; with its 320 policies the table is 2**17 slots (8 MiB)
 _PREFIX = "sluicegate."
@@ -396,6 +397,17 @@ class SharedStore:
         code, not configuration (construct it in code; it follows the directory)."""
         self._check_open()
         return _directory.build(self, name, kind)
+
+    def health(self, **options: Any) -> Health:
+        """sg.Health: "healthy" | "degraded" | "unhealthy", overall and per policy, with the
+        reasons.  Options (see sluicegate.health): since= an earlier reading (rates judged
+        over the interval), memory= a MemoryMonitor, include= this process's pools,
+        denied_fraction=0.5, min_decisions=20, cap_saturation=1.0, fill_warning=0.8,
+        fill_critical=0.95."""
+        from .health import judge  # the facade sits above the policies, which sit above the store
+
+        self._check_open()
+        return judge(self, **options)
 
     def stats(self) -> dict[str, int]:
         """capacity (key slots), used (live slots), slots (table size) and a breakdown."""
