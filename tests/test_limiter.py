@@ -390,7 +390,7 @@ def test_allow_many(store):
     assert out.tolist() == [True, True, True, True, False, True]
     assert lim.allow_many([]).shape == (0,)
     assert lim.allow_many(iter(["c", "c"]), cost=2).tolist() == [True, False]
-    assert lim.stats() == {"allowed": 6, "denied": 2, "total": 8}
+    assert lim.stats() == {"kind": "limiter", "name": lim.name, "allowed": 6, "denied": 2, "total": 8}
 
 
 # -- store interaction ---------------------------------------------------------------------------------
@@ -514,4 +514,4 @@ def test_threads_mixing_allow_and_gil_free_allow_many_are_exact(store):
     for t in threads:
         t.join(60)
     assert sum(counts) == 10000 and len(counts) == 4
-    assert lim.stats() == {"allowed": 10000, "denied": 6000, "total": 16000}
+    assert lim.stats() == {"kind": "limiter", "name": lim.name, "allowed": 10000, "denied": 6000, "total": 16000}

@@ -132,9 +132,9 @@ def test_stats_are_shared_by_processes(mp_ctx, store, store_name):
     lim_name = unique_name("stats")
     lim = sg.RateLimiter(lim_name, "5/day", store=store)
     run_procs(mp_ctx, stats_worker, [(store_name, lim_name, i) for i in range(3)])
-    assert lim.stats() == {"allowed": 15, "denied": 15, "total": 30}
+    assert lim.stats() == {"kind": "limiter", "name": lim.name, "allowed": 15, "denied": 15, "total": 30}
     assert lim.allow("user:parent")
-    assert lim.stats() == {"allowed": 16, "denied": 15, "total": 31}
+    assert lim.stats() == {"kind": "limiter", "name": lim.name, "allowed": 16, "denied": 15, "total": 31}
 
 
 def pickled_worker(lim: sg.RateLimiter, n: int, out: str) -> None:

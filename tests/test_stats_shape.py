@@ -1,6 +1,6 @@
 """Every policy's stats() has one shape (policy.Policy.stats): a flat dict that begins
 with "kind" and "name", then the kind's readings as JSON scalars.  Pools and counters
-here; the other kinds join as they move to Policy.stats()."""
+and every other kind alike."""
 
 from __future__ import annotations
 
@@ -29,8 +29,23 @@ def _counter(store):
     return sg.Counter(unique_name("c"), store=store)
 
 
+def _limiter(store):
+    lim = sg.RateLimiter(unique_name("l"), "5/second", store=store)
+    lim.allow("k")
+    return lim
+
+
+def _breaker(store):
+    return sg.CircuitBreaker(unique_name("b"), store=store)
+
+
+def _cap(store):
+    return sg.ConcurrencyLimiter(unique_name("cap"), 3, store=store)
+
+
 @pytest.mark.parametrize("make, kind", [(_pool, "pool"), (_private_pool, "pool"), (_async_pool, "pool"),
-                                        (_counter, "counter")])
+                                        (_counter, "counter"), (_limiter, "limiter"), (_breaker, "breaker"),
+                                        (_cap, "cap")])
 def test_stats_begin_with_kind_and_name_then_flat_readings(store, make, kind):
     policy = make(store)
     st = policy.stats()

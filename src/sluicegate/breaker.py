@@ -323,7 +323,7 @@ class CircuitBreaker(Policy, _core.BreakerFront):
         """Closed, with an empty window, backoff forgotten and the stats zeroed."""
         self.set_state("closed", True)
 
-    def stats(self) -> dict[str, Any]:
+    def _readings(self) -> dict[str, Any]:
         """Shared by all processes: totals since creation/reset and the current window."""
         calls, failures, slow, rejections, transitions = self.totals()
         w_calls, w_failures, w_slow, _w_throttled = self.window()

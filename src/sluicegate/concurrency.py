@@ -391,10 +391,10 @@ class ConcurrencyLimiter(Policy):
         """True if some process found the cap full in the last 50 ms."""
         return bool(self._engine.contended(_CONTENDED_WINDOW_NS))
 
-    def stats(self) -> dict[str, Any]:
+    def _readings(self) -> dict[str, Any]:
+        """In use, limit and counts of every process; held_here is this process's."""
         _acq, timeouts, reclaimed, drops = self._engine.stat_words("st")
         return {
-            "name": self.name,
             "limit": self.limit,
             "in_use": self.in_use,
             "available": self.available,

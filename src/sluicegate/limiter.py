@@ -314,7 +314,7 @@ class RateLimiter(Policy, _core.LimiterFront):
         return decorate(func) if func is not None else decorate
 
     # -- stats, hierarchy, pickling ------------------------------------------------------------
-    def stats(self) -> dict[str, int]:
+    def _readings(self) -> dict[str, Any]:
         """Allowed and denied totals of this limiter, summed over every process."""
         allowed, denied = self._engine.counts()
         return {"allowed": int(allowed), "denied": int(denied), "total": int(allowed + denied)}
