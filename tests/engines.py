@@ -211,11 +211,13 @@ class ModelBreakerEngine(_Watched):
 
     @property
     def rng_state(self) -> int:
-        return self._m().rng
+        assert self.model is not None
+        return self.model.rng
 
     @rng_state.setter
-    def rng_state(self, v: int) -> None:
-        self._m().rng = v or 0x9E3779B97F4A7C15
+    def rng_state(self, v: int) -> None:  # the generator is this process's: no directory read
+        assert self.model is not None
+        self.model.rng = v or 0x9E3779B97F4A7C15
 
 
 class ModelStore(sg.SharedStore):

@@ -524,7 +524,8 @@ _unseeded: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
 @after_fork_in_child
 def _reseed_after_fork() -> None:
     for br in list(_unseeded):
-        br.rng_state = int.from_bytes(os.urandom(8), "little") or 1
+        if not br._store.closed:  # a closed store's breaker decides nothing more
+            br.rng_state = int.from_bytes(os.urandom(8), "little") or 1
 
 
 

@@ -12,6 +12,7 @@ next decision, and nothing raises or splits the budget.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -181,8 +182,20 @@ def find(store: SharedStore, name: str, kind: str | None = None) -> PolicyInfo:
     return found[0]
 
 
+# set while build() makes an object for a directory entry: that object attaches to the
+# entry as it is and publishes nothing (an observer, such as `sluicegate inspect`, a
+# health probe or an exporter, must never put back a code configuration a deploy has
+# just replaced)
+ATTACHING: contextvars.ContextVar[bool] = contextvars.ContextVar("sluicegate.directory.attaching", default=False)
+
+
 def build(store: SharedStore, name: str, kind: str | None = None) -> Any:
     """A working policy object for a directory entry, from its code configuration
-    (the override, if any, applies to it as to every other object)."""
+    (the override, if any, applies to it as to every other object).  Building it
+    publishes nothing."""
     info = find(store, name, kind)
-    return BUILDERS[info.kind](store, name, info.code)
+    token = ATTACHING.set(True)
+    try:
+        return BUILDERS[info.kind](store, name, info.code)
+    finally:
+        ATTACHING.reset(token)

@@ -20,8 +20,8 @@ import logging
 from typing import Any, ClassVar
 
 from . import telemetry
-from .directory import Entry, effective
-from .errors import ConfigError
+from .directory import ATTACHING, Entry, effective
+from .errors import ConfigError, PolicyNotFound
 from .store import SharedStore
 
 _log = logging.getLogger("sluicegate.policy")
@@ -61,7 +61,14 @@ class Policy:
         self._own_listeners: telemetry.Listeners | None = None
         self._code = code
         self._entry = Entry(store, self.KIND, name)
-        version, doc = self._entry.publish_code(code)
+        if ATTACHING.get():  # built from the directory (store.policy): follow, publish nothing
+            version, found = self._entry.read()
+            if found is None:
+                raise PolicyNotFound(f"{self._entry.what}: its directory entry has no configuration")
+            doc = found
+            self._code = doc["code"]
+        else:
+            version, doc = self._entry.publish_code(code)
         self._follow(effective(doc), version)
         telemetry.register(self)
         self._refresh_events()
