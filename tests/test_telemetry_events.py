@@ -210,3 +210,39 @@ def test_a_full_store_emits_store_full_and_logs_a_warning(listen, caplog):
     assert got and got[0].name == "store.full" and got[0].kind == "store"
     assert "larger capacity" in got[0].measurements["message"]
     assert any(r.name == "sluicegate.store" and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_cap_and_pool_events(store, listen):
+    got: list[sg.Event] = []
+    listen("cap.*", got.append)
+    listen("pool.*", got.append)
+    cap = sg.ConcurrencyLimiter(unique_name("ev"), 1, store=store)
+    with cap.slot(), pytest.raises(sg.ConcurrencyLimitExceeded):
+        cap.acquire(timeout=0.01)
+    pool = sg.Pool(object, size=1, min_size=1, name=unique_name("ev"), store=store, timeout=0.01)
+    with pool.checkout():
+        with pytest.raises(sg.PoolTimeout):
+            pool.acquire()
+        with pytest.raises(sg.PoolExhausted):
+            pool.acquire(block=False)
+    pool.close()
+    names = [e.name for e in got]
+    assert names == ["cap.timeout", "pool.created", "pool.timeout", "pool.exhausted", "pool.closed"], names
+    timeout = got[0]
+    assert timeout.kind == "cap" and timeout.policy == cap.name and timeout.measurements["in_use"] == 1
+    assert got[2].kind == "pool" and got[2].policy == pool.name and got[2].measurements["timeout"] == 0.01
+
+
+def test_a_dead_holders_permit_reclaimed_is_told(store, listen):
+    got: list[sg.Event] = []
+    listen("cap.reclaimed", got.append)
+    name = unique_name("ev")
+    cap = sg.ConcurrencyLimiter(name, 2, store=store)
+    pid = os.fork()
+    if pid == 0:  # a holder that dies holding its permit
+        cap.acquire()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert cap.in_use == 1
+    assert cap.reclaim() == 1
+    assert [(e.name, e.measurements["freed"]) for e in got] == [("cap.reclaimed", 1)]

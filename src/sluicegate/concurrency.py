@@ -173,6 +173,8 @@ class ConcurrencyLimiter(Policy):
 
     def _timeout_error(self, timeout: float | None, block: bool) -> ConcurrencyLimitExceeded:
         self._engine.stat_add("st", 1)
+        if self._event_flags["cap.timeout"]:
+            self._emit("cap.timeout", timeout=timeout, block=block, limit=self.limit, in_use=self.in_use)
         if not block:
             return ConcurrencyLimitExceeded(f"ConcurrencyLimiter {self.name!r}: all {self.limit} permits are in use")
         return ConcurrencyLimitExceeded(
@@ -333,6 +335,8 @@ class ConcurrencyLimiter(Policy):
                 freed += 1
         if freed:
             self._engine.stat_add("st", 2, freed)
+            if self._event_flags["cap.reclaimed"]:
+                self._emit("cap.reclaimed", freed=freed)
         return freed
 
     def holders(self) -> list[dict[str, Any]]:

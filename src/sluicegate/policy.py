@@ -136,7 +136,8 @@ class Policy:
                                for e in telemetry.EVENTS if e.startswith(self.EVENT_PREFIX)})
 
     def _emit(self, event: str, **measurements: Any) -> None:
-        telemetry.emit(self.KIND, self._entry.name, event, getattr(self, "_own_listeners", None), **measurements)
+        telemetry.emit(self.KIND, self.name, event,  # type: ignore[attr-defined]
+                       getattr(self, "_own_listeners", None), **measurements)
 
     def on(self, event: str, listener: telemetry.Listener) -> telemetry.Listener:
         """Call listener(Event) for this policy's events matching event (e.g. 'rate.denied',

@@ -723,6 +723,21 @@ class Pool(_PoolConfig, Generic[T]):
         return self._get_slow(timeout, block, where)
 
     def _get_slow(self, timeout: float | None, block: bool, where: tuple[Any, int]) -> _Entry:
+        """The slow checkout; a timeout or an exhausted pool is told (pool.timeout,
+        pool.exhausted) after the lock is let go, then raised."""
+        try:
+            return self._take_slow(timeout, block, where)
+        except PoolTimeout:
+            if self._event_flags["pool.timeout"]:
+                self._emit("pool.timeout", timeout=self.timeout if timeout is _DEFAULT else timeout,
+                           total=self._total)
+            raise
+        except PoolExhausted:
+            if self._event_flags["pool.exhausted"]:
+                self._emit("pool.exhausted", total=self._total)
+            raise
+
+    def _take_slow(self, timeout: float | None, block: bool, where: tuple[Any, int]) -> _Entry:
         if timeout is _DEFAULT:
             timeout = self.timeout  # the pool's, as configured now
         if timeout is not None:
@@ -883,6 +898,8 @@ class Pool(_PoolConfig, Generic[T]):
                 self._st["create_failures"] += 1
                 self._wake_head()
             raise
+        if self._event_flags["pool.created"]:
+            self._emit("pool.created", total=self._total)
         with self._lock:
             return self._new_entry(resource, permit)
 
@@ -1057,6 +1074,8 @@ class Pool(_PoolConfig, Generic[T]):
             for w in self._waiters:
                 w.cond.notify()
         self._close_entries(to_close)
+        if self._event_flags["pool.closed"]:
+            self._emit("pool.closed", closed_now=len(to_close), in_use=len(self._out))
         if timeout:
             deadline = time.monotonic() + timeout
             with self._lock:
