@@ -76,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     cc.add_argument("name", help="the policy's name")
     cc.add_argument("--kind", choices=["limiter", "breaker", "cap"], help="needed when several kinds share the name")
     cc.add_argument("--store", help=store_help)
+
+    m = sub.add_parser(
+        "metrics",
+        help="serve every policy's metrics from a store's shared memory on /metrics (Prometheus)",
+        description="Serve the counters, gauges and histograms of every policy of the store(s) on "
+        "http://HOST:PORT/metrics, read from shared memory at each scrape: a sidecar that never made the "
+        "policies. A store that does not exist yet is attached when it appears. Stops on SIGINT or SIGTERM. "
+        "Needs prometheus_client (pip install 'sluicegate[prometheus]').",
+    )
+    m.add_argument("--store", action="append", help="a store: a name, a path or a URL (repeat for several; "
+                   "default: $SLUICEGATE_STORE)")
+    m.add_argument("--port", type=int, default=9464, help="default 9464 (0: any free port, printed)")
+    m.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     return p
 
 
@@ -160,6 +173,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (_Fail, SluicegateError) as e:
             print(f"sluicegate config {args.config_command}: {e}", file=sys.stderr)
             return 1
+    if args.command == "metrics":
+        from .contrib.prometheus import main as metrics_main
+        from .store import ENV_STORE
+
+        stores = args.store or ([os.environ[ENV_STORE]] if os.environ.get(ENV_STORE) else [])
+        if not stores:
+            print(f"sluicegate metrics: which store? pass --store NAME|PATH|URL (or set ${ENV_STORE})",
+                  file=sys.stderr)
+            return 1
+        return metrics_main(stores, args.port, args.host)
     if args.command != "demo":
         parser.print_help()
         return 0
