@@ -3,7 +3,7 @@
 store $METRICS_APP_STORE, each behind its own path, answering with a status that tells
 the client what the policy decided.
 
-  /       the limiter "api" (200/second): 200, or 429 when denied
+  /       the limiter "api" (20/second): 200, or 429 when denied
   /dep    the breaker "dep" around a dependency that fails about 1 call in 3:
           200 success, 500 failure (a recorded failure), 503 rejected (CircuitOpen)
   /slow   the cap "slow" (limit 2, wait up to 20 ms): 200 after holding a permit 5 ms,
@@ -20,7 +20,7 @@ import time
 import sluicegate as sg
 
 store = sg.SharedStore(os.environ["METRICS_APP_STORE"])
-lim = sg.RateLimiter("api", "200/second", store=store)
+lim = sg.RateLimiter("api", "20/second", store=store)
 br = sg.CircuitBreaker("dep", store=store, failure_threshold=3, window=1.0, reset_timeout=0.05, histogram=True)
 cap = sg.ConcurrencyLimiter("slow", limit=2, store=store)
 

@@ -124,7 +124,7 @@ class CircuitBreaker(Policy, _core.BreakerFront):
     A round whose probes have not all reported within ``probe_timeout`` is restarted.
 
     ``histogram=True`` keeps a host-wide histogram of call durations in the store (five
-    permanent slots; about 11 ns per call, two reads of the fast clock); None, the
+    permanent slots; about 10 ns per call, two reads of the fast clock); None, the
     default, keeps it when ``slow_call_duration`` is set, as calls are timed then anyway.
     Exporters (sluicegate.contrib.prometheus, .otel) read it from any process.
     """
