@@ -90,9 +90,10 @@ class Server:
 
 
 def start(kind: str, workers: int = 4, env: dict[str, str] | None = None, extra: tuple[str, ...] = (),
-          log_path: str = "/dev/null", timeout: float = 60.0) -> Server:
+          log_path: str = "/dev/null", timeout: float = 60.0, app: str = "server_app") -> Server:
     """kind: "gunicorn" (sync), "gthread" (gunicorn threads) or "uvicorn"; in a session of its own,
-    as a shell would start it (so it is its own application)."""
+    as a shell would start it (so it is its own application).  app: the module in tests/ that
+    serves (its wsgi_app / asgi_app, and a /store that answers 200)."""
     port = free_port()
     bind = f"127.0.0.1:{port}"
     if kind in ("gunicorn", "gthread"):
@@ -100,11 +101,11 @@ def start(kind: str, workers: int = 4, env: dict[str, str] | None = None, extra:
                "--graceful-timeout", "2", "--log-level", "warning"]
         if kind == "gthread":
             cmd += ["-k", "gthread", "--threads", "4"]
-        cmd += [*extra, "server_app:wsgi_app"]
+        cmd += [*extra, f"{app}:wsgi_app"]
     elif kind == "uvicorn":
         cmd = [sys.executable, "-m", "uvicorn", "--workers", str(workers), "--host", "127.0.0.1",
                "--port", str(port), "--app-dir", HERE, "--log-level", "warning", "--no-access-log",
-               *extra, "server_app:asgi_app"]
+               *extra, f"{app}:asgi_app"]
     else:
         raise ValueError(kind)
     full_env = {**os.environ, **(env or {})}

@@ -81,6 +81,19 @@ def _parser() -> argparse.ArgumentParser:
     cc.add_argument("--kind", choices=list(KINDS), help="needed when several kinds share the name")
     cc.add_argument("--store", help=store_help)
     _add_observe_commands(sub)
+
+    m = sub.add_parser(
+        "metrics",
+        help="serve every policy's metrics from a store's shared memory on /metrics (Prometheus)",
+        description="Serve the counters, gauges and histograms of every policy of the store(s) on "
+        "http://HOST:PORT/metrics, read from shared memory at each scrape: a sidecar that never made the "
+        "policies. A store that does not exist yet is attached when it appears. Stops on SIGINT or SIGTERM. "
+        "Needs prometheus_client (pip install 'sluicegate[prometheus]').",
+    )
+    m.add_argument("--store", action="append", help="a store: a name, a path or a URL (repeat for several; "
+                   "default: $SLUICEGATE_STORE)")
+    m.add_argument("--port", type=int, default=9464, help="default 9464 (0: any free port, printed)")
+    m.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     return p
 
 
@@ -712,8 +725,19 @@ def _unlink(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics(args: argparse.Namespace) -> int:
+    from .contrib.prometheus import main as metrics_main
+    from .store import ENV_STORE
+
+    stores = args.store or ([os.environ[ENV_STORE]] if os.environ.get(ENV_STORE) else [])
+    if not stores:
+        raise _Fail(f"which store? pass --store NAME|PATH|URL (or set ${ENV_STORE})")
+    return int(metrics_main(stores, args.port, args.host))
+
+
 _COMMANDS = {"config": _config, "ls": _ls, "inspect": _inspect, "top": _top, "health": _health, "reset": _reset,
-             "open": _breaker_action, "close": _breaker_action, "disable": _breaker_action, "unlink": _unlink}
+             "open": _breaker_action, "close": _breaker_action, "disable": _breaker_action, "unlink": _unlink,
+             "metrics": _metrics}
 _HEALTH_ERROR = 3  # 0, 1 and 2 are health's answers
 
 

@@ -19,6 +19,7 @@ BR_TICKET_PROBE = SG_BR_T_PROBE
 BR_TICKET_INJECT_FAIL = SG_BR_T_INJECT_FAIL
 BR_TICKET_INJECT_LATENCY = SG_BR_T_INJECT_LATENCY
 BR_REJECT_REASONS = ("", "open", "forced_open", "half_open", "degraded", "adaptive", "injected")
+BREAKER_HIST = "calls"  # the call-duration histogram's part (sg_hist.h), when the option is on
 
 cdef object _CircuitOpen = _CircuitOpenCls
 cdef object _exc_new = BaseException.__new__
@@ -80,11 +81,16 @@ cdef class BreakerEngine:
     cdef readonly str name
     cdef bint timed
     cdef bint configured
+    cdef bint hist_on  # the call-duration histogram (see hist)
+    cdef int clock  # how a call's start is read: 0 not at all, 1 the store clock, 2 the fast clock
     # the directory entry's version word, loaded once per call (see directory.py)
     cdef uint64_t *_ver
     cdef uint64_t _seen
     cdef object _dir_entry
     cdef object _on_moved
+    # the call-duration histogram (option histogram=True): durations of calls that ran
+    # and were counted (success or failure), in every process; last, off the hot lines
+    cdef sg_hist hist
 
     def __cinit__(self, Table tbl, str name):
         self.tbl = tbl
@@ -160,8 +166,17 @@ cdef class BreakerEngine:
         for i in range(<Py_ssize_t>c.nbuckets):
             self.b.bk[i] = bk[i]
             self.b.ep[i] = epw[i]
+        cdef sg_hist hist
+        cdef bint hist_on = bool(cfg.get("histogram"))
+        if hist_on:
+            hist_open(tbl, SG_NS_BREAKER, name, BREAKER_HIST, True, &hist)
         self.b.c = c
         self.timed = c.slow_ns != 0
+        if hist_on:
+            self.hist = hist
+        self.hist_on = hist_on
+        # slow calls are judged on the store clock; the histogram alone takes the fast one
+        self.clock = 1 if self.timed else (2 if hist_on else 0)
         self.configured = True
         if rng_seed or self.rng == 0:  # 0: a reconfiguration keeps the generator where it is
             self.rng = rng_seed if rng_seed else 0x9E3779B97F4A7C15
@@ -212,6 +227,8 @@ cdef class BreakerEngine:
             return False
         if ticket & SG_BR_T_PROBE:
             self._drop_probe(ticket)
+        if self.hist_on:
+            return self._exit_hist(ticket, outcome, start, now, s)
         if self.timed and start:
             if real:
                 now = sg_store_now(&self.tbl.t)
@@ -222,8 +239,34 @@ cdef class BreakerEngine:
             s[0] = sg_br_exit(&self.b, ticket, outcome, dur, now)
         return True
 
+    cdef bint _exit_hist(self, uint64_t ticket, int outcome, uint64_t start, uint64_t now,
+                         uint64_t *s) except -1:
+        """_exit with the call-duration histogram on: out of line, so that _exit stays
+        small enough to inline (a breaker without the histogram pays one test)."""
+        cdef uint64_t dur = 0
+        cdef bint real = now == 0
+        if start:
+            if self.timed:
+                if real:
+                    now = sg_store_now(&self.tbl.t)
+                dur = now - start if now > start else 0
+            else:  # the histogram alone: the cheaper clock (same timebase; see _start)
+                dur = sg_store_fast_now(&self.tbl.t)
+                dur = dur - start if dur > start else 0
+        if real:
+            s[0] = sg_br_exit_real(&self.b, ticket, outcome, dur, now)
+        else:
+            s[0] = sg_br_exit(&self.b, ticket, outcome, dur, now)
+        if start and outcome != SG_BR_IGNORE and (ticket & SG_BR_T_ADMITTED):
+            sg_hist_record(&self.hist, dur)
+        return True
+
     cdef inline uint64_t _start(self):
-        return sg_store_now(&self.tbl.t) if self.timed else 0
+        if self.clock == 0:
+            return 0
+        if self.clock == 1:
+            return sg_store_now(&self.tbl.t)
+        return sg_store_fast_now(&self.tbl.t)
 
     # ---- probe holders (see _NPROBE_REC) -------------------------------------------
     cdef bint _probe_words(self) except -1:
@@ -313,7 +356,10 @@ cdef class BreakerEngine:
             return None
         if ticket & SG_BR_T_PROBE:
             self._drop_probe(ticket)
-        return sg_br_exit(&self.b, ticket, outcome, duration_ns, now)
+        s = sg_br_exit(&self.b, ticket, outcome, duration_ns, now)
+        if self.hist_on and duration_ns and outcome != SG_BR_IGNORE and (ticket & SG_BR_T_ADMITTED):
+            sg_hist_record(&self.hist, duration_ns)
+        return s
 
     def now_ns(self):
         """Store time in ns."""
@@ -334,8 +380,13 @@ cdef class BreakerEngine:
         return sg_br_poll(&self.b, now)
 
     def set_state(self, unsigned target, bint clear=False, uint64_t now=0):
+        cdef sg_hist h
         self._live()
-        return sg_br_set_state(&self.b, target, clear, now)
+        s = sg_br_set_state(&self.b, target, clear, now)
+        if clear:  # a reset zeroes the totals: the histogram too, if it has any slot
+            hist_open(self.tbl, SG_NS_BREAKER, self.name, BREAKER_HIST, False, &h)
+            sg_hist_clear(&h)
+        return s
 
     def window(self, uint64_t now=0):
         """(calls, failures, slow, throttled) in the rolling window of the current generation."""

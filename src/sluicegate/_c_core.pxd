@@ -30,6 +30,7 @@ cdef extern from "sg_core.h" nogil:
         uint64_t capacity
         uint64_t dir_entries
         uint64_t perm_capacity
+        uint64_t perm_live
         uint64_t nslots
         uint64_t live
         uint64_t created_wall
@@ -52,10 +53,12 @@ cdef extern from "sg_core.h" nogil:
     int sg_store_init(void *base, uint64_t size, uint64_t capacity, uint64_t dir_entries)
     int sg_store_attach(sg_table *t, void *base, uint64_t size)
     uint64_t sg_store_now(const sg_table *t)
+    uint64_t sg_store_fast_now(const sg_table *t)
     int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now,
                      int create, uint64_t *idx, uint8_t *tag)
     void sg_table_stats(const sg_table *t, sg_stats *out)
     int sg_table_recount(sg_table *t)
+    uint64_t sg_live_count(uint64_t w)
     uint64_t *sg_words(sg_table *t, uint64_t idx)
     uint64_t sg_load(const uint64_t *p)
     void sg_store(uint64_t *p, uint64_t v)

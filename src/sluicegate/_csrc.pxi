@@ -5,3 +5,4 @@ from sluicegate._c_limiter cimport *
 from sluicegate._c_directory cimport *
 from sluicegate._c_concurrency cimport *
 from sluicegate._c_breaker cimport *
+from sluicegate._c_hist cimport *

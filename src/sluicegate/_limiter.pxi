@@ -117,6 +117,30 @@ cdef inline uint64_t refund_clock(const sg_table *t) nogil:
     return now - _CLOCK_MARGIN_NS if now > _CLOCK_MARGIN_NS else 1
 
 
+def limiter_counts(Table tbl, str name):
+    """(allowed, denied) of limiter `name`, summed over every process's stats stripe; a
+    stripe no process has written is absent and counts 0 (nothing is created: a reader
+    such as an exporter takes no room in the store)."""
+    cdef int s, rc
+    cdef sg_hash128 h
+    cdef uint64_t idx, allowed = 0, denied = 0
+    cdef uint8_t tag
+    cdef uint64_t *w
+    tbl.check()
+    seed = namespace_seed(SG_NS_STATS, name)
+    for s in range(_NSTRIPES):
+        hash_key(f"limiter\x00{s}", seed, &h)
+        rc = sg_table_get(&tbl.t, h, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&tbl.t), 0, &idx, &tag)
+        if rc == SG_NOTFOUND:
+            continue
+        if rc != SG_OK:
+            raise_table_rc(rc, f"rate limiter {name!r}")
+        w = sg_words(&tbl.t, idx)
+        allowed += sg_load(w)
+        denied += sg_load(w + 1)
+    return allowed, denied
+
+
 cdef class LimiterEngine:
     """The shared-memory engine of a RateLimiter: its rates, per-rate key namespaces and
     stats stripe over one store's table.  It decides; the front object (RateLimiter, over
@@ -396,24 +420,8 @@ cdef class LimiterEngine:
 
     def counts(self):
         """(allowed, denied) summed over every process's stripe."""
-        cdef int s, rc
-        cdef sg_hash128 h
-        cdef uint64_t idx, allowed = 0, denied = 0
-        cdef uint8_t tag
-        cdef uint64_t *w
         rate_ready(self)
-        seed = namespace_seed(SG_NS_STATS, self._cname)
-        for s in range(_NSTRIPES):
-            hash_key(f"limiter\x00{s}", seed, &h)
-            rc = sg_table_get(&self._tbl.t, h, SG_SLOT_PERMANENT, 0, 0, sg_store_now(&self._tbl.t), 0, &idx, &tag)
-            if rc == SG_NOTFOUND:
-                continue
-            if rc != SG_OK:
-                raise_table_rc(rc, f"rate limiter {self._cname!r}")
-            w = sg_words(&self._tbl.t, idx)
-            allowed += sg_load(w)
-            denied += sg_load(w + 1)
-        return allowed, denied
+        return limiter_counts(self._tbl, self._cname)
 
     def check_cost(self, cost):
         """Validate a cost (ConfigError naming cost) and return it."""

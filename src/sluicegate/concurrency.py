@@ -26,6 +26,7 @@ from . import _procident as _pi
 from ._forks import after_fork_in_child
 from .directory import BUILDERS
 from .errors import ConcurrencyLimitExceeded, ConfigError
+from .histogram import histogram
 from .policy import Policy
 from .store import SharedStore, resolve_store
 
@@ -188,7 +189,8 @@ class ConcurrencyLimiter(Policy):
         timeout = _check_seconds("timeout", timeout)
         if not block or timeout == 0:
             raise self._timeout_error(timeout, False)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         delay = _FIRST_DELAY
         while True:
             pause = delay * (0.5 + random.random())
@@ -206,11 +208,13 @@ class ConcurrencyLimiter(Policy):
                 finally:
                     self._engine.nwait -= 1
             if p is not None:
-                return p
+                break
             delay = min(delay * 2, _MAX_DELAY)
             p = self.try_acquire()
             if p is not None:
-                return p
+                break
+        histogram(self._store, "cap", self.name, "wait").record_seconds(time.monotonic() - started)
+        return p
 
     def acquire(self, timeout: float | None = None, block: bool = True) -> Permit:
         """Wait for a permit (timeout None: forever). Raises ConcurrencyLimitExceeded on

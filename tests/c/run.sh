@@ -7,6 +7,7 @@ root=$(cd "$here/../.." && pwd)
 out=${STRESS_OUT:-$(mktemp -d)}
 CC=${CC:-gcc}
 src=("$here/stress_table.c" "$root"/csrc/*.c)
+hsrc=("$here/hist_stress.c" "$root"/csrc/*.c) # the shared latency histograms
 # interleave_table.c includes sg_table.c itself, to replay stalled-process interleavings step by step
 isrc=("$here/interleave_table.c")
 for f in "$root"/csrc/*.c; do [[ $(basename "$f") == sg_table.c ]] || isrc+=("$f"); done
@@ -26,10 +27,14 @@ $CC "${common[@]}" -O2 -o "$out/fast_clock" "$here/fast_clock.c" "$root/csrc/sg_
 "$out/fast_clock"
 $CC "${common[@]}" -O2 -o "$out/interleave_breaker" "${bsrc[@]}"
 "$out/interleave_breaker"
+$CC "${common[@]}" -O2 -o "$out/hist" "${hsrc[@]}"
+"$out/hist"
 
 echo "== C core under ThreadSanitizer"
 $CC "${common[@]}" -O1 -fsanitize=thread -o "$out/stress_tsan" "${src[@]}"
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "$out/stress_tsan"
+$CC "${common[@]}" -O1 -fsanitize=thread -o "$out/hist_tsan" "${hsrc[@]}"
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "$out/hist_tsan"
 
 echo "== C core under AddressSanitizer + UBSan"
 $CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
@@ -41,4 +46,7 @@ ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1
 $CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
     -o "$out/interleave_breaker_asan" "${bsrc[@]}"
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" "$out/interleave_breaker_asan"
+$CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+    -o "$out/hist_asan" "${hsrc[@]}"
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" "$out/hist_asan"
 echo "== C core: all sanitizer runs clean"
