@@ -212,7 +212,6 @@ def test_a_memory_monitor_is_judged_by_its_level(store):
         store.health(memory=object())
 
 
-@pytest.mark.skipif(not hasattr(sg, "MemoryMonitor"), reason="sg.MemoryMonitor is not in this version")
 def test_the_cli_judges_memory_with_a_memory_monitor(store, store_name):
     r = health_cli("--store", store_name, "--memory", "--json")
     assert r.returncode in (0, 1, 2) and json.loads(r.stdout)["memory"]["readings"]["level"] in (
