@@ -77,7 +77,7 @@ static void scenario_concurrent(void) {
     sg_hist h;
     CHECK(sg_hist_open(&T, seed, "calls", 5, 0, &h) == SG_NOTFOUND, "absent before any writer");
     for (unsigned j = 0; j < SG_HIST_SLOTS; j++) CHECK(h.w[j] == NULL, "absent slot %u not NULL", j);
-    CHECK(__atomic_load_n(&T.hdr->perm_live, __ATOMIC_RELAXED) == 0, "a reader took room in the store");
+    CHECK(sg_live_count(__atomic_load_n(&T.hdr->perm_live, __ATOMIC_RELAXED)) == 0, "a reader took room in the store");
 
     pthread_t w[WRITERS], r[READERS];
     for (int i = 0; i < READERS; i++) pthread_create(&r[i], NULL, reader, NULL);
@@ -102,8 +102,8 @@ static void scenario_concurrent(void) {
     for (unsigned k = 0; k < SG_HIST_BUCKETS; k++)
         CHECK(c[k] == want[k], "bucket %u: %llu != %llu", k, (unsigned long long)c[k], (unsigned long long)want[k]);
     CHECK(sum == want_sum, "sum %llu != %llu", (unsigned long long)sum, (unsigned long long)want_sum);
-    CHECK(__atomic_load_n(&T.hdr->perm_live, __ATOMIC_RELAXED) == SG_HIST_SLOTS, "perm_live %llu",
-          (unsigned long long)T.hdr->perm_live);
+    CHECK(sg_live_count(__atomic_load_n(&T.hdr->perm_live, __ATOMIC_RELAXED)) == SG_HIST_SLOTS, "perm_live %llu",
+          (unsigned long long)sg_live_count(T.hdr->perm_live));
 
     sg_hist_clear(&h);
     sg_hist_read(&h, c, &sum);
