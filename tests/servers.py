@@ -197,3 +197,19 @@ def drive(server: Server, path: str, seconds: float, threads: int = 8) -> Load:
         t.join(seconds + 30)
     load.elapsed = time.monotonic() - t0
     return load
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is pid now (Linux /proc), e.g. a gunicorn master's workers."""
+    kids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            kids.add(int(entry))
+    return kids

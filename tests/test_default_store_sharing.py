@@ -188,6 +188,7 @@ def test_a_reload_with_changed_options_keeps_serving_with_the_new_ones(tmp_path)
     name = json.loads(srv.get("/store")[1])["name"]
     try:
         before = {json.loads(srv.get("/config")[1])["pid"] for _ in range(10)}
+        before |= servers.children(srv.proc.pid)  # every old worker, served or not
         cfg.write_text(json.dumps({"cap": 4, "threshold": 2}))
         os.kill(srv.proc.pid, signal.SIGHUP)  # gunicorn: new workers with the new code, old ones retire
         deadline = time.monotonic() + 30
