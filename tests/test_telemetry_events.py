@@ -246,3 +246,11 @@ def test_a_dead_holders_permit_reclaimed_is_told(store, listen):
     assert cap.in_use == 1
     assert cap.reclaim() == 1
     assert [(e.name, e.measurements["freed"]) for e in got] == [("cap.reclaimed", 1)]
+
+
+def test_a_breaker_opening_is_logged_at_warning_with_no_listener(store, caplog):
+    br = sg.CircuitBreaker(unique_name("ev"), store=store, failure_threshold=1)  # default logging levels
+    with pytest.raises(ValueError), br:
+        raise ValueError
+    recs = [r for r in caplog.records if r.name == "sluicegate.breaker" and "breaker.state_change" in r.getMessage()]
+    assert [r.levelno for r in recs] == [logging.WARNING] and "new='open'" in recs[0].getMessage()

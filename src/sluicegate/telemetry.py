@@ -34,30 +34,30 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from .errors import ConfigError
 
 _log = logging.getLogger("sluicegate.telemetry")
 
-# event -> (logging level, whether it is frequent: flagged per policy, DEBUG when logged)
-EVENTS: dict[str, tuple[int, bool]] = {
-    "rate.denied": (logging.DEBUG, True),
-    "rate.allowed": (logging.DEBUG, True),
-    "breaker.state_change": (logging.INFO, False),
-    "breaker.call": (logging.DEBUG, True),
-    "breaker.rejected": (logging.DEBUG, True),
-    "cap.acquired": (logging.DEBUG, True),
-    "cap.timeout": (logging.INFO, False),
-    "cap.reclaimed": (logging.INFO, False),
-    "pool.checkout": (logging.DEBUG, True),
-    "pool.timeout": (logging.INFO, False),
-    "pool.exhausted": (logging.INFO, False),
-    "pool.created": (logging.DEBUG, False),
-    "pool.closed": (logging.DEBUG, False),
-    "store.full": (logging.WARNING, False),
-    "store.reclaimed": (logging.INFO, False),
-    "memory.level_change": (logging.INFO, False),
+# event -> the logging level of its record (some changes log at WARNING: _WARN_ON)
+EVENTS: dict[str, int] = {
+    "rate.denied": logging.DEBUG,
+    "rate.allowed": logging.DEBUG,
+    "breaker.state_change": logging.INFO,
+    "breaker.call": logging.DEBUG,
+    "breaker.rejected": logging.DEBUG,
+    "cap.acquired": logging.DEBUG,
+    "cap.timeout": logging.INFO,
+    "cap.reclaimed": logging.INFO,
+    "pool.checkout": logging.DEBUG,
+    "pool.timeout": logging.INFO,
+    "pool.exhausted": logging.INFO,
+    "pool.created": logging.DEBUG,
+    "pool.closed": logging.DEBUG,
+    "store.full": logging.WARNING,
+    "store.reclaimed": logging.INFO,
+    "memory.level_change": logging.INFO,
 }
 ONLY_BY_NAME = frozenset({"rate.allowed"})  # wildcards do not reach these
 
@@ -75,10 +75,6 @@ class Event:
 
 
 Listener = Callable[[Event], Any]
-
-
-class _Emitter(Protocol):
-    def _refresh_events(self) -> None: ...
 
 
 def _check_pattern(event: object) -> str:
@@ -165,20 +161,28 @@ def register(emitter: Any) -> None:
 
 def wanted(event: str, own: Listeners | None, kind: str) -> bool:
     """Whether anything would receive event now: a listener, or its logger's level."""
-    level, _frequent = EVENTS[event]
     if _global.wants(event) or (own is not None and own.wants(event)):
         return True
-    return event not in ONLY_BY_NAME and logging.getLogger(f"sluicegate.{kind}").isEnabledFor(level)
+    return event not in ONLY_BY_NAME and logging.getLogger(f"sluicegate.{kind}").isEnabledFor(_level(event))
+
+
+# events whose record is a WARNING when they move to one of these states
+_WARN_ON = {"breaker.state_change": ("open", "forced_open"), "memory.level_change": ("warning", "critical")}
+
+
+def _level(event: str, measurements: dict[str, Any] | None = None) -> int:
+    """The level of event's record: EVENTS's, raised to WARNING by _WARN_ON.  With no
+    measurements: the highest level the event can log at (which decides if it is wanted)."""
+    warn_on = _WARN_ON.get(event)
+    if warn_on is not None and (measurements is None or measurements.get("new") in warn_on):
+        return logging.WARNING
+    return EVENTS[event]
 
 
 def emit(kind: str, policy: str, event: str, own: Listeners | None = None, /, **measurements: Any) -> None:
     """Build the Event once, log it, and call every listener for it; never raises."""
     ev = Event(event, kind, policy, time.time(), os.getpid(), measurements)
-    level = EVENTS[event][0]
-    if event == "breaker.state_change" and measurements.get("new") in ("open", "forced_open"):
-        level = logging.WARNING
-    elif event == "memory.level_change" and measurements.get("new") != "ok":
-        level = logging.WARNING
+    level = _level(event, measurements)
     logger = logging.getLogger(f"sluicegate.{kind}")
     if event not in ONLY_BY_NAME and logger.isEnabledFor(level):
         logger.log(level, "%s %r: %s", event, policy,
