@@ -50,7 +50,7 @@ def test_building_from_the_directory_publishes_nothing():
     store.close()
 
 
-def test_an_entry_without_a_document_is_not_found():
+def test_an_unknown_name_is_not_found():
     store = sg.SharedStore()
     with pytest.raises(sg.PolicyNotFound):
         store.policy(unique_name("none"))

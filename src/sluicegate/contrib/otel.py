@@ -26,6 +26,7 @@ from typing import Any
 
 from ..metrics import COUNTER, FAMILIES, GAUGE, Family, Metric, Reader
 from ..store import SharedStore
+from . import require
 
 __all__ = ["SluicegateInstruments", "instrument"]
 
@@ -33,12 +34,7 @@ _REREAD_AFTER = 5.0  # seconds: a callback called without its collection's first
 
 
 def _otel() -> Any:
-    try:
-        from opentelemetry import metrics
-    except ImportError as e:  # the core package never needs it
-        raise ImportError(f"sluicegate.contrib.otel needs opentelemetry-api ({e}): "
-                          "pip install 'sluicegate[otel]'") from e
-    return metrics
+    return require("opentelemetry.metrics", "otel", "otel")
 
 
 def _le(bound: float) -> str:

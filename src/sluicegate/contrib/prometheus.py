@@ -24,18 +24,14 @@ from typing import Any
 
 from ..metrics import COUNTER, GAUGE, HISTOGRAM, Metric, Reader
 from ..store import SharedStore
+from . import require
 
 __all__ = ["SluicegateCollector", "register", "serve", "main"]
 
 
 def _prom() -> Any:
-    try:
-        import prometheus_client
-        import prometheus_client.core
-    except ImportError as e:  # the core package never needs it
-        raise ImportError(f"sluicegate.contrib.prometheus needs prometheus_client ({e}): "
-                          "pip install 'sluicegate[prometheus]'") from e
-    return prometheus_client
+    require("prometheus_client.core", "prometheus", "prometheus")
+    return require("prometheus_client", "prometheus", "prometheus")
 
 
 _LE: dict[tuple[float, ...], list[str]] = {}  # a histogram's bounds as Prometheus writes them, made once
