@@ -55,6 +55,8 @@ enum { /* namespaces: limiter "api" and breaker "api" never collide */
     SG_NS_CONCURRENCY = 4,
     SG_NS_STATS = 5,
     SG_NS_POOL = 6, /* a pool keeps no state in the store: the number names its directory kind */
+    SG_NS_RETRY = 7, /* a retry budget's time buckets (retry.py) */
+    SG_NS_GUARD = 8, /* a guard's host-wide counts (guard.py) */
 };
 
 /* ---- store layout ---------------------------------------------------------- */

@@ -17,6 +17,8 @@ cdef extern from "sg_core.h" nogil:
         SG_NS_CONCURRENCY
         SG_NS_STATS
         SG_NS_POOL
+        SG_NS_RETRY
+        SG_NS_GUARD
         SG_SLOT_RECLAIMABLE
         SG_SLOT_PERMANENT
         SG_HEADER_SIZE

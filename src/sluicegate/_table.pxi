@@ -233,5 +233,64 @@ cdef class Counter:
         return (_counter_from_store, (self.tbl.owner, self.name))
 
 
+cdef enum:
+    _TALLY_MAX = 32  # counters of one Tally: eight permanent slots of four words
+
+
+cdef class Tally:
+    """Up to 32 lock-free 64-bit words of one policy, shared by every process attached to
+    the store: the words of ceil(n/4) permanent slots of (kind, name), found once and kept
+    as pointers, so add(i) is one fetch-add and compare_and_set(i) one CAS.  What a policy
+    decides in Python keeps its shared state here: a guard's counts, a retry budget's
+    time buckets."""
+    cdef Table tbl
+    cdef uint64_t *w[_TALLY_MAX]
+    cdef readonly int n
+
+    def __cinit__(self, Table tbl, uint32_t kind, str name, int n):
+        cdef int i
+        cdef uint64_t *slot = NULL
+        if n < 1 or n > _TALLY_MAX:
+            raise ValueError(f"a Tally holds 1 to {_TALLY_MAX} counters, not {n}")
+        self.tbl = tbl
+        self.n = n
+        for i in range(n):
+            if i % 4 == 0:
+                slot = tbl.permanent_words(kind, name, f"tally{i // 4}")
+            self.w[i] = &slot[i % 4]
+
+    def add(self, int i, int64_t n=1):
+        """Add n to counter i (0 <= i < n)."""
+        if <unsigned>i >= <unsigned>self.n:
+            raise IndexError(i)
+        if self.tbl.t.hdr == NULL:
+            self.tbl.check()
+        sg_add(self.w[i], <uint64_t>n)
+
+    def value(self, int i):
+        """Word i now (unsigned)."""
+        if <unsigned>i >= <unsigned>self.n:
+            raise IndexError(i)
+        if self.tbl.t.hdr == NULL:
+            self.tbl.check()
+        return sg_load(self.w[i])
+
+    def compare_and_set(self, int i, uint64_t old, uint64_t new):
+        """Set word i to new if it is old; True if it was set."""
+        cdef uint64_t exp = old
+        if <unsigned>i >= <unsigned>self.n:
+            raise IndexError(i)
+        if self.tbl.t.hdr == NULL:
+            self.tbl.check()
+        return bool(sg_cas(self.w[i], &exp, new))
+
+    def values(self):
+        """Every counter now, as a tuple of ints (each read atomically; not one snapshot)."""
+        cdef int i
+        if self.tbl.t.hdr == NULL:
+            self.tbl.check()
+        return tuple([<int64_t>sg_load(self.w[i]) for i in range(self.n)])
+
+
 def _counter_from_store(store, name):
     return store.counter(name)

@@ -73,6 +73,17 @@ class CircuitOpen(SluicegateError):
         self.name = name
 
 
+class CallTimeout(SluicegateError, TimeoutError):
+    """A call did not return within its timeout (a Guard's ``timeout``, or the deadline
+    around it).  ``.timeout`` is the limit that applied, in seconds.  A sync call goes on
+    in its worker thread; an async one was cancelled."""
+
+    def __init__(self, message: str = "call timed out", *, timeout: float = 0.0) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+        self.retry_after = 0.0
+
+
 class MemoryPressure(SluicegateError):
     """A MemoryMonitor used as a gate refused the call: memory use is at its gate level
     (``.level`` 'critical', or 'warning' with gate='warning'; ``.fraction`` of the limit).
@@ -125,6 +136,7 @@ __all__ = [
     "RateLimited",
     "CircuitOpen",
     "MemoryPressure",
+    "CallTimeout",
     "InjectedFault",
     "PoolExhausted",
     "PoolTimeout",
