@@ -20,6 +20,7 @@ from .config import Config, Reloaded, load_config
 from .counter import Counter
 from .directory import PolicyInfo
 from .errors import (
+    CallTimeout,
     CircuitOpen,
     ConcurrencyLimitExceeded,
     ConfigError,
@@ -39,13 +40,16 @@ from .errors import (
     StoreFull,
     StoreNotFound,
 )
+from .guard import Guard, execute_protected, execute_protected_async
 from .health import Health, PolicyHealth
 from .limiter import Decision, LimiterChain, RateLimiter
 from .memory import MemoryMonitor, MemoryReading
 from .pool import Lease, Pool, ResourceLeakWarning
 from .rates import Rate
+from .retry import Retry, RetryBudget
 from .store import SharedStore, default_store, open_store
 from .telemetry import Event, off, on
+from .timeout import deadline, remaining
 
 __version__ = "0.1.0"
 
@@ -96,4 +100,12 @@ __all__ = [
     "PoolExhausted",
     "PoolTimeout",
     "ConcurrencyLimitExceeded",
+    "Guard",
+    "execute_protected",
+    "execute_protected_async",
+    "Retry",
+    "RetryBudget",
+    "CallTimeout",
+    "deadline",
+    "remaining",
 ]

@@ -1,4 +1,4 @@
-"""Declarative configuration: stores, limiters, breakers, caps, pools and counters
+"""Declarative configuration: stores, limiters, breakers, caps, pools, counters and guards
 declared in TOML (or a dict of the same shape), made by ``load_config`` and
 hot-reloaded by ``Config.reload()``; ``apply_overrides`` pushes a file into a live store
 as runtime overrides (``sluicegate config apply``).
@@ -21,6 +21,12 @@ The file format::
     size = 5                     # and every shared option of Pool (max_overflow, timeout, ...)
     host_limit = "postgres"      # a cap declared above; async = true makes an AsyncPool
     [counters.requests]          # a Counter (no options)
+    [guards.checkout]            # a Guard over the policies above, by name
+    limiter = "api"              # limiter, cap (or pool), breaker: names declared in this file
+    breaker = "payments"         # key = "a literal key", or key_func = "myapp.keys:user_of"
+    timeout = 2.0                # timeout, cost, cap_timeout, retry_takes_token: shared options
+    retry = {attempts = 3, backoff = 0.1, budget = 0.2}   # sg.Retry's options; retry_on = ["OSError"]
+    fallback = "myapp.fallbacks:cached_page"              # an import path: a callable or a value
 
 A policy made here is an ordinary construction: it publishes its configuration as the
 code configuration (DESIGN.md rule 8: the newest wins in every process), so a changed
@@ -54,9 +60,11 @@ from .concurrency import ConcurrencyLimiter, _cap_config
 from .counter import Counter, _counter_config
 from .directory import Entry, effective
 from .errors import ConfigError, PolicyNotFound, SluicegateError, StoreNotFound
+from .guard import GUARD_OPTIONS, Guard, _guard_config
 from .limiter import RateLimiter, _limiter_config
 from .pool import POOL_OPTIONS as POOL_SHARED
 from .pool import Pool, _pool_config
+from .retry import Retry
 from .store import SharedStore, default_store, open_store, resolve_store
 
 __all__ = ["Config", "Reloaded", "apply_overrides", "load_config"]
@@ -65,7 +73,7 @@ _log = logging.getLogger("sluicegate.config")
 
 Source = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 AnyPool = Union[Pool[Any], AsyncPool[Any]]
-Policy = Union[RateLimiter, CircuitBreaker, ConcurrencyLimiter, AnyPool, Counter]
+Policy = Union[RateLimiter, CircuitBreaker, ConcurrencyLimiter, AnyPool, Counter, Guard]
 
 DEFAULT_STORE = "default"  # a store declared under this name is the file's default
 STORE_OPTIONS = ("url", "capacity", "policies")
@@ -74,6 +82,10 @@ STORE_OPTIONS = ("url", "capacity", "policies")
 # is for tests)
 POOL_CALLABLES = ("create", "check", "close")
 POOL_LOCAL = (*POOL_CALLABLES, "host_limit", "async")
+# a guard's own options: its parts by name (policies declared in the file), its key, its
+# fallback and key function (import paths), the exception classes its retry retries
+GUARD_PARTS = {"limiter": "limiters", "cap": "caps", "pool": "pools", "breaker": "breakers"}
+GUARD_LOCAL = (*GUARD_PARTS, "key", "key_func", "fallback", "retry_on")
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,7 @@ _KINDS: dict[str, _Kind] = {
               ("drop_on",), _cap_config),
         _Kind("pools", "pool", POOL_SHARED, POOL_LOCAL, _pool_config),
         _Kind("counters", "counter", (), (), _counter_config),
+        _Kind("guards", "guard", GUARD_OPTIONS, GUARD_LOCAL, _guard_config),
     )
 }
 TABLE_OF_KIND: dict[str, str] = {k.kind: k.table for k in _KINDS.values()}
@@ -194,9 +207,11 @@ def _parse(source: Source) -> _Doc:
             local = {k: opts[k] for k in kind.local if k in opts}
             shared = {k: v for k, v in opts.items() if k != "store" and k not in kind.local}
             out.policies.append(_Decl(section, name, store, shared, local, opts))
-    out.policies.sort(key=lambda d: d.table == "pools")  # stable: pools after the caps they name
+    # stable: pools after the caps they name, guards after every part they name
+    out.policies.sort(key=lambda d: (d.table == "guards", d.table == "pools"))
     names = set(out.stores)
     caps = {d.name for d in out.policies if d.table == "caps"}
+    in_file = {(d.table, d.name) for d in out.policies}
     for d in out.policies:
         if isinstance(d.store, str) and d.store not in names:
             declared = f"declared: {', '.join(sorted(names))}" if names else "none is declared"
@@ -207,6 +222,12 @@ def _parse(source: Source) -> _Doc:
                                                       f"{_hint(hl, sorted(caps))}")
         if hl is not None and not isinstance(hl, (str, ConcurrencyLimiter)):
             raise _fail(label, d.where, "host_limit", f"must name a cap declared in [caps], got {hl!r}")
+        if d.table == "guards":
+            for part, table in GUARD_PARTS.items():
+                ref = d.local.get(part)
+                if ref is not None and (not isinstance(ref, str) or (table, ref) not in in_file):
+                    have = sorted(n for t, n in in_file if t == table)
+                    raise _fail(label, d.where, part, f"no {part} {ref!r} in [{table}]{_hint(str(ref), have)}")
     return out
 
 
@@ -268,6 +289,16 @@ def _locals(label: str, d: _Decl) -> dict[str, Any]:
             raise _fail(label, d.where, "async", f"must be true or false, got {d.local['async']!r}")
         out = {k: _import(label, d.where, k, d.local[k]) for k in POOL_CALLABLES if k in d.local}
         return {**out, "host_limit": d.local.get("host_limit"), "async": d.local.get("async", False)}
+    if d.table == "guards":
+        if "key" in d.local and "key_func" in d.local:
+            raise _fail(label, d.where, "key_func", "give key (a literal key) or key_func (an import path), not both")
+        got = {k: d.local.get(k) for k in (*GUARD_PARTS, "key")}
+        for k in ("key_func", "fallback"):
+            if k in d.local:
+                got[k] = _import(label, d.where, k, d.local[k])
+        if "retry_on" in d.local:
+            got["retry_on"] = _exceptions(label, d.where, "retry_on", d.local["retry_on"])
+        return got
     return {k: _exceptions(label, d.where, k, d.local[k]) if k in d.local else _LOCAL_DEFAULTS[k]
             for k in kind.local}
 
@@ -317,6 +348,7 @@ class Config:
         self.caps: dict[str, ConcurrencyLimiter] = {}
         self.pools: dict[str, AnyPool] = {}
         self.counters: dict[str, Counter] = {}
+        self.guards: dict[str, Guard] = {}
         self._store_arg = store
         self._source_store_arg = store  # what the caller gave (a store object of theirs is not closed here)
         self._source = source
@@ -328,7 +360,7 @@ class Config:
 
     # -- access by name -----------------------------------------------------------------------
     def _tables(self) -> tuple[dict[str, Any], ...]:
-        return (self.limiters, self.breakers, self.caps, self.pools, self.counters)
+        return (self.limiters, self.breakers, self.caps, self.pools, self.counters, self.guards)
 
     def __getitem__(self, name: str) -> Any:
         found = [t[name] for t in self._tables() if name in t]
@@ -336,7 +368,7 @@ class Config:
             raise KeyError(f"nothing named {name!r} in this configuration")
         if len(found) > 1:
             raise KeyError(f"{name!r} names several things here; use config.limiters[...], .breakers, "
-                           ".caps, .pools or .counters")
+                           ".caps, .pools, .counters or .guards")
         return found[0]
 
     def __contains__(self, name: object) -> bool:
@@ -423,6 +455,12 @@ class Config:
                 added.append(d.where)
             elif was == d.raw and _store_of(old) is st:
                 continue
+            elif d.table == "guards" and (_store_of(old) is not st
+                                          or _own(was, GUARD_LOCAL) != _own(d.raw, GUARD_LOCAL)):
+                # a guard holds code (its parts, key function, fallback): a new object
+                table[d.name] = self._build(label, d, code, local, st)
+                _log.info("%s: [%s] reloaded: a new guard object", label, d.where)
+                changed.append(d.where)
             elif d.table == "pools" and (_store_of(old) is not st or _own(was) != _own(d.raw)):
                 # a pool holds this process's resources: it is not rebuilt here
                 _log.warning("%s: [%s] changed; a pool is this process's own object and is not rebuilt on "
@@ -465,6 +503,14 @@ class Config:
                            **own, **code)  # type: ignore[no-any-return]
             if d.table == "counters":
                 return Counter(d.name, st)
+            if d.table == "guards":
+                parts = {p: getattr(self, t)[local[p]] for p, t in GUARD_PARTS.items() if local.get(p) is not None}
+                key = local["key_func"] if "key_func" in local else local["key"]
+                kw = {"key": key} if key is not None else {}
+                rcfg, on = code["retry"], local.get("retry_on")
+                retry = None if rcfg is None else Retry(**rcfg, **({"on": on} if on else {}))
+                opts = {k: v for k, v in code.items() if k not in ("parts", "retry")}
+                return Guard(d.name, store=st, **parts, **kw, fallback=local.get("fallback"), retry=retry, **opts)
             return ConcurrencyLimiter(d.name, store=st, **code, **local)
         except ConfigError as e:  # the name itself, or a pool's own option (shared ones were checked)
             raise _fail(label, d.where, _key_named(str(e), list(d.local)), str(e)) from None
@@ -492,9 +538,9 @@ class Config:
         return f"<Config {self.path or '<dict>'} {' '.join(parts)}>"
 
 
-def _own(decl: Mapping[str, Any]) -> dict[str, Any]:
-    """A pool declaration's options that are this process's own (and its store)."""
-    return {k: decl.get(k) for k in (*POOL_LOCAL, "store")}
+def _own(decl: Mapping[str, Any], local: tuple[str, ...] = POOL_LOCAL) -> dict[str, Any]:
+    """A pool's (or a guard's) declaration's options that are this process's own (and its store)."""
+    return {k: decl.get(k) for k in (*local, "store")}
 
 
 def _update(obj: Policy, code: dict[str, Any], local: dict[str, Any]) -> None:
@@ -507,13 +553,15 @@ def _update(obj: Policy, code: dict[str, Any], local: dict[str, Any]) -> None:
         obj._set_outcomes(local["record"], local["ignore"], kw["is_failure"], kw["result_is_failure"])
     elif isinstance(obj, ConcurrencyLimiter):
         obj.drop_on = local["drop_on"]
+    elif isinstance(obj, Guard):
+        code = {**code, "parts": obj._parts}  # its parts are code: as the object has them
     obj._code = code
     obj._entry.publish_code(code)
     obj.config  # noqa: B018 - follow it in this process now, not at the next decision
 
 
 def load_config(source: Source, store: SharedStore | str | None = None) -> Config:
-    """Make the stores, limiters, breakers, caps, pools and counters a TOML file (or a
+    """Make the stores, limiters, breakers, caps, pools, counters and guards a TOML file (or a
     dict of the same shape) declares; returns them by name (see Config).
 
     store: where policies that name no store go when the file declares no

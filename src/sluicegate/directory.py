@@ -34,13 +34,21 @@ KINDS: dict[str, int] = {
     "cap": _core.NS_CONCURRENCY,
     "pool": _core.NS_POOL,
     "counter": _core.NS_COUNTER,
+    "guard": _core.NS_GUARD,
 }
 KIND_NAMES: dict[int, str] = {v: k for k, v in KINDS.items()}
+# kinds made of other policies, commonly named as their parts are (Guard("payments",
+# breaker=CircuitBreaker("payments"))): sharing a name with another kind is no surprise
+COMPOSITE = frozenset({"guard"})
 
 _log = logging.getLogger("sluicegate.directory")
 # kind -> builder(store, name, code configuration) -> a working policy object; each
 # policy module registers its own (the directory knows no policy class)
 BUILDERS: dict[str, Callable[[SharedStore, str, dict[str, Any]], Any]] = {}
+# kind -> observer(store, name) -> an object whose stats() reads the policy's counts from the
+# store alone, for a kind whose working object needs code (a guard's parts and fallback):
+# what a CLI, a health probe or an exporter in another process reads instead
+OBSERVERS: dict[str, Callable[[SharedStore, str], Any]] = {}
 _RETRIES = 100
 
 
@@ -87,9 +95,10 @@ class Entry:
         if e is None:
             raise PolicyNotFound(f"no {kind} {name!r} in {store!r}")
         self._e = e
-        if create:
+        if create and kind not in COMPOSITE:
             for other, num in KINDS.items():
-                if other != kind and _core.dir_find(store._table, num, name, False) is not None:
+                if other not in COMPOSITE and other != kind and \
+                        _core.dir_find(store._table, num, name, False) is not None:
                     _log.warning("%s %r: a %s of the same name exists in %r; they are separate policies "
                                  "(a policy is its kind and its name), the %s starts fresh",
                                  kind, name, other, store, kind)

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from .directory import BUILDERS
+from .directory import BUILDERS, OBSERVERS
 from .errors import ConfigError, PolicyNotFound, SluicegateError
 
 if TYPE_CHECKING:
@@ -346,7 +346,8 @@ def policy_objects(store: SharedStore, cache: dict[tuple[str, str], Any] | None 
                     raise PolicyNotFound(f"this version of sluicegate cannot read a {info.kind}")
                 obj = builder(store, info.name, info.code)
             except SluicegateError as e:  # a pool: its create function is code
-                obj = Unreadable(str(e))
+                observer = OBSERVERS.get(info.kind)
+                obj = Unreadable(str(e)) if observer is None else observer(store, info.name)
             if cache is not None:
                 cache[key] = obj
         out.append((info.kind, info.name, obj))

@@ -379,8 +379,8 @@ class SharedStore:
             return _core.CapCore(self._table, name)
         if kind == "counter":
             return _core.Counter(self._table, name)
-        if kind == "pool":  # a pool decides in Python, in its process: the store supplies its version watch
-            return _core.DirWatch()
+        if kind in ("pool", "guard"):  # they decide in Python, in each process: the store supplies
+            return _core.DirWatch()    # their directory version watch
         raise ConfigError(f"{self!r} has no engine for policies of kind {kind!r}")
 
     def policies(self) -> list[PolicyInfo]:

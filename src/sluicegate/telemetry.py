@@ -58,6 +58,11 @@ EVENTS: dict[str, int] = {
     "store.full": logging.WARNING,
     "store.reclaimed": logging.INFO,
     "memory.level_change": logging.INFO,
+    "guard.call": logging.DEBUG,
+    "guard.rejected": logging.DEBUG,
+    "guard.retry": logging.INFO,
+    "guard.timeout": logging.INFO,
+    "guard.fallback": logging.DEBUG,
 }
 ONLY_BY_NAME = frozenset({"rate.allowed"})  # wildcards do not reach these
 
