@@ -25,6 +25,7 @@ from .pool import _BORROWER_POLL, _DEFAULT, _HOST_FIRST_DELAY, _HOST_MAX_DELAY, 
 from .store import SharedStore
 
 T = TypeVar("T")
+R = TypeVar("R")
 MaybeAwaitable = Union[T, Awaitable[T]]
 
 
@@ -206,6 +207,12 @@ class AsyncPool(_PoolConfig, Generic[T]):
     # -- checkout ----------------------------------------------------------------------------
     def checkout(self, timeout: float | None = _DEFAULT, block: bool = True) -> AsyncLease[T]:
         return AsyncLease(self, timeout, block)
+
+    async def transaction(self, fn: Callable[[T], MaybeAwaitable[R]], timeout: float | None = _DEFAULT) -> R:
+        """await fn(resource) (fn a def or an async def) with a resource checked out for
+        the call and given back after it, also when fn raises: Pool.transaction's async form."""
+        async with self.checkout(timeout) as resource:
+            return await _call(fn, resource)  # type: ignore[no-any-return]
 
     async def acquire(self, timeout: float | None = _DEFAULT, block: bool = True) -> AsyncLease[T]:
         lease = AsyncLease(self, timeout, block)

@@ -37,6 +37,7 @@ from .policy import Policy
 from .store import SharedStore, resolve_store
 
 T = TypeVar("T")
+R = TypeVar("R")
 STRATEGIES = ("lifo", "fifo", "round_robin", "least_used")
 # the options every process of a named pool shares through the directory, and their defaults
 POOL_DEFAULTS: dict[str, Any] = {
@@ -693,6 +694,13 @@ class Pool(_PoolConfig, Generic[T]):
         """Context manager lending one resource. timeout defaults to the pool's (None: wait
         forever); block=False raises PoolExhausted at once when none is free."""
         return Lease(self, timeout, block)
+
+    def transaction(self, fn: Callable[[T], R], timeout: float | None = _DEFAULT) -> R:
+        """fn(resource) with a resource checked out for the call and given back after it,
+        also when fn raises (then checked or discarded before reuse, as a `with` block's
+        resource is): poolboy's transaction.  timeout as for checkout()."""
+        with self.checkout(timeout) as resource:
+            return fn(resource)
 
     def acquire(self, timeout: float | None = _DEFAULT, block: bool = True) -> Lease[T]:
         """Check out now; give back with lease.release(). lease.resource is the resource."""
