@@ -94,6 +94,13 @@ int sg_br_validate(const sg_br_config *c) {
     for (uint32_t i = 0; i < c->nlevels; i++)
         if (c->level_p32[i] > SG_BR_P32_ONE) return SG_ERR_ARG;
     if (c->adaptive_max_p32 > SG_BR_P32_ONE || c->adaptive_k_milli > 1000000) return SG_ERR_ARG;
+    if (c->degrade_ppm) {
+        if (c->degrade_ppm >= 1000000 || c->recover_ppm > c->degrade_ppm) return SG_ERR_ARG;
+        if (c->failure_rate_ppm && c->degrade_ppm >= c->failure_rate_ppm) return SG_ERR_ARG;
+        if (c->sev_n < 1 || c->sev_n > SG_BR_MAX_LEVELS) return SG_ERR_ARG;
+        for (uint32_t i = 0; i < c->sev_n; i++)
+            if (c->sev_p32[i] > SG_BR_P32_ONE) return SG_ERR_ARG;
+    }
     return SG_OK;
 }
 
@@ -175,6 +182,7 @@ static uint64_t poll(sg_breaker *b, uint64_t *now) {
             if (get_now(b, now) < phase_ms(b, s, now) * MS + c->probe_timeout_ns) return s;
             ns = mk(SG_BR_HALF_OPEN, g + 1, 0, 0, SG_BR_CONSEC(s)); /* restart the round */
         } else if (st == SG_BR_DEGRADED) {
+            if (SG_BR_SUCC(s)) return s; /* degraded by severity: left by results, not by time */
             if (get_now(b, now) < phase_ms(b, s, now) * MS + (uint64_t)c->nlevels * c->level_ns) return s;
             ns = mk(SG_BR_CLOSED, g + 1, 0, 0, 0);
         } else {
@@ -390,6 +398,17 @@ uint64_t sg_br_enter(sg_breaker *b, uint64_t now, uint64_t *rng, sg_br_result *o
                 goto reject;
             }
         case SG_BR_DEGRADED: {
+            if (SG_BR_SUCC(s)) { /* by severity: the level's fraction, judged again by each result */
+                unsigned lv = SG_BR_SUCC(s) <= c->sev_n ? SG_BR_SUCC(s) : c->sev_n;
+                if (draw(rng) < c->sev_p32[lv - 1]) {
+                    ticket = SG_BR_T_ADMITTED | g;
+                    goto admitted;
+                }
+                get_now(b, &now);
+                out->retry_ns = c->bucket_ns - now % c->bucket_ns; /* the window moves then */
+                out->reason = SG_BR_REJ_DEGRADED;
+                goto reject;
+            }
             uint64_t t0 = phase_ms(b, s, &now) * MS, el = get_now(b, &now) > t0 ? now - t0 : 0;
             uint64_t lvl = el / c->level_ns;
             if (lvl >= c->nlevels) lvl = c->nlevels ? c->nlevels - 1 : 0;
@@ -459,6 +478,41 @@ static int should_trip(sg_breaker *b, uint64_t g, uint64_t now, int failed) {
     return 0;
 }
 
+/* The severity level the window says for a breaker at level cur (0: closed): 0 below
+ * the degradation threshold (below recover_ppm once degraded), else 1 + how far the
+ * failure rate is from the threshold to the trip rate, in sev_n equal steps.  Too few
+ * calls to judge keep cur. */
+static unsigned severity(const sg_br_config *c, const sg_br_window *w, unsigned cur) {
+    if (w->calls < c->minimum_calls || w->calls == 0) return cur;
+    uint64_t r = (uint64_t)(((u128)w->failures * 1000000) / w->calls); /* ppm, floor */
+    if (r < (cur ? c->recover_ppm : c->degrade_ppm)) return 0;
+    if (r < c->degrade_ppm) return 1; /* between recover and degrade: the lightest level */
+    uint64_t top = c->failure_rate_ppm ? c->failure_rate_ppm : 1000000;
+    uint64_t k = (uint64_t)(((u128)(r - c->degrade_ppm) * c->sev_n) / (top - c->degrade_ppm));
+    return (unsigned)(k < c->sev_n ? k + 1 : c->sev_n);
+}
+
+/* After a result in closed or severity-degraded state that did not trip: move between
+ * closed and the levels as the window says (same generation: the window goes on). */
+static uint64_t judge_severity(sg_breaker *b, uint64_t s, uint64_t g, uint64_t at, uint64_t *now) {
+    const sg_br_config *c = &b->c;
+    for (;;) {
+        unsigned st = state_of(s), cur = st == SG_BR_DEGRADED ? SG_BR_SUCC(s) : 0;
+        if (SG_BR_GEN(s) != g || !(st == SG_BR_CLOSED || (st == SG_BR_DEGRADED && cur))) return s;
+        sg_br_window w;
+        (void)window_sums(b, g, at, &w);
+        unsigned lv = severity(c, &w, cur);
+        if (lv == cur) return s;
+        if (cur && lv) { /* another level: the state stays, no phase change */
+            uint64_t ns = mk(SG_BR_DEGRADED, g, 0, lv, SG_BR_CONSEC(s));
+            if (sg_cas(&b->st[0], &s, ns)) return ns;
+            continue;
+        }
+        uint64_t ns = lv ? mk(SG_BR_DEGRADED, g, 0, lv, SG_BR_CONSEC(s)) : mk(SG_BR_CLOSED, g, 0, 0, 0);
+        if (transition(b, &s, ns, now)) return ns;
+    }
+}
+
 /* real: now is 0 or a store-clock reading (not a caller's own clock) */
 static uint64_t br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t duration_ns, uint64_t now, int real) {
     const sg_br_config *c = &b->c;
@@ -508,7 +562,9 @@ static uint64_t br_exit(sg_breaker *b, uint64_t ticket, int outcome, uint64_t du
         if (r == BK_LATE) return s; /* outside any window now: changes nothing */
         if (failed) bk_add(b, i, 1, g, e);
         if (slow) bk_add(b, i, 2, g, e);
-        if (st == SG_BR_DISABLED || !should_trip(b, g, at, failed)) return s;
+        if (st == SG_BR_DISABLED) return s;
+        if (!should_trip(b, g, at, failed))
+            return c->degrade_ppm ? judge_severity(b, s, g, at, &now) : s;
         ns = mk(SG_BR_OPEN, g + 1, 0, 0, SG_BR_CONSEC(s) < 255 ? SG_BR_CONSEC(s) + 1 : 255);
         if (transition(b, &s, ns, &now)) return ns;
         return s; /* someone else moved it (gen changed): our trip is moot */

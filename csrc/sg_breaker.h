@@ -91,6 +91,14 @@ typedef struct {
     uint32_t nlevels;           /* degraded levels after half-open (0 = none) */
     uint64_t level_p32[SG_BR_MAX_LEVELS]; /* admit probability per level */
     uint64_t level_ns;          /* time spent in each level */
+    /* degradation by severity: closed -> degraded when the window's failure rate reaches
+     * degrade_ppm (with minimum_calls), at a level 1..sev_n that grows with the rate up to
+     * the trip rate (failure_rate_ppm, else 100%); back to closed below recover_ppm.  In
+     * that state the state word's succ field holds the level (the recovery ramp's is 0). */
+    uint64_t degrade_ppm;       /* 0 = off; below failure_rate_ppm when that is set */
+    uint64_t recover_ppm;       /* <= degrade_ppm */
+    uint32_t sev_n;             /* levels, 1..3: light, medium, heavy */
+    uint64_t sev_p32[SG_BR_MAX_LEVELS]; /* admit probability per level */
     int adaptive;               /* Google SRE client throttling in closed state */
     uint64_t adaptive_k_milli;  /* K x1000 */
     uint64_t adaptive_max_p32;  /* cap on the rejection probability */

@@ -22,13 +22,54 @@ static inline uint64_t gcra_tat(uint64_t now, uint64_t owed) {
     return p ? p : SG_PAYLOAD_MASK;
 }
 
+uint64_t sg_adaptive_interval(const uint64_t *w, uint64_t lo, uint64_t hi) {
+    uint64_t T = sg_load(w);
+    return T < lo ? lo : T > hi ? hi : T; /* 0 (never set) reads as the shortest */
+}
+
+/* A token bucket's emission interval: fixed, or an adaptive limiter's current one. */
+static inline uint64_t gcra_interval(const sg_rate *r) {
+    return r->adaptive ? sg_adaptive_interval(r->adaptive, r->interval_ns, r->interval_max_ns) : r->interval_ns;
+}
+
+static inline uint64_t interval_of(double rate, const sg_adaptive *a) {
+    double t = 1e9 / rate;
+    return t <= (double)a->interval_min_ns ? a->interval_min_ns
+         : t >= (double)a->interval_max_ns ? a->interval_max_ns
+         : (uint64_t)t;
+}
+
+uint64_t sg_adaptive_feedback(uint64_t *w, const sg_adaptive *a, int ok, uint64_t now) {
+    if (!ok) { /* one cut per cooldown, host-wide: claim it on w[1] first */
+        uint64_t last = sg_load(&w[1]);
+        for (;;) {
+            if (last && (now < last || now - last < a->cooldown_ns))
+                return sg_adaptive_interval(&w[0], a->interval_min_ns, a->interval_max_ns);
+            if (sg_cas(&w[1], &last, now ? now : 1)) break;
+        }
+    }
+    for (int attempt = 0; attempt < 100000; attempt++) {
+        uint64_t old = sg_load(&w[0]);
+        double rate = 1e9 / (double)sg_adaptive_interval(&old, a->interval_min_ns, a->interval_max_ns);
+        uint64_t next = interval_of(ok ? rate + a->increase / rate : rate * a->decrease, a);
+        if (next == old || sg_cas(&w[0], &old, next)) return next;
+    }
+    return sg_adaptive_interval(&w[0], a->interval_min_ns, a->interval_max_ns);
+}
+
+/* tau, the bucket's depth in ns, is limit intervals at the fastest rate: an adaptive
+ * bucket holds the same time whatever its rate, so fewer calls at a slower one, and a
+ * cut never frees calls (a key's debt is time, and the time it may owe stays).  The
+ * rate's validation keeps one call admissible at the slowest (limit * interval_ns >=
+ * interval_max_ns). */
 static uint64_t gcra_step(const sg_rate *r, uint64_t tat, uint64_t cost, uint64_t now, int consume,
                           sg_decision *d) {
-    uint64_t T = r->interval_ns, tau = r->limit * T;
+    uint64_t T = gcra_interval(r), tau = r->limit * r->interval_ns;
     uint64_t used = gcra_owed(tat, now); /* time already owed */
     if (used > tau) used = tau; /* garbage payloads: clamp instead of wrapping */
     d->limit = r->limit;
-    if (cost > r->limit) { /* can never be admitted; also keeps cost * T from overflowing */
+    /* never admitted (at this rate); cost <= limit first keeps cost * T from overflowing */
+    if (cost > r->limit || cost * T > tau) {
         d->allowed = 0;
         d->remaining = (tau - used) / T;
         d->retry_after_ns = UINT64_MAX;
@@ -177,7 +218,7 @@ static uint64_t step(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t *at, 
  * before, which another process has since replaced; giving back to the later window
  * would then admit more than its limit.  Callers pass the time step decided at. */
 static uint64_t gcra_refund(const sg_rate *r, uint64_t p, uint64_t cost, uint64_t now) {
-    uint64_t back = cost > r->limit ? UINT64_MAX : cost * r->interval_ns, owed = gcra_owed(p, now);
+    uint64_t back = cost > r->limit ? UINT64_MAX : cost * gcra_interval(r), owed = gcra_owed(p, now);
     return gcra_tat(now, owed > back ? owed - back : 0);
 }
 
@@ -202,7 +243,7 @@ static int gcra_idle(uint64_t param, uint64_t payload, uint64_t now) {
 static int window_idle(uint32_t algo, uint64_t param, uint64_t payload, uint64_t now) {
     if (param == 0 || param > (1ULL << 40)) return payload == 0; /* garbage: only a fresh word */
     if (payload == 0) return 1; /* fresh: no window at all (see window_of) */
-    sg_rate r = {algo, 1, param * 1000000ULL, 0};
+    sg_rate r = {.algo = algo, .limit = 1, .period_ns = param * 1000000ULL};
     uint64_t prev = 0, cur, w = now / r.period_ns;
     uint64_t pidx = algo == SG_ALGO_FIXED ? FX_IDX(payload) : SL_IDX(payload);
     uint64_t a = (pidx - w) & (algo == SG_ALGO_FIXED ? 0xffffff : 0xffff);
@@ -221,7 +262,10 @@ static int sliding_idle(uint64_t param, uint64_t payload, uint64_t now) {
 }
 
 static int gcra_validate(const sg_rate *r) {
-    if (r->limit == 0 || r->interval_ns == 0 || r->limit > SG_GCRA_MAX_TAU / r->interval_ns) return SG_ERR_ARG;
+    uint64_t longest = r->adaptive ? r->interval_max_ns : r->interval_ns;
+    if (r->limit == 0 || r->interval_ns == 0 || longest < r->interval_ns) return SG_ERR_ARG;
+    if (r->limit > SG_GCRA_MAX_TAU / longest) return SG_ERR_ARG;
+    if (r->limit * r->interval_ns < longest) return SG_ERR_ARG; /* one call at the slowest rate */
     return SG_OK;
 }
 

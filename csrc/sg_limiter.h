@@ -16,8 +16,31 @@ typedef struct {
     uint32_t algo;
     uint64_t limit;       /* windows: calls per period; gcra: burst */
     uint64_t period_ns;   /* windows: whole milliseconds */
-    uint64_t interval_ns; /* gcra: emission interval, >= 1 */
+    uint64_t interval_ns; /* gcra: emission interval, >= 1 (adaptive: the shortest, at max_rate) */
+    /* gcra only, NULL otherwise: the adaptive limiter's shared word holding the current
+     * interval (sg_adaptive_feedback moves it), read at each decision and clamped to
+     * [interval_ns, interval_max_ns]; 0 (never set) reads as interval_ns */
+    const uint64_t *adaptive;
+    uint64_t interval_max_ns; /* adaptive: the longest interval, at min_rate */
 } sg_rate;
+
+/* The AIMD rule of an adaptive limiter (one per limiter, in the process). */
+typedef struct {
+    uint64_t interval_min_ns, interval_max_ns; /* at max_rate, at min_rate */
+    double increase;                           /* tokens/s gained per second of successes at full rate */
+    double decrease;                           /* the rate's factor at a failure, in (0, 1) */
+    uint64_t cooldown_ns;                      /* at most one decrease per cooldown */
+} sg_adaptive;
+
+/* Feedback on one call of an adaptive limiter whose shared words are w[0] (the current
+ * interval, ns) and w[1] (the store time of the last decrease).  ok: the rate grows by
+ * increase / rate (so a second of successes at full rate adds `increase`, whatever the
+ * rate: feedback cannot inflate it faster than calls are admitted); failure: the rate
+ * is multiplied by decrease unless the last decrease is younger than cooldown.  One CAS
+ * per change; returns the interval after it. */
+uint64_t sg_adaptive_feedback(uint64_t *w, const sg_adaptive *a, int ok, uint64_t now);
+/* The current interval of w, clamped to a's range (0 reads as the shortest). */
+uint64_t sg_adaptive_interval(const uint64_t *w, uint64_t interval_min_ns, uint64_t interval_max_ns);
 
 typedef struct {
     int allowed;

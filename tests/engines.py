@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from models_breaker import STATE_NAMES, BreakerModel
-from models_limiter import FixedWindowModel, GcraModel, MultiRateModel, SlidingWindowModel
+from models_limiter import AdaptiveModel, FixedWindowModel, GcraModel, MultiRateModel, SlidingWindowModel
 
 import sluicegate as sg
 from sluicegate import _core
@@ -63,10 +63,15 @@ class ModelLimiterEngine(_Watched):
         self.clock = clock
         self.shared = shared
 
-    def configure(self, name: str, specs: list[tuple[int, int, int, int]]) -> None:
-        if self.shared.get("specs") != specs:  # the model keeps no state across a new rate
-            models = [_rate_model(*spec) for spec in specs]
-            self.shared.update(specs=specs, model=models[0] if len(models) == 1 else MultiRateModel(models))
+    def configure(self, name: str, specs: list[tuple[int, int, int, int]],
+                  adaptive: tuple[int, int, float, float, int] | None = None) -> None:
+        if self.shared.get("specs") != (specs, adaptive):  # the model keeps no state across a new rate
+            if adaptive is not None:
+                model: Any = AdaptiveModel(specs[0][1], *adaptive)
+            else:
+                models = [_rate_model(*spec) for spec in specs]
+                model = models[0] if len(models) == 1 else MultiRateModel(models)
+            self.shared.update(specs=(specs, adaptive), model=model)
         self.shared.setdefault("counts", [0, 0])
         self.max_cost = min(limit for _, limit, _, _ in specs)
 
@@ -113,6 +118,17 @@ class ModelLimiterEngine(_Watched):
 
     def refund_time(self) -> int:
         return self.clock()
+
+    def feedback(self, ok: bool, now: int = 0) -> int:
+        self.sync()
+        if not isinstance(self.model, AdaptiveModel):
+            raise sg.ConfigError("feedback() applies to an adaptive limiter (algorithm='adaptive')")
+        return int(self.model.feedback(ok, now or self.clock()))
+
+    def interval_ns(self) -> int:
+        self.sync()
+        m = self.model
+        return m.interval if isinstance(m, AdaptiveModel) else m.T if isinstance(m, GcraModel) else 0
 
     def now_ns(self) -> int:
         return self.clock()
@@ -201,6 +217,9 @@ class ModelBreakerEngine(_Watched):
         if m.state != 1:
             return 0
         return max(0, m.phase_ns() + m.open_ns(m.consec, m.gen) - now)
+
+    def degradation(self, now: int = 0) -> tuple[str, int, float] | None:
+        return self._m().degradation(now or self.clock())
 
     def set_faults(self, reject_p32: int, fail_p32: int, latency_p32: int, latency_ns: int) -> None:
         self._m().fault = [reject_p32, fail_p32, latency_p32, latency_ns]

@@ -154,11 +154,29 @@ class BreakerModel:
                     return
                 self.move(HALF_OPEN, self.consec, now)  # restart the round: not a state change
             elif self.state == DEGRADED:
+                if self.succ:  # degraded by severity: left by results, not by time
+                    return
                 if now < self.phase_ns() + len(c["levels_p32"]) * c["level_ns"]:
                     return
                 self.move(CLOSED, 0, now)
             else:
                 return
+
+    def degradation(self, now: int) -> tuple[str, int, float] | None:
+        """(cause, level 1 light .. 3 heavy, admitted) while degraded, else None."""
+        c = self.cfg
+        self.poll(now)
+        if self.state != DEGRADED:
+            return None
+        if self.succ:
+            sev = c["severity_p32"]
+            lv = min(self.succ, len(sev))
+            return ("severity", lv, sev[lv - 1] / 2**32)
+        levels = c["levels_p32"]
+        if not levels:
+            return ("recovery", 1, 1.0)
+        step = min(max(0, now - self.phase_ns()) // c["level_ns"], len(levels) - 1)
+        return ("recovery", len(levels) - step, levels[step] / 2**32)
 
     def state_at(self, now: int) -> str:
         self.poll(now)
@@ -191,6 +209,11 @@ class BreakerModel:
                 return self._admitted(T_ADMITTED | T_PROBE | g)
             end = self.phase_ns() + c["probe_timeout_ns"]
             return self._reject("half_open", max(0, end - now))
+        if self.state == DEGRADED and self.succ:
+            sev = c["severity_p32"]
+            if self.draw() < sev[min(self.succ, len(sev)) - 1]:
+                return self._admitted(T_ADMITTED | g)
+            return self._reject("degraded", c["bucket_ns"] - now % c["bucket_ns"])
         if self.state == DEGRADED:
             t0 = self.phase_ns()
             levels = c["levels_p32"]
@@ -280,6 +303,38 @@ class BreakerModel:
             return
         if self.should_trip(now, failed):
             self.move(OPEN, self.consec + 1, now)
+        elif c.get("degrade_ppm") and (self.state == CLOSED or self.succ):
+            self.judge_severity(now)
+
+    def severity(self, now: int, cur: int) -> int:
+        """The level the window says (0: closed); too few calls keep cur."""
+        c = self.cfg
+        calls, failures, _, _ = self.window(now)
+        if calls < c["minimum_calls"] or calls == 0:
+            return cur
+        r = failures * 1_000_000 // calls
+        if r < (c["recover_ppm"] if cur else c["degrade_ppm"]):
+            return 0
+        if r < c["degrade_ppm"]:
+            return 1
+        n = len(c["severity_p32"])
+        top = c["failure_rate_ppm"] or 1_000_000
+        return min((r - c["degrade_ppm"]) * n // (top - c["degrade_ppm"]) + 1, n)
+
+    def judge_severity(self, now: int) -> None:
+        """Closed <-> degraded levels, in the same generation (the window goes on)."""
+        cur = self.succ if self.state == DEGRADED else 0
+        lv = self.severity(now, cur)
+        if lv == cur:
+            return
+        if cur and lv:
+            self.succ = lv
+            return
+        self.transitions += 1
+        self.state, self.succ = (DEGRADED, lv) if lv else (CLOSED, 0)
+        if not lv:
+            self.consec = 0
+        self.phase_gen, self.phase_ms = self.gen, now // MS
 
     # ---- admin ------------------------------------------------------------------------
     def set_state(self, name: str, clear: bool, now: int) -> None:

@@ -72,6 +72,48 @@ class GcraModel:
         self.tat.pop(key, None)
 
 
+class AdaptiveModel:
+    """An adaptive token bucket: GCRA whose interval moves by AIMD on feedback, as
+    sg_adaptive_feedback computes it (the same float steps, truncated to whole ns)."""
+
+    def __init__(self, burst: int, interval_min: int, interval_max: int, increase: float, decrease: float,
+                 cooldown_ns: int) -> None:
+        self.gcra = GcraModel(burst, interval_min)  # tau stays burst * interval_min: the same time
+        self.lo, self.hi, self.increase, self.decrease, self.cooldown = (
+            interval_min, interval_max, increase, decrease, cooldown_ns)
+        self.last_cut = 0
+
+    @property
+    def interval(self) -> int:
+        return self.gcra.T
+
+    def _set(self, rate: float) -> None:
+        t = 1e9 / rate
+        self.gcra.T = self.lo if t <= self.lo else self.hi if t >= self.hi else int(t)
+
+    def feedback(self, ok: bool, now: int) -> int:
+        rate = 1e9 / self.gcra.T
+        if ok:
+            self._set(rate + self.increase / rate)
+        elif not (self.last_cut and (now < self.last_cut or now - self.last_cut < self.cooldown)):
+            self.last_cut = now or 1
+            self._set(rate * self.decrease)
+        return self.gcra.T
+
+    def decide(self, key: str, cost: int, now: int, consume: bool) -> MDecision:
+        g = self.gcra
+        if cost * g.T > g.tau:  # never admitted at this rate
+            used = g._used(key, now)
+            return MDecision(False, g.burst, (g.tau - used) // g.T, -1, used)
+        return g.decide(key, cost, now, consume)
+
+    def refund(self, key: str, cost: int, now: int) -> None:
+        self.gcra.refund(key, cost, now)
+
+    def reset(self, key: str) -> None:
+        self.gcra.reset(key)
+
+
 class FixedWindowModel:
     """Fixed window: (window number, count) per key."""
 

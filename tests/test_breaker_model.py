@@ -48,6 +48,8 @@ configs = st.fixed_dictionaries(
         "adaptive": st.booleans(),
         "adaptive_k": st.sampled_from([1.0, 2.0]),
         "adaptive_max_reject": st.sampled_from([0.5, 0.9, 1.0]),
+        "degradation_threshold": st.sampled_from([None, None, 0.1, 0.2]),
+        "degradation_levels": st.sampled_from([(0.75, 0.5, 0.25), (0.5,), (0.9, 0.1)]),
         "seed": st.integers(0, 2**32),
     }
 )
@@ -244,3 +246,23 @@ def test_open_duration_matches_model(consec):
         assert got == model.open_ns(consec, gen)
         base = min(10**9 * 2 ** (consec - 1), 10 * 10**9)
         assert base * 0.9 - 1 <= got <= base * 1.1 + 1
+
+
+def test_degradation_readings_match_the_model():
+    """br.degradation (the engine's reading) against the model's, through a degradation."""
+    store = sg.SharedStore(capacity=64)
+    try:
+        br = sg.CircuitBreaker("deg", store=store, failure_threshold=None, failure_rate=0.5, minimum_calls=4,
+                               degradation_threshold=0.2, seed=9)
+        model = BreakerModel(dict(br._config), br.rng_state)
+        now = START_NS
+        for outcome in (0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0):
+            got, want = br.try_enter(now), model.enter(now)
+            assert got == want
+            if got:
+                br.report(got, outcome, 0, now)
+                model.exit(got, outcome, 0, now)
+            assert br._engine.degradation(now) == model.degradation(now)
+            now += 7 * MS
+    finally:
+        store.close()

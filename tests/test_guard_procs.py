@@ -60,3 +60,18 @@ def test_control_private_guards_count_only_their_own_process(store, store_name, 
     assert not [p for p in store.policies() if p.kind == "guard"]  # nothing to read host-wide
     assert store.counter("counted-only-own").value == WORKERS  # each saw CALLS, not CALLS * WORKERS
     assert store.counter("seen-ok").value == CALLS * WORKERS // 2  # (the limiter is shared all the same)
+
+
+def test_the_exporters_read_a_guard_s_counts_from_the_store(store):
+    from sluicegate import metrics
+
+    g = sg.Guard("exp", breaker=sg.CircuitBreaker("exp", failure_threshold=100, store=store),
+                 fallback="fb", store=store)
+    g.call(lambda: 1)
+    g.call(lambda: 1 / 0)
+    got = {(n, tuple(sorted(lab.items()))): v for n, lab, v in metrics.samples(metrics.read(store))
+           if n.startswith("sluicegate_guard")}
+    base = (("policy", "exp"), ("store", metrics.Reader([store]).labels[0]))
+    assert got[("sluicegate_guard_calls", tuple(sorted((*base, ("outcome", "success")))))] == 1
+    assert got[("sluicegate_guard_calls", tuple(sorted((*base, ("outcome", "failure")))))] == 1
+    assert got[("sluicegate_guard_fallbacks", tuple(sorted(base)))] == 1

@@ -14,7 +14,7 @@ except ImportError as exc:  # no silent slow path: the C core is the product
     ) from exc
 
 from .async_pool import AsyncLease, AsyncPool
-from .breaker import BreakerToken, CircuitBreaker
+from .breaker import BreakerToken, CircuitBreaker, Degradation
 from .concurrency import ConcurrencyLimiter, Permit
 from .config import Config, Reloaded, load_config
 from .counter import Counter
@@ -97,6 +97,7 @@ __all__ = [
     "MemoryPressure",
     "CircuitBreaker",
     "BreakerToken",
+    "Degradation",
     "PoolExhausted",
     "PoolTimeout",
     "ConcurrencyLimitExceeded",

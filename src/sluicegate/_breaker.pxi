@@ -137,6 +137,12 @@ cdef class BreakerEngine:
         for i in range(SG_BR_MAX_LEVELS):
             c.level_p32[i] = levels[i] if i < len(levels) else 0
         c.level_ns = cfg["level_ns"]
+        cdef list sev = list(cfg.get("severity_p32", ()))
+        c.degrade_ppm = cfg.get("degrade_ppm", 0)
+        c.recover_ppm = cfg.get("recover_ppm", 0)
+        c.sev_n = len(sev)
+        for i in range(SG_BR_MAX_LEVELS):
+            c.sev_p32[i] = sev[i] if i < len(sev) else 0
         c.adaptive = 1 if cfg["adaptive"] else 0
         c.adaptive_k_milli = cfg["adaptive_k_milli"]
         c.adaptive_max_p32 = cfg["adaptive_max_p32"]
@@ -418,6 +424,33 @@ cdef class BreakerEngine:
             return 0
         until = sg_br_phase_ns(&self.b, s, now) + sg_br_open_ns(&self.b.c, (s >> 43) & 0xff, (s >> 3) & 0xffffff)
         return until - now if until > now else 0
+
+    def degradation(self, uint64_t now=0):
+        """(cause, level, admitted) of a degraded breaker: cause "severity" (entered from
+        closed by its failure rate) or "recovery" (the ramp after half-open); level 1
+        light, 2 medium, 3 heavy (a ramp's last step is light); admitted the fraction.
+        None when the breaker is not degraded."""
+        cdef uint64_t s, t0, step
+        cdef unsigned lv, n
+        self._live()
+        if now == 0:
+            now = sg_store_now(&self.tbl.t)
+        s = sg_br_poll(&self.b, now)
+        if (s & 7) != SG_BR_DEGRADED:
+            return None
+        lv = (s >> 35) & 0xff
+        if lv:
+            if lv > self.b.c.sev_n:
+                lv = self.b.c.sev_n
+            return ("severity", lv, self.b.c.sev_p32[lv - 1] / 4294967296.0)
+        n = self.b.c.nlevels
+        if n == 0:
+            return ("recovery", 1, 1.0)
+        t0 = sg_br_phase_ns(&self.b, s, now)
+        step = (now - t0) // self.b.c.level_ns if now > t0 else 0
+        if step >= n:
+            step = n - 1
+        return ("recovery", n - <unsigned>step, self.b.c.level_p32[step] / 4294967296.0)
 
     def set_faults(self, uint64_t reject_p32, uint64_t fail_p32, uint64_t latency_p32, uint64_t latency_ns):
         self._live()

@@ -46,6 +46,10 @@ cdef extern from "sg_breaker.h" nogil:
         uint32_t nlevels
         uint64_t level_p32[3]
         uint64_t level_ns
+        uint64_t degrade_ppm
+        uint64_t recover_ppm
+        uint32_t sev_n
+        uint64_t sev_p32[3]
         int adaptive
         uint64_t adaptive_k_milli
         uint64_t adaptive_max_p32

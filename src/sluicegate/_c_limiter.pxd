@@ -13,12 +13,23 @@ cdef extern from "sg_limiter.h" nogil:
         uint64_t limit
         uint64_t period_ns
         uint64_t interval_ns
+        const uint64_t *adaptive
+        uint64_t interval_max_ns
+
+    ctypedef struct sg_adaptive:
+        uint64_t interval_min_ns
+        uint64_t interval_max_ns
+        double increase
+        double decrease
+        uint64_t cooldown_ns
 
     ctypedef struct sg_decision:
         int allowed
         uint64_t limit, remaining, retry_after_ns, reset_after_ns
 
     int sg_rate_validate(const sg_rate *r)
+    uint64_t sg_adaptive_feedback(uint64_t *w, const sg_adaptive *a, int ok, uint64_t now)
+    uint64_t sg_adaptive_interval(const uint64_t *w, uint64_t interval_min_ns, uint64_t interval_max_ns)
     int sg_rate_apply(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now, int consume,
                       sg_decision *out)
     int sg_rate_refund(sg_table *t, sg_hash128 h, const sg_rate *r, uint64_t cost, uint64_t now)

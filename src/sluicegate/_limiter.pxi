@@ -154,6 +154,8 @@ cdef class LimiterEngine:
     cdef uint64_t *_stat_w
     cdef int _stat_gen
     cdef str _cname
+    cdef uint64_t *_aw  # an adaptive limiter's shared words (current interval, last cut), else NULL
+    cdef sg_adaptive _adapt
     # the directory entry's version word, loaded once per decision (see directory.py)
     cdef uint64_t *_ver
     cdef uint64_t _seen
@@ -182,14 +184,24 @@ cdef class LimiterEngine:
         free(self._seeds)
         free(self._hbuf)
 
-    def configure(self, str name, list specs):
-        """specs: [(algo, limit, period_ns, interval_ns), ...] already validated in Python."""
+    def configure(self, str name, list specs, tuple adaptive=None):
+        """specs: [(algo, limit, period_ns, interval_ns), ...] already validated in Python.
+        adaptive: None, or (interval_min_ns, interval_max_ns, increase, decrease,
+        cooldown_ns) for one token bucket whose interval moves between the two by AIMD
+        (feedback()), kept in the store so that every process decides with the same one."""
         cdef Table tbl = self._tbl
         cdef int n = len(specs), i
         cdef sg_rate r
+        cdef uint64_t *aw = NULL
         if n < 1 or n > 64:
             raise _ConfigError(f"rate must give between 1 and 64 rates, got {n}")
         tbl.check()
+        if adaptive is not None:
+            if n != 1 or specs[0][0] != SG_ALGO_GCRA:
+                raise _ConfigError("an adaptive limiter is one token bucket (one rate)")
+            aw = tbl.permanent_words(SG_NS_LIMITER, name, "adaptive")
+            self._adapt.interval_min_ns, self._adapt.interval_max_ns = adaptive[0], adaptive[1]
+            self._adapt.increase, self._adapt.decrease, self._adapt.cooldown_ns = adaptive[2], adaptive[3], adaptive[4]
         rates = <sg_rate *>calloc(n, sizeof(sg_rate))
         seeds = <uint64_t *>calloc(n, sizeof(uint64_t))
         hbuf = <sg_hash128 *>calloc(n, sizeof(sg_hash128))
@@ -203,6 +215,8 @@ cdef class LimiterEngine:
             r.limit = limit
             r.period_ns = period_ns
             r.interval_ns = interval_ns
+            r.adaptive = aw
+            r.interval_max_ns = self._adapt.interval_max_ns if aw != NULL else interval_ns
             if sg_rate_validate(&r) != SG_OK:
                 free(rates); free(seeds); free(hbuf)
                 raise _ConfigError(f"rate {i} ({specs[i]!r}) is out of the range the core supports")
@@ -221,8 +235,25 @@ cdef class LimiterEngine:
         self._rates, self._seeds, self._hbuf, self._n = rates, seeds, hbuf, n
         self._max_cost = maxc
         self._cname = name
+        self._aw = aw
         self._stat_w = NULL
         self._restripe()
+
+    def feedback(self, bint ok, uint64_t now=0):
+        """An adaptive limiter's AIMD step (see sg_adaptive_feedback): the interval in ns
+        after it.  now: store time (0 = the store clock), for the decrease's cooldown."""
+        if self._aw == NULL:
+            raise _ConfigError("feedback() applies to an adaptive limiter (algorithm='adaptive')")
+        self._tbl.check()
+        return sg_adaptive_feedback(self._aw, &self._adapt, ok, now or sg_store_now(&self._tbl.t))
+
+    def interval_ns(self):
+        """The current emission interval in ns (an adaptive limiter's shared one, else the
+        first rate's)."""
+        self._tbl.check()
+        if self._aw != NULL:
+            return sg_adaptive_interval(self._aw, self._adapt.interval_min_ns, self._adapt.interval_max_ns)
+        return self._rates[0].interval_ns
 
     cdef int _restripe(self) except -1:
         self._stat_gen = _fork_gen

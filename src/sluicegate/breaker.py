@@ -17,7 +17,7 @@ import os
 import weakref
 from collections.abc import Awaitable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Callable, TypeVar, Union
+from typing import Any, Callable, NamedTuple, TypeVar, Union
 
 from . import _core
 from ._forks import after_fork_in_child
@@ -30,9 +30,22 @@ __all__ = ["STATES", "BreakerToken", "CircuitBreaker"]
 
 STATES = ("closed", "open", "half_open", "degraded", "forced_open", "disabled")
 DEFAULT_DEGRADED_LEVELS = (0.25, 0.5, 0.75)  # heavy, medium, light: admitted fraction
+# degradation by severity: the fraction admitted at each level, light, medium, heavy
+DEFAULT_DEGRADATION_LEVELS = (0.75, 0.5, 0.25)
+LEVEL_NAMES = ("light", "medium", "heavy")
 MAX_SECONDS = 1_000_000.0  # ~11.6 days: the longest duration any option accepts
 
 BreakerToken = _core.BreakerToken
+
+
+class Degradation(NamedTuple):
+    """How a degraded breaker sheds load: level "light", "medium" or "heavy", the fraction
+    of calls it admits, and why: "severity" (its failure rate crossed
+    degradation_threshold while closed) or "recovery" (the ramp after half-open)."""
+
+    level: str
+    admitted: float
+    cause: str
 Listener = Callable[["CircuitBreaker", str, str], Any]
 ExcTypes = Union[type, Sequence[type]]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,6 +96,7 @@ SHARED_OPTIONS = (
     "failure_threshold", "window", "reset_timeout", "failure_rate", "minimum_calls", "slow_call_duration",
     "slow_call_rate", "half_open_calls", "probe_timeout", "backoff_multiplier", "max_reset_timeout", "jitter",
     "degraded", "degraded_step", "adaptive", "adaptive_k", "adaptive_max_reject", "buckets", "histogram",
+    "degradation_threshold", "degradation_levels",
 )
 _DEFAULTS: dict[str, Any] = {}  # filled from CircuitBreaker.__init__'s signature below
 
@@ -94,8 +108,9 @@ def _breaker_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown circuit breaker option(s): {', '.join(sorted(unknown))}")
     out = {**_DEFAULTS, **cfg}
-    if isinstance(out["degraded"], (list, tuple)):
-        out["degraded"] = list(out["degraded"])
+    for k in ("degraded", "degradation_levels"):
+        if isinstance(out[k], (list, tuple)):
+            out[k] = list(out[k])
     CircuitBreaker._build_config("x", **out)  # raises ConfigError naming the option
     return out
 
@@ -151,6 +166,8 @@ class CircuitBreaker(Policy, _core.BreakerFront):
         adaptive: bool = False,
         adaptive_k: float = 2.0,
         adaptive_max_reject: float = 0.9,
+        degradation_threshold: float | None = None,
+        degradation_levels: Sequence[float] = DEFAULT_DEGRADATION_LEVELS,
         record: ExcTypes = (Exception,),
         ignore: ExcTypes = (),
         is_failure: Callable[[BaseException], bool] | None = None,
@@ -233,6 +250,8 @@ class CircuitBreaker(Policy, _core.BreakerFront):
         adaptive_max_reject: float,
         buckets: int,
         histogram: bool | None = None,
+        degradation_threshold: float | None = None,
+        degradation_levels: Sequence[float] = DEFAULT_DEGRADATION_LEVELS,
         **_: Any,
     ) -> dict[str, Any]:
         nbuckets = _int("buckets", buckets, 1, 64)
@@ -279,6 +298,23 @@ class CircuitBreaker(Policy, _core.BreakerFront):
         max_rej = _fraction("adaptive_max_reject", adaptive_max_reject)
         if histogram is not None and not isinstance(histogram, bool):
             raise ConfigError(f"histogram must be a bool or None, got {histogram!r}")
+        degrade = 0.0
+        if degradation_threshold is not None:
+            degrade = _fraction("degradation_threshold", degradation_threshold, allow_zero=False, allow_one=False)
+            if rate and degrade >= rate:
+                raise ConfigError(f"degradation_threshold must be below failure_rate ({rate:g}): the breaker "
+                                  f"degrades before it trips, got {degradation_threshold!r}")
+        try:
+            sev = tuple(degradation_levels)
+        except TypeError:
+            raise ConfigError(f"degradation_levels must be 1 to 3 fractions admitted (light, medium, heavy), "
+                              f"got {degradation_levels!r}") from None
+        if not 1 <= len(sev) <= 3:
+            raise ConfigError(f"degradation_levels takes 1 to 3 fractions (light, medium, heavy), got {sev!r}")
+        sev = tuple(_fraction("degradation_levels", lv, allow_zero=False) for lv in sev)
+        if list(sev) != sorted(sev, reverse=True):
+            raise ConfigError(f"degradation_levels must admit less at each level (light >= medium >= heavy), "
+                              f"got {sev!r}")
         return {
             "nbuckets": nbuckets,
             "bucket_ns": window_ns // nbuckets,
@@ -302,6 +338,10 @@ class CircuitBreaker(Policy, _core.BreakerFront):
             # None: on when calls are timed anyway (slow_call_duration), where it costs one
             # fetch-add more; True costs two reads of the fast clock per call besides
             "histogram": bool(slow_ns) if histogram is None else histogram,
+            # degradation by severity: in at the threshold, out below 3/4 of it (hysteresis)
+            "degrade_ppm": round(degrade * 1e6),
+            "recover_ppm": round(degrade * 0.75 * 1e6),
+            "severity_p32": [_p32(lv) for lv in sev] if degrade else [],
         }
 
     # ---- state and control --------------------------------------------------
@@ -309,6 +349,15 @@ class CircuitBreaker(Policy, _core.BreakerFront):
     def state(self) -> str:
         """'closed', 'open', 'half_open', 'degraded', 'forced_open' or 'disabled'."""
         return str(self.state_at())
+
+    @property
+    def degradation(self) -> Degradation | None:
+        """None unless the breaker is degraded; then its level and admitted fraction."""
+        got = self._engine.degradation(0)
+        if got is None:
+            return None
+        cause, level, admitted = got
+        return Degradation(LEVEL_NAMES[min(int(level), 3) - 1], float(admitted), str(cause))
 
     @property
     def store(self) -> SharedStore:
@@ -351,7 +400,12 @@ class CircuitBreaker(Policy, _core.BreakerFront):
             "window_slow_calls": w_slow,
             "failure_rate": (w_failures / w_calls) if w_calls else 0.0,
             "slow_call_rate": (w_slow / w_calls) if w_calls else 0.0,
+            **self._degradation_readings(),
         }
+
+    def _degradation_readings(self) -> dict[str, Any]:
+        d = self.degradation
+        return {"degradation": None if d is None else d.level, "admitted": 1.0 if d is None else d.admitted}
 
     # ---- fault injection (shared by every process; switch at runtime) -------
     def inject_faults(

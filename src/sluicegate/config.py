@@ -61,7 +61,8 @@ from .counter import Counter, _counter_config
 from .directory import Entry, effective
 from .errors import ConfigError, PolicyNotFound, SluicegateError, StoreNotFound
 from .guard import GUARD_OPTIONS, Guard, _guard_config
-from .limiter import RateLimiter, _limiter_config
+from .limiter import ADAPTIVE_OPTIONS, RateLimiter, _limiter_config
+from .limiter import _build as _build_limiter
 from .pool import POOL_OPTIONS as POOL_SHARED
 from .pool import Pool, _pool_config
 from .retry import Retry
@@ -102,7 +103,7 @@ class _Kind:
 _KINDS: dict[str, _Kind] = {
     k.table: k
     for k in (
-        _Kind("limiters", "limiter", ("rate", "burst", "algorithm"), (), _limiter_config),
+        _Kind("limiters", "limiter", ("rate", "burst", "algorithm", *ADAPTIVE_OPTIONS), (), _limiter_config),
         _Kind("breakers", "breaker", tuple(BREAKER_OPTIONS), ("record", "ignore"), _breaker_config),
         _Kind("caps", "cap", ("limit", "adaptive", "min_limit", "max_limit", "backoff", "slow_call"),
               ("drop_on",), _cap_config),
@@ -492,7 +493,7 @@ class Config:
     def _build(self, label: str, d: _Decl, code: dict[str, Any], local: dict[str, Any], st: SharedStore) -> Policy:
         try:
             if d.table == "limiters":
-                return RateLimiter(d.name, code["rate"], burst=code["burst"], algorithm=code["algorithm"], store=st)
+                return _build_limiter(st, d.name, code)
             if d.table == "breakers":
                 return CircuitBreaker(d.name, store=st, **code, **local)
             if d.table == "pools":

@@ -191,6 +191,9 @@ def _judge_breaker(st: Mapping[str, Any], before: Mapping[str, Any] | None, inte
     retry_after = st.get("retry_after")
     if state == "open" and isinstance(retry_after, (int, float)):
         why += f" (in {retry_after:.3g} s)"
+    level, admitted = st.get("degradation"), st.get("admitted")
+    if state == "degraded" and isinstance(level, str) and isinstance(admitted, (int, float)):
+        why += f" ({level}: {admitted:.0%} admitted)"
     return [(status, why)]
 
 

@@ -33,7 +33,11 @@ ALGORITHMS: dict[str, int] = {
     "gcra": _core.ALGO_GCRA,
     "fixed_window": _core.ALGO_FIXED,
     "sliding_window": _core.ALGO_SLIDING,
+    "adaptive": _core.ALGO_GCRA,  # a token bucket whose rate moves (ADAPTIVE_OPTIONS)
 }
+# the adaptive limiter's own options: the slowest rate, the additive step (tokens/s gained
+# per second of successes at full rate), the factor of a cut, and one cut per cooldown
+ADAPTIVE_OPTIONS = ("min_rate", "increase", "decrease", "cooldown")
 _CANONICAL = {_core.ALGO_GCRA: "token_bucket", _core.ALGO_FIXED: "fixed_window", _core.ALGO_SLIDING: "sliding_window"}
 
 
@@ -63,10 +67,50 @@ def _specs(rates: list[Rate], burst: int | None, algo: int) -> list[tuple[int, i
     return specs
 
 
+def _number(arg: str, value: object, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            (value > lo if lo_open else value >= lo) and value <= hi):
+        raise ConfigError(f"{arg} must be a number {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, got {value!r}")
+    return float(value)
+
+
+def _adaptive_config(cfg: dict[str, Any], rates: list[Rate]) -> dict[str, Any]:
+    """An adaptive limiter's own options, validated: {"min_rate": str, "increase": float,
+    "decrease": float, "cooldown": float}.  rate is the fastest (and the starting) rate."""
+    if len(rates) != 1:
+        raise ConfigError("an adaptive limiter takes one rate (its fastest); chain limiters for more")
+    top = rates[0]
+    mr = cfg.get("min_rate")
+    if mr is None:
+        low = Rate(top.limit, top.period * 10)  # a tenth of rate
+    elif isinstance(mr, (str, Rate)):
+        low = parse_rates(mr)[0]
+    else:
+        raise ConfigError(f"min_rate must be one rate such as '10/second', got {mr!r}")
+    max_per_s = top.limit / top.period
+    min_per_s = low.limit / low.period
+    if min_per_s > max_per_s:
+        raise ConfigError(f"min_rate ({low}) must not be faster than rate ({top})")
+    inc = cfg.get("increase")
+    increase = (max_per_s - min_per_s) / 10 if inc is None else _number("increase", inc, 0, 1e12, lo_open=True)
+    return {"min_rate": str(low), "increase": max(increase, 1e-9),
+            "decrease": _number("decrease", cfg.get("decrease", 0.5), 0, 1, lo_open=True),
+            "cooldown": _number("cooldown", cfg.get("cooldown", 1.0), 0, 3600)}
+
+
+def _adaptive_engine_args(rates: list[Rate], cfg: dict[str, Any]) -> tuple[int, int, float, float, int]:
+    """The core's AIMD rule: (interval_min_ns, interval_max_ns, increase, decrease, cooldown_ns)."""
+    top, low = rates[0], Rate.parse(cfg["min_rate"])
+    fastest = -(-top.period_ns // top.limit)  # ceil: never faster than the rate (as _specs)
+    slowest = max(fastest, -(-low.period_ns // low.limit))
+    return (fastest, slowest, float(cfg["increase"]), float(cfg["decrease"]), round(cfg["cooldown"] * 1e9))
+
+
 def _limiter_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The one validator of a limiter's shared configuration (code, override or file):
-    {"rate": [str, ...], "burst": int | None, "algorithm": canonical name}."""
-    unknown = set(cfg) - {"rate", "burst", "algorithm"}
+    {"rate": [str, ...], "burst": int | None, "algorithm": canonical name}, and for
+    "adaptive" its own options (ADAPTIVE_OPTIONS) besides."""
+    unknown = set(cfg) - {"rate", "burst", "algorithm", *ADAPTIVE_OPTIONS}
     if unknown:
         raise ConfigError(f"unknown rate limiter option(s): {', '.join(sorted(unknown))}")
     algorithm = cfg.get("algorithm", "token_bucket")
@@ -84,8 +128,24 @@ def _limiter_config(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"burst must be a positive int, got {burst!r}")
         if len(rates) != 1:
             raise ConfigError("burst applies to a single rate; give each rate its own limiter and chain them")
-    _specs(rates, burst, algo)  # the core's range checks
-    return {"rate": [str(r) for r in rates], "burst": burst, "algorithm": _CANONICAL[algo]}
+    given = [k for k in ADAPTIVE_OPTIONS if cfg.get(k) is not None]
+    if algorithm != "adaptive":
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to algorithm='adaptive' only, not to {algorithm!r}")
+        _specs(rates, burst, algo)  # the core's range checks
+        return {"rate": [str(r) for r in rates], "burst": burst, "algorithm": _CANONICAL[algo]}
+    own = _adaptive_config(cfg, rates)
+    fastest, slowest = _adaptive_engine_args(rates, own)[:2]
+    b = rates[0].limit if burst is None else burst
+    if b * fastest < slowest:
+        raise ConfigError(
+            f"burst {b} at rate {rates[0]} holds {b * fastest / 1e9:.3g}s of calls, less than one call at min_rate "
+            f"{own['min_rate']}: an adaptive bucket holds the same time at any rate; raise burst to at least "
+            f"{-(-slowest // fastest)} or min_rate")
+    if b * slowest >= _core.GCRA_MAX_TAU:
+        raise ConfigError(f"min_rate {own['min_rate']} with burst {b}: burst * interval must stay below 2**54 ns")
+    _specs(rates, burst, algo)
+    return {"rate": [str(r) for r in rates], "burst": burst, "algorithm": "adaptive", **own}
 
 
 def _check_timeout(timeout: float | None) -> float | None:
@@ -135,6 +195,13 @@ class RateLimiter(Policy, _core.LimiterFront):
     RateLimiter("api", "100/second", burst=200)
     RateLimiter("api", "1000/hour", algorithm="fixed_window")   # or "sliding_window"
     RateLimiter("api", ["10/second", "500/minute"])        several rates, all-or-nothing
+    RateLimiter("api", "100/second", algorithm="adaptive", min_rate="10/second")
+        a token bucket whose rate moves between min_rate and rate by AIMD on feedback(ok)
+        (increase: tokens/s gained per second of successes at full rate, default a tenth
+        of the range; decrease: the factor of a cut, 0.5; at most one cut per cooldown
+        seconds, 1.0), one rate for every process: the rate_now they all decide with.
+        The bucket holds burst/rate seconds of calls at any rate (fewer calls when
+        slower: a cut never frees any), so burst must hold one call at min_rate.
 
     allow(key, cost=1) -> bool, check(key, cost=1) -> Decision, peek(key) -> Decision,
     reset(key), refund(key, cost=1), allow_many(keys, cost=1) -> numpy bool array
@@ -156,12 +223,18 @@ class RateLimiter(Policy, _core.LimiterFront):
         burst: int | None = None,
         algorithm: str = "token_bucket",
         store: SharedStore | str | None = None,
+        min_rate: str | Rate | None = None,
+        increase: float | None = None,
+        decrease: float | None = None,
+        cooldown: float | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty str, got {name!r}")
         if "\x00" in name:
             raise ConfigError("name must not contain NUL")
-        code = _limiter_config({"rate": rate, "burst": burst, "algorithm": algorithm})
+        given = {k: v for k, v in (("min_rate", min_rate), ("increase", increase), ("decrease", decrease),
+                                   ("cooldown", cooldown)) if v is not None}
+        code = _limiter_config({"rate": rate, "burst": burst, "algorithm": algorithm, **given})
         st = resolve_store(store)
         self.name = name
         self.store = st
@@ -185,8 +258,10 @@ class RateLimiter(Policy, _core.LimiterFront):
         a new limit; a new period or algorithm starts the keys fresh."""
         rates = parse_rates(cfg["rate"])
         old = getattr(self, "algorithm", None)
-        self._engine.configure(self.name, _specs(rates, cfg["burst"], ALGORITHMS[cfg["algorithm"]]))
-        if old is not None and old != cfg["algorithm"]:
+        adaptive = _adaptive_engine_args(rates, cfg) if cfg["algorithm"] == "adaptive" else None
+        self._engine.configure(self.name, _specs(rates, cfg["burst"], ALGORITHMS[cfg["algorithm"]]), adaptive)
+        self.adaptive = adaptive is not None
+        if old is not None and old != cfg["algorithm"] and {old, cfg["algorithm"]} != {"token_bucket", "adaptive"}:
             _log.warning("rate limiter %r: algorithm changed from %s to %s; its keys start fresh",
                          self.name, old, cfg["algorithm"])
         self.rates = tuple(rates)
@@ -314,10 +389,30 @@ class RateLimiter(Policy, _core.LimiterFront):
         return decorate(func) if func is not None else decorate
 
     # -- stats, hierarchy, pickling ------------------------------------------------------------
+    # -- the adaptive limiter ----------------------------------------------------------------
+    adaptive: bool  # algorithm="adaptive": feedback() moves the rate (a Guard gives it each outcome)
+
+    def feedback(self, ok: bool) -> float:
+        """Tell an adaptive limiter how a call went: ok grows the shared rate additively, a
+        failure cuts it (once per cooldown, host-wide).  Returns rate_now."""
+        self._engine.sync()
+        return 1e9 / int(self._engine.feedback(bool(ok)))
+
+    @property
+    def rate_now(self) -> float:
+        """Calls per second now: an adaptive limiter's current rate (every process's), else
+        the (first) rate's."""
+        self._engine.sync()
+        return 1e9 / int(self._engine.interval_ns())
+
     def _readings(self) -> dict[str, Any]:
-        """Allowed and denied totals of this limiter, summed over every process."""
+        """Allowed and denied totals of this limiter, summed over every process (and an
+        adaptive limiter's rate_now, calls per second)."""
         allowed, denied = self._engine.counts()
-        return {"allowed": int(allowed), "denied": int(denied), "total": int(allowed + denied)}
+        out: dict[str, Any] = {"allowed": int(allowed), "denied": int(denied), "total": int(allowed + denied)}
+        if self.adaptive:
+            out["rate_now"] = self.rate_now
+        return out
 
     @staticmethod
     def chain(*limiters: RateLimiter) -> LimiterChain:
@@ -326,8 +421,7 @@ class RateLimiter(Policy, _core.LimiterFront):
         return LimiterChain(*limiters)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        c = self._code
-        return (_rebuild, (self.name, c["rate"], c["burst"], c["algorithm"], self.store))
+        return (_build, (self.store, self.name, self._code))
 
     def __repr__(self) -> str:
         rates = ", ".join(str(r) for r in self.rates)
@@ -335,12 +429,9 @@ class RateLimiter(Policy, _core.LimiterFront):
         return f"<RateLimiter {self.name!r} [{rates}]{burst} {self.algorithm}>"
 
 
-def _rebuild(name: str, rates: list[str], burst: int | None, algorithm: str, store: SharedStore) -> RateLimiter:
-    return RateLimiter(name, rates, burst=burst, algorithm=algorithm, store=store)
-
-
 def _build(store: SharedStore, name: str, code: dict[str, Any]) -> RateLimiter:
-    return RateLimiter(name, code["rate"], burst=code.get("burst"), algorithm=code["algorithm"], store=store)
+    own = {k: code[k] for k in ADAPTIVE_OPTIONS if code.get(k) is not None}
+    return RateLimiter(name, code["rate"], burst=code.get("burst"), algorithm=code["algorithm"], store=store, **own)
 
 
 BUILDERS["limiter"] = _build

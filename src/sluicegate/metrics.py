@@ -130,6 +130,18 @@ FAMILIES: dict[str, Family] = dict([
     _f("cap_wait", "sluicegate_cap_wait_seconds", HISTOGRAM,
        "Time a blocking acquire waited after finding the cap full (acquired_total minus this count "
        "found a permit at once)", "sluicegate.cap.wait", "s"),
+    # guard
+    _f("guard_calls", "sluicegate_guard_calls", COUNTER,
+       "Calls through the guard that ended, by how: success, failure (the call's own error or its "
+       "timeout), rejected (by a layer)", "sluicegate.guard.calls", "{call}", ("outcome",)),
+    _f("guard_rejections", "sluicegate_guard_rejections", COUNTER,
+       "Calls a layer of the guard refused, by layer", "sluicegate.guard.rejections", "{call}", ("layer",)),
+    _f("guard_timeouts", "sluicegate_guard_timeouts", COUNTER,
+       "Attempts that ran past the guard's timeout", "sluicegate.guard.timeouts", "{attempt}"),
+    _f("guard_retries", "sluicegate_guard_retries", COUNTER,
+       "Attempts after the first", "sluicegate.guard.retries", "{attempt}"),
+    _f("guard_fallbacks", "sluicegate_guard_fallbacks", COUNTER,
+       "Calls answered by the guard's fallback", "sluicegate.guard.fallbacks", "{call}"),
 ])
 
 
@@ -294,9 +306,26 @@ def _read_cap(st: _Store, store: SharedStore, name: str, updated: int, out: Read
     out.add("cap_wait", lab, _hist.read(store, "cap", name, _hist.WAIT) or _EMPTY)
 
 
+def _read_guard(st: _Store, store: SharedStore, name: str, updated: int, out: Reading) -> None:
+    from .guard import GuardCounts
+
+    c = GuardCounts(store, name).stats()
+    lab = (st.label, name)
+    out.add("guard_calls", (*lab, "success"), c["succeeded"])
+    out.add("guard_calls", (*lab, "failure"), c["failed"])
+    layers = ("memory", "limiter", "cap", "pool", "breaker")
+    out.add("guard_calls", (*lab, "rejected"), sum(c[f"rejected_{la}"] for la in layers))
+    for layer in layers:
+        out.add("guard_rejections", (*lab, layer), c[f"rejected_{layer}"])
+    out.add("guard_timeouts", lab, c["timeouts"])
+    out.add("guard_retries", lab, c["retries"])
+    out.add("guard_fallbacks", lab, c["fallbacks"])
+
+
 _EMPTY = _hist.HistogramReading(_hist.BOUNDS, (0,) * (len(_hist.BOUNDS) + 1), 0.0)
 
-KIND_READERS: dict[str, PolicyReader] = {"limiter": _read_limiter, "breaker": _read_breaker, "cap": _read_cap}
+KIND_READERS: dict[str, PolicyReader] = {"limiter": _read_limiter, "breaker": _read_breaker, "cap": _read_cap,
+                                         "guard": _read_guard}
 
 
 class Reader:

@@ -41,7 +41,8 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
 
 #include "harness.h"
 
-static const sg_rate HOT = {SG_ALGO_GCRA, 100, 0, 86400000000000ULL / 100}; /* no refill within the test */
+/* no refill within the test */
+static const sg_rate HOT = {.algo = SG_ALGO_GCRA, .limit = 100, .interval_ns = 86400000000000ULL / 100};
 
 /* a claim made 300 ms ago: what a stalled (or dead) claimer leaves behind */
 static uint64_t stale_claim_on_empty(sg_slot *s, int perm) {
@@ -273,7 +274,7 @@ static void scenario_full_but_dead_claim(void) {
  *    batch then needs a slot for a new key: the store is full of live keys, so it must
  *    report FULL; judging idleness by its old time, it reclaimed a key that was used
  *    in the current window, whose count was lost (that key then admits again). */
-static const sg_rate S7_VIC = {SG_ALGO_FIXED, 1, 20000000ULL, 0}; /* 1 per 20 ms */
+static const sg_rate S7_VIC = {.algo = SG_ALGO_FIXED, .limit = 1, .period_ns = 20000000ULL}; /* 1 per 20 ms */
 #define S7_NVIC 3
 static sg_hash128 s7_vic[S7_NVIC];
 static uint64_t s7_window; /* the victims' window (store time / period) */
@@ -351,7 +352,8 @@ static void scenario_room_before_eviction(void) {
  *    windows ahead of now's; sg_algo_idle read it as a live window "ahead", so a
  *    full store could not reuse the fresh key's slot and reported FULL. */
 static void scenario_fresh_key_idle_at_index_wrap(void) {
-    static const sg_rate FX = {SG_ALGO_FIXED, 5, 1000000ULL, 0}, SL = {SG_ALGO_SLIDING, 5, 1000000ULL, 0};
+    static const sg_rate FX = {.algo = SG_ALGO_FIXED, .limit = 5, .period_ns = 1000000ULL},
+                         SL = {.algo = SG_ALGO_SLIDING, .limit = 5, .period_ns = 1000000ULL};
     const sg_rate *rates[2] = {&FX, &SL};
     const uint64_t wrap[2] = {1ULL << 24, 1ULL << 16};
     for (int r = 0; r < 2; r++) {

@@ -8,6 +8,7 @@ out=${STRESS_OUT:-$(mktemp -d)}
 CC=${CC:-gcc}
 src=("$here/stress_table.c" "$root"/csrc/*.c)
 hsrc=("$here/hist_stress.c" "$root"/csrc/*.c) # the shared latency histograms
+asrc=("$here/adaptive_stress.c" "$root"/csrc/*.c) # the adaptive limiter's AIMD words
 # interleave_table.c includes sg_table.c itself, to replay stalled-process interleavings step by step
 isrc=("$here/interleave_table.c")
 for f in "$root"/csrc/*.c; do [[ $(basename "$f") == sg_table.c ]] || isrc+=("$f"); done
@@ -29,12 +30,16 @@ $CC "${common[@]}" -O2 -o "$out/interleave_breaker" "${bsrc[@]}"
 "$out/interleave_breaker"
 $CC "${common[@]}" -O2 -o "$out/hist" "${hsrc[@]}"
 "$out/hist"
+$CC "${common[@]}" -O2 -o "$out/adaptive" "${asrc[@]}"
+"$out/adaptive"
 
 echo "== C core under ThreadSanitizer"
 $CC "${common[@]}" -O1 -fsanitize=thread -o "$out/stress_tsan" "${src[@]}"
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "$out/stress_tsan"
 $CC "${common[@]}" -O1 -fsanitize=thread -o "$out/hist_tsan" "${hsrc[@]}"
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "$out/hist_tsan"
+$CC "${common[@]}" -O1 -fsanitize=thread -o "$out/adaptive_tsan" "${asrc[@]}"
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "$out/adaptive_tsan"
 
 echo "== C core under AddressSanitizer + UBSan"
 $CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
@@ -49,4 +54,7 @@ ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1
 $CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
     -o "$out/hist_asan" "${hsrc[@]}"
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" "$out/hist_asan"
+$CC "${common[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+    -o "$out/adaptive_asan" "${asrc[@]}"
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" "$out/adaptive_asan"
 echo "== C core: all sanitizer runs clean"

@@ -56,9 +56,9 @@ static void scenario_counters(void) {
 #define HOT_BUDGET 5000
 #define COLD_KEYS 20000
 static uint64_t admitted[HOT_KEYS];
-static const sg_rate HOT = {SG_ALGO_GCRA, HOT_BUDGET, 0, 86400000000000ULL / HOT_BUDGET}; /* no refill */
-static const sg_rate COLD = {SG_ALGO_GCRA, 1, 0, 1};                                      /* idle after 1 ns */
-static const sg_rate WIN = {SG_ALGO_FIXED, HOT_BUDGET, 86400000000000ULL, 0};
+static const sg_rate HOT = {.algo = SG_ALGO_GCRA, .limit = HOT_BUDGET, .interval_ns = 86400000000000ULL / HOT_BUDGET}; /* no refill */
+static const sg_rate COLD = {.algo = SG_ALGO_GCRA, .limit = 1, .interval_ns = 1}; /* idle after 1 ns */
+static const sg_rate WIN = {.algo = SG_ALGO_FIXED, .limit = HOT_BUDGET, .period_ns = 86400000000000ULL};
 
 typedef struct {
     int id;
