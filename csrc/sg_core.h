@@ -54,7 +54,7 @@ enum { /* namespaces: limiter "api" and breaker "api" never collide */
     SG_NS_BREAKER = 3,
     SG_NS_CONCURRENCY = 4,
     SG_NS_STATS = 5,
-    SG_NS_POOL = 6, /* a pool keeps no state in the store: the number names its directory kind */
+    SG_NS_POOL = 6, /* a named pool's host-wide counts (its resources are each process's own) */
     SG_NS_RETRY = 7, /* a retry budget's time buckets (retry.py) */
     SG_NS_GUARD = 8, /* a guard's host-wide counts (guard.py) */
 };
@@ -92,7 +92,7 @@ typedef struct sg_header {
     uint64_t high_water;   /* a store time already reached (sg_store_mark); 0 in old stores */
     uint64_t sweep_cursor; /* next slot the bounded sweep of a full store looks at (atomic) */
     uint64_t recount_ns;   /* store time of the last recount of live (atomic); 0 never */
-    uint64_t _pad1[1];
+    uint64_t reclaimed;    /* idle keys' slots reclaimed for other keys, by every process (atomic) */
     uint64_t dir_lock;     /* creating a directory entry: a writer's claim (sg_directory.c) */
     uint64_t perm_live;    /* permanent slots held (atomic, as live); live counts keys only */
     uint64_t _pad2[6];
@@ -197,6 +197,9 @@ typedef struct {
     uint64_t capacity, nslots, live, reclaimable, permanent, claiming, perm_capacity, perm_live;
 } sg_stats;
 void sg_table_stats(const sg_table *t, sg_stats *out);
+/* Idle keys' slots this process reclaimed (sweeps and evictions in place), in any table:
+ * a process-local count, so that the process where a reclaim happens can tell it. */
+extern uint64_t sg_reclaimed_here;
 
 /* Slots the slow path of a full store looks at per call (its sweep for an idle key
  * anywhere in the table), so a new key on a full store costs a bounded time. */

@@ -237,6 +237,14 @@ static inline int claim_is_stale(uint64_t c, uint64_t real_now) {
 }
 
 static sg_idle_fn idle_test; /* the algorithms' (sg_table_set_idle) */
+uint64_t sg_reclaimed_here;
+
+/* An idle key's slot went to another key (or was freed for one): counted in the store and
+ * in this process. */
+static inline void count_reclaim(sg_table *t) {
+    __atomic_fetch_add(&t->hdr->reclaimed, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&sg_reclaimed_here, 1, __ATOMIC_RELAXED);
+}
 
 void sg_table_set_idle(sg_idle_fn fn) { __atomic_store_n(&idle_test, fn, __ATOMIC_RELEASE); }
 
@@ -447,6 +455,7 @@ static int sweep(sg_table *t, uint64_t now) {
         if (CTL_STATE(c) != ST_LIVE || CTL_PERM(c)) continue;
         if (try_claim(t, s, c, 1, 0, now, real_now, &mine)) {
             abort_claim(t, s, mine); /* sealed and emptied: live - 1 */
+            count_reclaim(t);
             freed = 1;
         }
     }
@@ -560,6 +569,7 @@ int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t pa
         /* an idle key was evicted: it leaves the keys' count (a key's reservation then
            stands for the new key in its place, so it is given back) */
         if (CTL_FROMLIVE(mine) && (perm || reserved)) live_dec(t, 0);
+        if (CTL_FROMLIVE(mine)) count_reclaim(t);
 
         uint8_t mytag = CTL_TAG(mine);
         sg_slot *winner = NULL;

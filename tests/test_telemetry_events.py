@@ -227,10 +227,11 @@ def test_cap_and_pool_events(store, listen):
             pool.acquire(block=False)
     pool.close()
     names = [e.name for e in got]
-    assert names == ["cap.timeout", "pool.created", "pool.timeout", "pool.exhausted", "pool.closed"], names
-    timeout = got[0]
+    assert names == ["cap.acquired", "cap.timeout", "pool.created", "pool.checkout", "pool.timeout",
+                     "pool.exhausted", "pool.closed"], names
+    timeout = got[1]
     assert timeout.kind == "cap" and timeout.policy == cap.name and timeout.measurements["in_use"] == 1
-    assert got[2].kind == "pool" and got[2].policy == pool.name and got[2].measurements["timeout"] == 0.01
+    assert got[4].kind == "pool" and got[4].policy == pool.name and got[4].measurements["timeout"] == 0.01
 
 
 def test_a_dead_holders_permit_reclaimed_is_told(store, listen):

@@ -36,6 +36,7 @@ cdef extern from "sg_core.h" nogil:
         uint64_t nslots
         uint64_t live
         uint64_t created_wall
+        uint64_t reclaimed
 
     ctypedef struct sg_table:
         sg_header *hdr
@@ -59,6 +60,7 @@ cdef extern from "sg_core.h" nogil:
     int sg_table_get(sg_table *t, sg_hash128 h, int kind, uint32_t algo, uint64_t param, uint64_t now,
                      int create, uint64_t *idx, uint8_t *tag)
     void sg_table_stats(const sg_table *t, sg_stats *out)
+    uint64_t sg_reclaimed_here
     int sg_table_recount(sg_table *t)
     uint64_t sg_live_count(uint64_t w)
     uint64_t *sg_words(sg_table *t, uint64_t idx)

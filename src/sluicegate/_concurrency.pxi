@@ -63,6 +63,8 @@ cdef class CapCore:
     # threads of this process waiting for a permit (the policy's acquire loop counts them
     # under its condition); a release in this process wakes one when there are any
     cdef public Py_ssize_t nwait
+    # someone listens for cap.acquired (the policy's event flag, read by Permit's C path)
+    cdef public bint ev_acquired
 
     def __cinit__(self, Table tbl, str name):
         self.c.pairs = NULL
@@ -337,6 +339,8 @@ cdef class Permit:
         if self.state == _PENDING:
             if not self._take_now():
                 self._adopt(self.cap._acquire(self.timeout, True))
+            elif self.eng.ev_acquired:
+                self.cap._acquired_event(0.0)
             if self.eng.adaptive:
                 self.t0 = _cap_time.monotonic()
         elif self.state == _RELEASED:
@@ -353,8 +357,11 @@ cdef class Permit:
     async def __aenter__(self):
         if self.state == _RELEASED:
             raise RuntimeError("this permit was already released; take a new slot_async()")
-        if self.state == _PENDING and not self._take_now():
-            self._adopt(await self.cap._acquire_async(self.timeout, True))
+        if self.state == _PENDING:
+            if not self._take_now():
+                self._adopt(await self.cap._acquire_async(self.timeout, True))
+            elif self.eng.ev_acquired:
+                self.cap._acquired_event(0.0)
         if self.eng.adaptive:
             self.t0 = _cap_time.monotonic()
         return self

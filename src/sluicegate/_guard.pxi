@@ -68,8 +68,8 @@ cdef class GuardFront:
                 p.eng = self._gcapeng
                 p.timeout = 0.0 if self._gcapnow else self._cap_wait()
                 p.index = -1
-                if p.eng.adaptive or not p._take_now():
-                    p.__enter__()
+                if p.eng.adaptive or p.eng.ev_acquired or not p._take_now():
+                    p.__enter__()  # (waits, and tells cap.acquired, as a slot does)
         except Exception as exc:
             return self._failed(self._refused(exc, phase), 0.0, 1)
         try:

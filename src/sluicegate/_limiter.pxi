@@ -398,6 +398,8 @@ cdef class LimiterEngine:
             self._restripe()
         sg_add(self._stat_w, nallowed)
         sg_add(self._stat_w + 1, <uint64_t>done - nallowed)
+        if _ev_reclaimed and sg_load(&sg_reclaimed_here) != _reclaimed_told:
+            tell_reclaimed(self._tbl)
         return out
 
     # -- fake-clock entry points (tests): now is store time in ns -----------------------
@@ -483,6 +485,8 @@ cdef inline int rate_decide(LimiterEngine self, object key, uint64_t cost, uint6
         if self._stat_gen != _fork_gen:
             self._restripe()
         sg_add(self._stat_w + (0 if d.allowed else 1), 1)
+        if _ev_reclaimed and sg_load(&sg_reclaimed_here) != _reclaimed_told:
+            tell_reclaimed(self._tbl)
     return 0
 
 

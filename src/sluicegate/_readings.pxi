@@ -21,10 +21,10 @@ cdef uint64_t *find_words(Table tbl, uint32_t kind, str name, str part) except? 
 
 def store_fill(Table tbl):
     """(key capacity, live keys, permanent-slot capacity, permanent slots used, directory
-    entries) from the header's counters: a few loads, no sweep of the table."""
+    entries, idle keys reclaimed) from the header's counters: a few loads, no sweep."""
     tbl.check()
     return (tbl.t.hdr.capacity, sg_live_count(sg_load(&tbl.t.hdr.live)), tbl.t.hdr.perm_capacity,
-            sg_live_count(sg_load(&tbl.t.hdr.perm_live)), tbl.t.ndir)
+            sg_live_count(sg_load(&tbl.t.hdr.perm_live)), tbl.t.ndir, sg_load(&tbl.t.hdr.reclaimed))
 
 
 def cap_reading(Table tbl, str name):

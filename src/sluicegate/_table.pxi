@@ -92,6 +92,34 @@ cdef int store_full(str what, str msg) except -1:
     raise StoreFull(msg)
 
 
+# store.reclaimed: told by the process whose decisions reclaimed idle keys' slots, after
+# such a decision, while someone listens (set_store_events; one branch on this flag else)
+cdef bint _ev_reclaimed = False
+cdef uint64_t _reclaimed_told = 0
+
+
+def set_store_events(bint reclaimed):
+    """telemetry.refresh(): whether anything wants store.reclaimed now."""
+    global _ev_reclaimed, _reclaimed_told
+    if reclaimed and not _ev_reclaimed:
+        _reclaimed_told = sg_load(&sg_reclaimed_here)  # from now on
+    _ev_reclaimed = reclaimed
+
+
+cdef int tell_reclaimed(Table tbl) except -1:
+    """Emit store.reclaimed for the reclaims this process made since it last told."""
+    global _reclaimed_told
+    cdef uint64_t now_count = sg_load(&sg_reclaimed_here)
+    cdef uint64_t delta = now_count - _reclaimed_told
+    if delta == 0 or tbl.t.hdr == NULL:
+        return 0
+    _reclaimed_told = now_count
+    from sluicegate import telemetry
+    telemetry.emit("store", tbl.label, "store.reclaimed", None, reclaimed=delta,
+                   total=sg_load(&tbl.t.hdr.reclaimed))
+    return 0
+
+
 cdef int raise_table_rc(int rc, str what) except -1:
     if rc == SG_ERR_FULL:
         store_full(what, f"{what}: no free or idle slot left in the store; create it with a larger capacity")
@@ -172,7 +200,7 @@ cdef class Table:
         return {"capacity": s.capacity, "slots": s.nslots, "used": s.live,
                 "reclaimable": s.reclaimable, "permanent": s.permanent, "claiming": s.claiming,
                 "permanent_capacity": s.perm_capacity, "permanent_used": s.perm_live,
-                "policies_capacity": self.t.ndir}
+                "policies_capacity": self.t.ndir, "reclaimed": sg_load(&self.t.hdr.reclaimed)}
 
     cdef uint64_t *permanent_words(self, uint32_t kind, str name, str part) except NULL:
         """The four raw words of a never-reclaimed slot for (kind, name, part)."""

@@ -176,7 +176,7 @@ class AsyncPool(_PoolConfig, Generic[T]):
             self._out.discard(e)
             e.borrower = None
             e.dirty = True
-            self._st["reclaimed"] += 1
+            self._count("reclaimed")
             self._warn_reclaimed(e, why)
             if self._closed or self._check is None:
                 self._drop_locked(e, to_close)
@@ -196,7 +196,7 @@ class AsyncPool(_PoolConfig, Generic[T]):
                 finally:
                     if e.permit is not None:
                         e.permit.release()
-                    self._st["closed"] += 1
+                    self._count("closed")
         finally:
             # cancelled midway: the remaining resources are already out of the pool and will
             # not be closed here; at least give their host permits back
@@ -270,7 +270,7 @@ class AsyncPool(_PoolConfig, Generic[T]):
                         if e is None:
                             break
                         if self._expired(e, now):
-                            self._st["retired"] += 1
+                            self._count("retired")
                             self._drop_locked(e, to_close)
                             continue
                         entry = e
@@ -306,11 +306,13 @@ class AsyncPool(_PoolConfig, Generic[T]):
                     self._n_checkouts += 1
                     waited = loop.time() - start
                     if waited > 1e-4:
-                        self._st["waited"] += 1
+                        self._count("waited")
                         self._st["wait_total"] += waited
+                    if self._after_checkout:
+                        self._checked_out(waited)
                     return entry
                 if not block:
-                    self._st["exhausted"] += 1
+                    self._count("exhausted")
                     raise PoolExhausted(
                         f"pool {self.name!r}: all {self._total} resources are in use"
                         + (" and the host limit is reached" if host_blocked else ""))
@@ -330,7 +332,7 @@ class AsyncPool(_PoolConfig, Generic[T]):
                     self._waiters.remove(fut)
                     fut = None
                     self._wake_head()
-                    self._st["timeouts"] += 1
+                    self._count("timeouts")
                     raise PoolTimeout(
                         f"pool {self.name!r}: no resource free within {timeout}s "
                         f"({self._total} in use, {len(self._waiters)} other waiters)")
@@ -343,7 +345,9 @@ class AsyncPool(_PoolConfig, Generic[T]):
                 await asyncio.wait([fut], timeout=pause)
                 if self._moved():
                     self._follow_directory()
-        except BaseException:
+        except BaseException as e:
+            if isinstance(e, (PoolTimeout, PoolExhausted)):
+                self._refused(e, timeout)
             if fut is not None:
                 if fut in self._waiters:
                     self._waiters.remove(fut)
@@ -379,9 +383,10 @@ class AsyncPool(_PoolConfig, Generic[T]):
             if permit is not None:
                 permit.release()
             self._total -= 1
-            self._st["create_failures"] += 1
+            self._count("create_failures")
             self._wake_head()
             raise
+        self._created_event()
         return self._new_entry(resource, permit)
 
     async def _vet_entry(self, e: _Entry) -> bool:
@@ -396,9 +401,9 @@ class AsyncPool(_PoolConfig, Generic[T]):
                 self._abandon(e)
                 raise
             if not ok:
-                self._st["failed_checks"] += 1
+                self._count("failed_checks")
         elif not ok:
-            self._st["retired"] += 1
+            self._count("retired")
         if ok:
             e.dirty = False
             return True
@@ -421,7 +426,7 @@ class AsyncPool(_PoolConfig, Generic[T]):
             self._drop_locked(e, to_close)
         elif (self._host is not None and not self._waiters and self._total > self.min_size
               and self._host.contended()):
-            self._st["shed"] += 1
+            self._count("shed")
             self._drop_locked(e, to_close)
         else:
             self._give(e)
@@ -488,6 +493,7 @@ class AsyncPool(_PoolConfig, Generic[T]):
             if not f.done():
                 f.set_result(None)
         await self._close_entries(to_close)
+        self._closed_event(len(to_close))
         if timeout:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout

@@ -157,8 +157,27 @@ class ConcurrencyLimiter(Policy):
         self._engine.configure(self.max_limit, limit, self.min_limit, self.adaptive)
 
     # -- acquiring ----------------------------------------------------------------------
+    def _set_event_flags(self, flags: dict[str, bool]) -> None:
+        self._event_flags = flags
+        self._engine.ev_acquired = flags["cap.acquired"]  # Permit's compiled path reads it
+
+    def _acquired_event(self, wait: float) -> None:
+        self._emit("cap.acquired", wait=wait, in_use=self.in_use, limit=self.limit)
+
+    def _acquired_after(self, wait: float) -> None:
+        """A permit taken after waiting wait seconds: the wait histogram, and the event."""
+        histogram(self._store, "cap", self.name, "wait").record_seconds(wait)
+        if self._engine.ev_acquired:
+            self._acquired_event(wait)
+
     def try_acquire(self) -> Permit | None:
         """A permit now, or None if the cap is full (after reclaiming dead holders)."""
+        p = self._try()
+        if p is not None and self._engine.ev_acquired:
+            self._acquired_event(0.0)
+        return p
+
+    def _try(self) -> Permit | None:
         owner = _pi._owner or _current_owner()
         idx = self._engine.try_acquire(owner, owner >> 42)
         if idx == -2:  # a new configuration: follow it first
@@ -186,6 +205,7 @@ class ConcurrencyLimiter(Policy):
         p = self.try_acquire()
         if p is not None:
             return p
+        try_acquire = self._try  # the waits below tell cap.acquired once, with the wait
         timeout = _check_seconds("timeout", timeout)
         if not block or timeout == 0:
             raise self._timeout_error(timeout, False)
@@ -202,7 +222,7 @@ class ConcurrencyLimiter(Policy):
             with self._cond:
                 self._engine.nwait += 1  # announce first, then re-try: a local release cannot slip between
                 try:
-                    p = self.try_acquire()
+                    p = try_acquire()
                     if p is None:
                         self._cond.wait(pause)
                 finally:
@@ -210,10 +230,10 @@ class ConcurrencyLimiter(Policy):
             if p is not None:
                 break
             delay = min(delay * 2, _MAX_DELAY)
-            p = self.try_acquire()
+            p = try_acquire()
             if p is not None:
                 break
-        histogram(self._store, "cap", self.name, "wait").record_seconds(time.monotonic() - started)
+        self._acquired_after(time.monotonic() - started)
         return p
 
     def acquire(self, timeout: float | None = None, block: bool = True) -> Permit:
@@ -263,7 +283,8 @@ class ConcurrencyLimiter(Policy):
             if not block or timeout == 0:
                 raise self._timeout_error(timeout, False)
             loop = asyncio.get_running_loop()
-            deadline = None if timeout is None else loop.time() + timeout
+            started = loop.time()
+            deadline = None if timeout is None else started + timeout
             delay = _FIRST_DELAY
             while p is None:
                 pause = delay * (0.5 + random.random())
@@ -274,7 +295,8 @@ class ConcurrencyLimiter(Policy):
                     pause = min(pause, left)
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, _MAX_DELAY)
-                p = self.try_acquire()
+                p = self._try()
+            self._acquired_after(loop.time() - started)
         return p
 
     def release(self, permit: Permit | None = None) -> bool:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .store import SharedStore
 
 # kind name <-> the namespace number its keys and state use in the store (SG_NS_* in
-# csrc/sg_core.h; a pool keeps no state there, its number only names its kind)
+# csrc/sg_core.h; a pool keeps only its host-wide counts there)
 KINDS: dict[str, int] = {
     "limiter": _core.NS_LIMITER,
     "breaker": _core.NS_BREAKER,

@@ -87,6 +87,9 @@ FAMILIES: dict[str, Family] = dict([
     _f("store_policies", "sluicegate_store_policies", GAUGE,
        "Policies in the store's directory, by kind", "sluicegate.store.policies", "{policy}", ("kind",),
        per_policy=False),
+    _f("store_reclaimed", "sluicegate_store_reclaimed", COUNTER,
+       "Idle keys whose slots were reclaimed for other keys, by every process", "sluicegate.store.reclaimed",
+       "{slot}", per_policy=False),
     _f("store_policies_capacity", "sluicegate_store_policies_capacity", GAUGE,
        "Policies the store's directory holds", "sluicegate.store.policies.capacity", "{policy}", per_policy=False),
     # rate limiter
@@ -130,6 +133,23 @@ FAMILIES: dict[str, Family] = dict([
     _f("cap_wait", "sluicegate_cap_wait_seconds", HISTOGRAM,
        "Time a blocking acquire waited after finding the cap full (acquired_total minus this count "
        "found a permit at once)", "sluicegate.cap.wait", "s"),
+    # pool (named pools: every process's totals; idle and in-use resources are each
+    # process's own, in its stats())
+    _f("pool_checkouts", "sluicegate_pool_checkouts", COUNTER,
+       "Resources lent by the pool, in every process", "sluicegate.pool.checkouts", "{checkout}"),
+    _f("pool_timeouts", "sluicegate_pool_timeouts", COUNTER,
+       "Checkouts that waited their timeout (PoolTimeout)", "sluicegate.pool.timeouts", "{checkout}"),
+    _f("pool_exhausted", "sluicegate_pool_exhausted", COUNTER,
+       "Non-blocking checkouts that found nothing free (PoolExhausted)", "sluicegate.pool.exhausted", "{checkout}"),
+    _f("pool_created", "sluicegate_pool_created", COUNTER,
+       "Resources created", "sluicegate.pool.created", "{resource}"),
+    _f("pool_closed", "sluicegate_pool_closed", COUNTER,
+       "Resources closed (expired, failed checks, shrinking, close())", "sluicegate.pool.closed", "{resource}"),
+    _f("pool_wait", "sluicegate_pool_wait_seconds", HISTOGRAM,
+       "Time a checkout waited after finding no resource free", "sluicegate.pool.wait", "s"),
+    # counter
+    _f("counter_value", "sluicegate_counter_value", GAUGE,
+       "A Counter's value (every process's adds)", "sluicegate.counter.value", ""),
     # guard
     _f("guard_calls", "sluicegate_guard_calls", COUNTER,
        "Calls through the guard that ended, by how: success, failure (the call's own error or its "
@@ -306,6 +326,20 @@ def _read_cap(st: _Store, store: SharedStore, name: str, updated: int, out: Read
     out.add("cap_wait", lab, _hist.read(store, "cap", name, _hist.WAIT) or _EMPTY)
 
 
+def _read_pool(st: _Store, store: SharedStore, name: str, updated: int, out: Reading) -> None:
+    from .pool import POOL_COUNTS
+
+    c = dict(zip(POOL_COUNTS, _core.Tally(store._table, _core.NS_POOL, name, len(POOL_COUNTS)).values()))
+    lab = (st.label, name)
+    for key in ("checkouts", "timeouts", "exhausted", "created", "closed"):
+        out.add(f"pool_{key}", lab, c[key])
+    out.add("pool_wait", lab, _hist.read(store, "pool", name, _hist.WAIT) or _EMPTY)
+
+
+def _read_counter(st: _Store, store: SharedStore, name: str, updated: int, out: Reading) -> None:
+    out.add("counter_value", (st.label, name), int(_core.Counter(store._table, name).value))
+
+
 def _read_guard(st: _Store, store: SharedStore, name: str, updated: int, out: Reading) -> None:
     from .guard import GuardCounts
 
@@ -325,7 +359,7 @@ def _read_guard(st: _Store, store: SharedStore, name: str, updated: int, out: Re
 _EMPTY = _hist.HistogramReading(_hist.BOUNDS, (0,) * (len(_hist.BOUNDS) + 1), 0.0)
 
 KIND_READERS: dict[str, PolicyReader] = {"limiter": _read_limiter, "breaker": _read_breaker, "cap": _read_cap,
-                                         "guard": _read_guard}
+                                         "pool": _read_pool, "counter": _read_counter, "guard": _read_guard}
 
 
 class Reader:
@@ -363,12 +397,13 @@ class Reader:
             return
         out.add("store_up", (st.label,), 1)
         t = store._table
-        capacity, used, perm_capacity, perm_used, ndir = (int(v) for v in _core.store_fill(t))
+        capacity, used, perm_capacity, perm_used, ndir, reclaimed = (int(v) for v in _core.store_fill(t))
         out.add("store_slots_used", (st.label,), used)
         out.add("store_slots_capacity", (st.label,), capacity)
         out.add("store_permanent_slots_used", (st.label,), perm_used)
         out.add("store_permanent_slots_capacity", (st.label,), perm_capacity)
         out.add("store_policies_capacity", (st.label,), ndir)
+        out.add("store_reclaimed", (st.label,), reclaimed)
         kinds: dict[str, int] = {}
         seen: set[str] = set()
         for _idx, kind_num, name, _created, updated in _core.dir_list(t):

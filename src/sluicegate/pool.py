@@ -33,6 +33,7 @@ from ._forks import after_fork_in_child
 from .concurrency import ConcurrencyLimiter, Permit
 from .directory import BUILDERS
 from .errors import ConfigError, PolicyNotBuildable, PoolExhausted, PoolTimeout, StoreClosed
+from .histogram import histogram
 from .policy import Policy
 from .store import SharedStore, resolve_store
 
@@ -162,9 +163,17 @@ def _release_permits(idle: deque[_Entry], out: set[_Entry]) -> None:
                 pass
 
 
+# a pool's totals: this process's in stats(), and a named pool's every process's in the
+# store (a _core.Tally, read by the exporters: metrics.KIND_READERS["pool"]), in this order
+POOL_COUNTS = ("checkouts", "timeouts", "exhausted", "created", "closed", "create_failures",
+               "failed_checks", "retired", "reclaimed", "shed", "waited")
+_COUNT = {k: i for i, k in enumerate(POOL_COUNTS)}
+
+
 class _PoolConfig(Policy):
     """What Pool and AsyncPool share: argument checks, the configuration they follow (a
-    policy of kind "pool" when named), and the choices that need no lock or await."""
+    policy of kind "pool" when named), the counts and events, and the choices that need
+    no lock or await."""
 
     KIND = "pool"
     EVENT_PREFIX = "pool."
@@ -225,9 +234,10 @@ class _PoolConfig(Policy):
         # a pool dropped without close(): give its resources' host permits back (they would
         # otherwise stay held, host-wide, until this process exits)
         weakref.finalize(self, _release_permits, self._idle, self._out).atexit = False
-        self._st = { "timeouts": 0, "exhausted": 0, "waited": 0, "wait_total": 0.0,
-                    "created": 0, "closed": 0, "create_failures": 0, "failed_checks": 0, "reclaimed": 0,
-                    "retired": 0, "shed": 0}
+        self._st: dict[str, Any] = {k: 0 for k in POOL_COUNTS if k != "checkouts"}
+        self._st["wait_total"] = 0.0
+        self._tally: Any = None  # a named pool's host-wide counts (set once registered)
+        self._after_checkout = False  # a checkout must call _checked_out (counts, wait, event)
         self._override: dict[str, Any] = {}  # a private pool's reconfigure()
         if self._private:
             # what _register gives a named pool: an engine (a version watch that never moves)
@@ -241,6 +251,7 @@ class _PoolConfig(Policy):
         else:
             assert name is not None
             self._store = resolve_store(store)
+            self._tally = _core.Tally(self._store._table, _core.NS_POOL, name, len(POOL_COUNTS))
             self._register(self._store, name, code)  # the store's engine for a pool: its DirWatch
         # the directory entry's version word: one load per checkout (a compiled method, bound)
         self._moved: Callable[[], bool] = self._engine.moved
@@ -321,9 +332,55 @@ class _PoolConfig(Policy):
         e.expires = e.created + life * (1.0 - j * self._rng.random()) if life is not None else float("inf")
         e.idle_limit = idle * (1.0 - j * self._rng.random()) if idle is not None else float("inf")
 
+    # -- counts and events (both drivers call these) ------------------------------------------
+    def _set_event_flags(self, flags: dict[str, bool]) -> None:
+        self._event_flags = flags
+        self._after_checkout = self._tally is not None or flags["pool.checkout"]
+
+    def _count(self, what: str, n: int = 1) -> None:
+        """Count in this process's stats and, for a named pool, in the store (over a closed
+        store the pool goes on working; only its shared counts stop)."""
+        self._st[what] += n
+        if self._tally is not None:
+            try:
+                self._tally.add(_COUNT[what], n)
+            except StoreClosed:
+                pass
+
+    def _checked_out(self, waited: float) -> None:
+        """After a checkout (the fast paths call it only when _after_checkout): the
+        host-wide count, the wait histogram, the event."""
+        if self._tally is not None:
+            try:
+                self._tally.add(_COUNT["checkouts"])
+                if waited > 1e-4:
+                    assert self._store is not None
+                    histogram(self._store, "pool", self.name, "wait").record_seconds(waited)
+            except StoreClosed:
+                pass
+        if self._event_flags["pool.checkout"]:
+            self._emit("pool.checkout", wait=waited, in_use=len(self._out), idle=len(self._idle))
+
+    def _refused(self, exc: BaseException, timeout: Any) -> None:
+        """Tell a checkout's PoolTimeout or PoolExhausted (after any lock is let go)."""
+        if isinstance(exc, PoolTimeout):
+            if self._event_flags["pool.timeout"]:
+                self._emit("pool.timeout", timeout=self.timeout if timeout is _DEFAULT else timeout,
+                           total=self._total)
+        elif self._event_flags["pool.exhausted"]:
+            self._emit("pool.exhausted", total=self._total)
+
+    def _created_event(self) -> None:
+        if self._event_flags["pool.created"]:
+            self._emit("pool.created", total=self._total)
+
+    def _closed_event(self, closed_now: int) -> None:
+        if self._event_flags["pool.closed"]:
+            self._emit("pool.closed", closed_now=closed_now, in_use=len(self._out))
+
     def _new_entry(self, resource: Any, permit: Permit | None) -> _Entry:
         self._ids += 1
-        self._st["created"] += 1
+        self._count("created")
         e = _Entry(resource, self._ids, self._clock(), permit)
         self._time(e)
         return e
@@ -389,7 +446,7 @@ class _PoolConfig(Policy):
             except ValueError:
                 continue
             if why == "retired":
-                self._st["retired"] += 1
+                self._count("retired")
             self._drop_locked(e, to_close)
             excess -= 1
 
@@ -514,6 +571,8 @@ class Lease(Generic[T]):
                 e.where = (f.f_code, f.f_lasti)
                 self._gen = e.uses
                 self._entry = e
+                if pool._after_checkout:
+                    pool._checked_out(0.0)
                 return e.resource  # type: ignore[no-any-return]
         e = pool._get_slow(self._timeout, self._block, (f.f_code, f.f_lasti))
         self._gen = e.uses
@@ -656,7 +715,7 @@ class Pool(_PoolConfig, Generic[T]):
                     if e.permit is not None:
                         e.permit.release()
                     with self._lock:
-                        self._st["closed"] += 1
+                        self._count("closed")
                         if self._closed:
                             self._drained.notify_all()
         finally:
@@ -674,7 +733,7 @@ class Pool(_PoolConfig, Generic[T]):
                 continue
             e.borrower = None
             e.dirty = True
-            self._st["reclaimed"] += 1
+            self._count("reclaimed")
             self._warn_reclaimed(e, why)
             if self._closed or self._check is None:
                 self._drop_locked(e, to_close)
@@ -727,6 +786,8 @@ class Pool(_PoolConfig, Generic[T]):
             self._n_checkouts += 1
             e.borrower = _current_thread()
             e.where = where
+            if self._after_checkout:
+                self._checked_out(0.0)
             return e
         return self._get_slow(timeout, block, where)
 
@@ -735,14 +796,8 @@ class Pool(_PoolConfig, Generic[T]):
         pool.exhausted) after the lock is let go, then raised."""
         try:
             return self._take_slow(timeout, block, where)
-        except PoolTimeout:
-            if self._event_flags["pool.timeout"]:
-                self._emit("pool.timeout", timeout=self.timeout if timeout is _DEFAULT else timeout,
-                           total=self._total)
-            raise
-        except PoolExhausted:
-            if self._event_flags["pool.exhausted"]:
-                self._emit("pool.exhausted", total=self._total)
+        except (PoolTimeout, PoolExhausted) as e:
+            self._refused(e, timeout)
             raise
 
     def _take_slow(self, timeout: float | None, block: bool, where: tuple[Any, int]) -> _Entry:
@@ -788,7 +843,7 @@ class Pool(_PoolConfig, Generic[T]):
                                 if e is None:
                                     break
                                 if self._expired(e, now):
-                                    self._st["retired"] += 1
+                                    self._count("retired")
                                     self._drop_locked(e, to_close)
                                     continue
                                 entry = e
@@ -808,7 +863,7 @@ class Pool(_PoolConfig, Generic[T]):
                                         self._wake_head()
                                 break
                         if not block:
-                            self._st["exhausted"] += 1
+                            self._count("exhausted")
                             raise PoolExhausted(
                                 f"pool {self.name!r}: all {self._total} resources are in use"
                                 + (" and the host limit is reached" if host_blocked else ""))
@@ -824,7 +879,7 @@ class Pool(_PoolConfig, Generic[T]):
                         if left is not None and left <= 0:
                             self._waiters.remove(waiter)
                             self._wake_head()
-                            self._st["timeouts"] += 1
+                            self._count("timeouts")
                             raise PoolTimeout(
                                 f"pool {self.name!r}: no resource free within {timeout}s "
                                 f"({self._total} in use, {len(self._waiters)} other waiters)")
@@ -888,11 +943,12 @@ class Pool(_PoolConfig, Generic[T]):
                 entry.where = where
                 self._out.add(entry)
                 self._n_checkouts += 1
-                st = self._st
                 waited = time.monotonic() - start
                 if waited > 1e-4:
-                    st["waited"] += 1
-                    st["wait_total"] += waited
+                    self._count("waited")
+                    self._st["wait_total"] += waited
+            if self._after_checkout:
+                self._checked_out(waited)
             return entry
 
     def _create_entry(self, permit: Permit | None) -> _Entry:
@@ -903,11 +959,10 @@ class Pool(_PoolConfig, Generic[T]):
                 permit.release()
             with self._lock:
                 self._total -= 1
-                self._st["create_failures"] += 1
+                self._count("create_failures")
                 self._wake_head()
             raise
-        if self._event_flags["pool.created"]:
-            self._emit("pool.created", total=self._total)
+        self._created_event()
         with self._lock:
             return self._new_entry(resource, permit)
 
@@ -932,10 +987,10 @@ class Pool(_PoolConfig, Generic[T]):
                 raise
             if not ok:
                 with self._lock:
-                    self._st["failed_checks"] += 1
+                    self._count("failed_checks")
         elif not ok:
             with self._lock:
-                self._st["retired"] += 1
+                self._count("retired")
         if ok:
             e.dirty = False
             return True
@@ -973,7 +1028,7 @@ class Pool(_PoolConfig, Generic[T]):
                 self._drop_locked(e, to_close)
             elif (self._host is not None and not self._waiters and self._total > self.min_size
                   and self._host.contended()):
-                self._st["shed"] += 1
+                self._count("shed")
                 self._drop_locked(e, to_close)
             elif self._waiters:
                 w = self._waiters.popleft()
@@ -1082,8 +1137,7 @@ class Pool(_PoolConfig, Generic[T]):
             for w in self._waiters:
                 w.cond.notify()
         self._close_entries(to_close)
-        if self._event_flags["pool.closed"]:
-            self._emit("pool.closed", closed_now=len(to_close), in_use=len(self._out))
+        self._closed_event(len(to_close))
         if timeout:
             deadline = time.monotonic() + timeout
             with self._lock:

@@ -155,9 +155,13 @@ def off(event: str, listener: Listener) -> None:
 
 
 def refresh() -> None:
-    """Recompute every policy's event flags (listeners, and loggers' levels)."""
+    """Recompute every policy's event flags (listeners, and loggers' levels), and the
+    store's (store.reclaimed is told by the compiled core when wanted)."""
     for em in list(_emitters):
         em._refresh_events()
+    from . import _core
+
+    _core.set_store_events(wanted("store.reclaimed", None, "store"))
 
 
 def register(emitter: Any) -> None:
