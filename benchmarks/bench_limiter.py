@@ -13,7 +13,8 @@ import multiprocessing as mp
 import os
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

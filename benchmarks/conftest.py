@@ -11,9 +11,10 @@ import os
 # under test on a small machine; nothing here uses BLAS.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import json
 import platform
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -44,6 +45,10 @@ def ratios() -> Ratios:
 def pytest_terminal_summary(terminalreporter):
     if not _rows:
         return
+    out = os.environ.get("SLUICEGATE_RATIOS_JSON")
+    if out:  # .ci/run: compared with benchmarks/baseline_ratios.json (compare_ratios.py)
+        with open(out, "w") as f:
+            json.dump([{"what": w, "ratio": r, "target": t, "ok": ok} for w, r, t, ok in _rows], f, indent=1)
     tr = terminalreporter
     tr.section("sluicegate ratios (same run, same machine)")
     tr.write_line(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")

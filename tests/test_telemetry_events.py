@@ -255,3 +255,22 @@ def test_a_breaker_opening_is_logged_at_warning_with_no_listener(store, caplog):
         raise ValueError
     recs = [r for r in caplog.records if r.name == "sluicegate.breaker" and "breaker.state_change" in r.getMessage()]
     assert [r.levelno for r in recs] == [logging.WARNING] and "new='open'" in recs[0].getMessage()
+
+
+def test_a_full_store_is_logged_once_per_interval_but_told_to_listeners_every_time(caplog):
+    s = sg.SharedStore(capacity=4)
+    got: list[sg.Event] = []
+    sg.on("store.full", got.append)
+    try:
+        lim = sg.RateLimiter("full-log", "1/hour", store=s)
+        with caplog.at_level(logging.WARNING, logger="sluicegate.store"):
+            for i in range(60):
+                try:
+                    lim.allow(f"k{i}")
+                except sg.StoreFull:
+                    pass
+        records = [r for r in caplog.records if "store.full" in r.getMessage()]
+        assert len(got) == 56 and len(records) == 1  # 4 keys fit; 56 refusals, one WARNING
+    finally:
+        sg.off("store.full", got.append)
+        s.close()

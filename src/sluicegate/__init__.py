@@ -13,6 +13,7 @@ except ImportError as exc:  # no silent slow path: the C core is the product
         "(pip install --force-reinstall --no-binary sluicegate sluicegate)."
     ) from exc
 
+from ._version import __version__ as __version__
 from .async_pool import AsyncLease, AsyncPool
 from .breaker import BreakerToken, CircuitBreaker, Degradation
 from .concurrency import ConcurrencyLimiter, Permit
@@ -50,8 +51,6 @@ from .retry import Retry, RetryBudget
 from .store import SharedStore, default_store, open_store
 from .telemetry import Event, off, on
 from .timeout import deadline, remaining
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SharedStore",

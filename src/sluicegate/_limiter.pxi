@@ -11,7 +11,49 @@ cdef extern from "Python.h":
 
 import os as _os
 
-_np = None  # numpy, imported on the first allow_many (keeps `import sluicegate` light)
+_np = None  # numpy, imported on the first allow_many (keeps `import sluicegate` light); False: absent
+
+
+cdef class Allowed:
+    """allow_many's answer where numpy is not installed: a compact sequence of bools
+    (one byte per key; indexing, slicing, iteration, len, count, ==, tolist())."""
+    cdef bytearray _b
+
+    def __cinit__(self, bytearray b):
+        self._b = b
+
+    def __len__(self):
+        return len(self._b)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Allowed(self._b[i])
+        return self._b[i] != 0
+
+    def __iter__(self):
+        return (x != 0 for x in self._b)
+
+    def count(self, value=True):
+        n = len(self._b) - self._b.count(0)
+        return n if value else len(self._b) - n
+
+    def tolist(self):
+        return [x != 0 for x in self._b]
+
+    def __eq__(self, other):
+        if isinstance(other, Allowed):
+            return self._b == (<Allowed>other)._b
+        try:
+            return self.tolist() == [bool(x) for x in other]
+        except TypeError:
+            return NotImplemented
+
+    def __repr__(self):
+        return f"Allowed({self.tolist()!r})"
+
+
+import collections.abc as _abc
+_abc.Sequence.register(Allowed)
 _NO_KEY = object()
 
 ALGO_GCRA = SG_ALGO_GCRA
@@ -308,7 +350,8 @@ cdef class LimiterEngine:
         self.refund_at(key, c, sg_store_now(&self._tbl.t))
 
     def allow_many(self, keys, cost=1):
-        """Decide each key (consuming cost each) at one instant; a numpy bool array."""
+        """Decide each key (consuming cost each) at one instant: a numpy bool array where
+        numpy is installed, else an Allowed (a compact sequence of bools)."""
         cdef uint64_t c = 1
         cdef Py_ssize_t n, k
         cdef int i, nr, rc
@@ -329,12 +372,22 @@ cdef class LimiterEngine:
         n = len(klist)
         global _np
         if _np is None:
-            import numpy
-            _np = numpy
-        out = _np.zeros(n, dtype=_np.bool_)
-        if n == 0:
-            return out
-        outv = out.view(_np.uint8)
+            try:
+                import numpy
+            except ImportError:
+                numpy = None
+            _np = False if numpy is None else numpy  # (None in sys.modules: not installed)
+        if _np is False:
+            buf = bytearray(n)
+            out = Allowed(buf)
+            if n == 0:
+                return out
+            outv = buf
+        else:
+            out = _np.zeros(n, dtype=_np.bool_)
+            if n == 0:
+                return out
+            outv = out.view(_np.uint8)
         nr = self._n
         hs = <sg_hash128 *>malloc(<size_t>n * nr * sizeof(sg_hash128))
         # the GIL-free loop decides with its own copy: another thread may follow a

@@ -14,9 +14,9 @@ import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Callable, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar, Union
 
 from ._forks import after_fork_in_child
 from .concurrency import ConcurrencyLimiter, Permit

@@ -15,9 +15,9 @@ import logging
 import math
 import os
 import weakref
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Callable, NamedTuple, TypeVar, Union
+from typing import Any, NamedTuple, TypeVar, Union
 
 from . import _core
 from ._forks import after_fork_in_child

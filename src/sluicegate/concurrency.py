@@ -19,7 +19,8 @@ import random
 import threading
 import time
 import weakref
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import _core
 from . import _procident as _pi

@@ -46,10 +46,10 @@ import functools
 import inspect
 import sys
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Callable, ClassVar, TypeVar, overload
+from typing import Any, ClassVar, ParamSpec, TypeVar, overload
 
 from . import _core, telemetry
 from .async_pool import AsyncPool
@@ -74,11 +74,6 @@ from .pool import Pool
 from .retry import Retry, RetryBudget
 from .store import SharedStore, resolve_store
 from .timeout import call_with_timeout, call_with_timeout_async, deadline, remaining
-
-if sys.version_info >= (3, 10):
-    from typing import ParamSpec
-else:  # pragma: no cover - Python 3.9
-    from typing_extensions import ParamSpec
 
 P = ParamSpec("P")
 T = TypeVar("T")

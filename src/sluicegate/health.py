@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .directory import BUILDERS, OBSERVERS
 from .errors import ConfigError, PolicyNotFound, SluicegateError

@@ -13,8 +13,8 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any, Callable, TypeVar, Union
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, Union
 
 from . import _core
 from .directory import BUILDERS
@@ -204,7 +204,8 @@ class RateLimiter(Policy, _core.LimiterFront):
         slower: a cut never frees any), so burst must hold one call at min_rate.
 
     allow(key, cost=1) -> bool, check(key, cost=1) -> Decision, peek(key) -> Decision,
-    reset(key), refund(key, cost=1), allow_many(keys, cost=1) -> numpy bool array
+    reset(key), refund(key, cost=1), allow_many(keys, cost=1) -> numpy bool array (or, with
+    no numpy installed, a compact sequence of bools)
     (all decided by the engine), plus acquire / acquire_async, a decorator form, chain()
     and stats().
     """
@@ -279,7 +280,9 @@ class RateLimiter(Policy, _core.LimiterFront):
         self._engine.refund(key, cost)
 
     def allow_many(self, keys: Any, cost: int = 1) -> Any:
-        """Decide each key (consuming cost each) at one instant; a numpy bool array."""
+        """Decide each key (consuming cost each) at one instant: a numpy bool array where
+        numpy is installed (pip install sluicegate[numpy]), else a compact sequence of
+        bools (_core.Allowed)."""
         flags = self._event_flags
         if not (flags["rate.denied"] or flags["rate.allowed"]):
             return self._engine.allow_many(keys, cost)

@@ -37,9 +37,10 @@ import re
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, NamedTuple, TypeVar, Union, cast
+from typing import Any, NamedTuple, TypeVar, Union, cast
 
 from . import _core, telemetry
 from ._forks import after_fork_in_child

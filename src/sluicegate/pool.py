@@ -18,6 +18,7 @@ in no directory, and reconfigure() changes it alone."""
 
 from __future__ import annotations
 
+import dis
 import random
 import sys
 import threading
@@ -25,8 +26,9 @@ import time
 import warnings
 import weakref
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from . import _core, telemetry
 from ._forks import after_fork_in_child
@@ -520,10 +522,11 @@ def _render_where(where: Any) -> str:
         return "an unknown place"
     code, lasti = where
     line = code.co_firstlineno
-    for start, end, ln in code.co_lines():
-        if start <= lasti < end and ln is not None:
-            line = ln
+    for offset, ln in dis.findlinestarts(code):  # the last line starting at or before lasti
+        if offset > lasti:
             break
+        if ln is not None:
+            line = ln
     return f"{code.co_filename}:{line} in {code.co_name}()"
 
 

@@ -42,19 +42,14 @@ import inspect
 import random
 import sys
 import time
-from collections.abc import Awaitable, Mapping
-from typing import Any, Callable, TypeVar, overload
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _core
 from .concurrency import _check_seconds
 from .errors import CircuitOpen, ConfigError
 from .store import SharedStore
 from .timeout import remaining
-
-if sys.version_info >= (3, 10):
-    from typing import ParamSpec
-else:  # pragma: no cover - Python 3.9
-    from typing_extensions import ParamSpec
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -18,7 +18,8 @@ import os
 import tempfile
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from . import _approot, _core
 from . import directory as _directory

@@ -33,8 +33,9 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ConfigError
 
@@ -188,14 +189,38 @@ def _level(event: str, measurements: dict[str, Any] | None = None) -> int:
     return EVENTS[event]
 
 
+# events logged at most once per this many seconds per policy: a full store refuses every
+# new key, and a WARNING record per refusal would flood the log (and cost each refusal
+# the write); the record says how many it stands for.  Listeners still get every event.
+LOG_EVERY: dict[str, float] = {"store.full": 10.0}
+_logged: dict[tuple[str, str], tuple[float, int]] = {}  # (event, policy) -> (monotonic time, events since)
+
+
+def _log_now(event: str, policy: str) -> int:
+    """0 to skip this record, else how many events it stands for (this one included)."""
+    every = LOG_EVERY.get(event)
+    if every is None:
+        return 1
+    now = time.monotonic()
+    got = _logged.get((event, policy))
+    if got is not None and now - got[0] < every:
+        _logged[(event, policy)] = (got[0], got[1] + 1)
+        return 0
+    _logged[(event, policy)] = (now, 0)
+    return 1 + (got[1] if got is not None else 0)
+
+
 def emit(kind: str, policy: str, event: str, own: Listeners | None = None, /, **measurements: Any) -> None:
     """Build the Event once, log it, and call every listener for it; never raises."""
     ev = Event(event, kind, policy, time.time(), os.getpid(), measurements)
     level = _level(event, measurements)
     logger = logging.getLogger(f"sluicegate.{kind}")
     if event not in ONLY_BY_NAME and logger.isEnabledFor(level):
-        logger.log(level, "%s %r: %s", event, policy,
-                   " ".join(f"{k}={v!r}" for k, v in measurements.items()))
+        n = _log_now(event, policy)
+        if n:
+            more = f" ({n - 1} more since the last record)" if n > 1 else ""
+            logger.log(level, "%s %r: %s%s", event, policy,
+                       " ".join(f"{k}={v!r}" for k, v in measurements.items()), more)
     fns = _global.for_event(event)
     if own is not None:
         fns += own.for_event(event)

@@ -25,9 +25,9 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from ._forks import after_fork_in_child
 from .concurrency import _check_seconds
